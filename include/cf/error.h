@@ -1,0 +1,76 @@
+/*
+ * cf/error.h - error codes shared by every cfutures module.
+ *
+ * Convention: every function that can fail returns 0 (or a documented
+ * non-negative value) on success and a negative code on failure.
+ *
+ *   - System failures are exactly -errno (-EINVAL, -ENOMEM, -EAGAIN, ...).
+ *   - Library conditions that have no good errno use the reserved range
+ *     -3000 .. -3099, listed in CF_ERRNO_MAP below.
+ *   - A task's own failure carries whatever negative code the task chose;
+ *     the library passes it through unchanged.
+ *
+ * cf_strerror() and cf_err_name() accept any of these and never return
+ * NULL. Both are thread-safe and return static strings.
+ */
+#ifndef CF_ERROR_H
+#define CF_ERROR_H
+
+#include <errno.h>
+
+/* The library is built with -fvisibility=hidden; CF_EXTERN exports. */
+#if defined(__GNUC__)
+#define CF_EXTERN __attribute__((visibility("default")))
+#else
+#define CF_EXTERN
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The library's own codes: XX(name, value, message). One list generates
+ * the enum, cf_strerror() and cf_err_name().
+ */
+#define CF_ERRNO_MAP(XX)                                                      \
+  XX(ETIMEDOUT, -3001, "timed out")                                           \
+  XX(ECANCELLED, -3002, "cancelled")                                          \
+  XX(EBROKEN, -3003, "executor is broken (a worker initializer failed)")      \
+  XX(ESHUTDOWN, -3004, "executor has been shut down")                         \
+  XX(EINVALSTATE, -3005, "future is not in a state that allows this")         \
+  XX(EDEADLOCK, -3006, "waiting here would deadlock")                         \
+  XX(ETASK, -3007, "task failed")
+
+/** Library error codes. All are negative. */
+enum cf_errno {
+#define CF__ERRNO_ENUM(name, value, msg) CF_##name = (value),
+  CF_ERRNO_MAP(CF__ERRNO_ENUM)
+#undef CF__ERRNO_ENUM
+  /* Aliases for the system codes the library returns, so callers can
+   * compare against one prefix. */
+  CF_EINVAL = -EINVAL,
+  CF_ENOMEM = -ENOMEM,
+  CF_EAGAIN = -EAGAIN, /**< would block: a bounded queue is full */
+  CF_EBUSY = -EBUSY,   /**< cancel: the task is already running or done */
+  CF_EBADF = -EBADF    /**< the handle is not (or no longer) a live object */
+};
+
+/**
+ * A human-readable message for any code this library returns (library
+ * codes, negated errno values, task codes). Unknown codes get a generic
+ * message. Never NULL; the string is static. Thread-safe.
+ */
+CF_EXTERN const char *cf_strerror(int code);
+
+/**
+ * The symbolic name of a code: "CF_ETIMEDOUT", "ENOENT", "OK" for 0,
+ * "UNKNOWN" otherwise. Never NULL; static. Thread-safe.
+ */
+CF_EXTERN const char *cf_err_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CF_ERROR_H */

@@ -1,0 +1,319 @@
+/*
+ * cf/future.h - the future: one deferred result, shared by every backend.
+ *
+ * A cf_future is the C form of Python's concurrent.futures.Future. It is
+ * created PENDING by an executor (or by cf_future_new) and ends exactly
+ * once in FINISHED (with a value or with an error) or CANCELLED:
+ *
+ *     PENDING --set_running--> RUNNING --set_result/set_error--> FINISHED
+ *        |                                                        ^
+ *        +-------------------set_result/set_error-----------------+
+ *        +--cancel--> CANCELLED
+ *
+ * Ownership. Futures are reference counted. Every function that gives you
+ * a future (cf_future_new, cf_executor_submit, cf_as_completed_next, ...)
+ * gives you one reference, which you drop with cf_future_unref(). Borrowed
+ * pointers (values, messages) stay valid while you hold a reference.
+ *
+ * Thread-safety. Every function here may be called from any thread, on the
+ * same future, at the same time; state changes are atomic and exactly one
+ * of several racing completers (set_result, set_error, cancel) wins.
+ *
+ * Waiting never loses a wake-up and never spins without bound: a waiter
+ * spins for at most a few microseconds, then sleeps in the kernel until the
+ * future completes or the deadline passes. Waiting allocates nothing.
+ *
+ * Callbacks. A done callback runs exactly once: in the thread that
+ * completes the future, after the state is published and with no library
+ * lock held; or at once in the caller of cf_future_add_done_callback if
+ * the future is already done. Callbacks run in the order they were added.
+ * When cf_future_add_done_callback returns an error the callback is never
+ * called.
+ */
+#ifndef CF_FUTURE_H
+#define CF_FUTURE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf/error.h"
+#include "cf/time.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cf_future cf_future;
+
+/** The four states of a future (Python's PENDING/RUNNING/FINISHED/CANCELLED). */
+typedef enum cf_future_state {
+  CF_PENDING = 0,
+  CF_RUNNING = 1,
+  CF_FINISHED = 2,
+  CF_CANCELLED = 3
+} cf_future_state;
+
+/**
+ * A result value. Plain data: copy it freely. Which member of the union
+ * is meaningful is up to the task and its caller (use `i` for integers,
+ * `ptr` for objects and buffers, `d` for floating point).
+ *
+ * If `dtor` is non-NULL it is called with `ptr` exactly once, by whoever
+ * owns the value last: the future when it is freed, or the caller that
+ * took ownership (cf_map_next) through cf_value_release().
+ */
+typedef struct cf_value {
+  union {
+    void *ptr;
+    int64_t i;
+    double d;
+  } u;
+  size_t size;               /**< byte length when u.ptr is a buffer, else 0 */
+  void (*dtor)(void *ptr);   /**< frees u.ptr, or NULL */
+  const char *type;          /**< static type label for descriptions ("str"), or NULL */
+} cf_value;
+
+/** A zero value (NULL pointer, no destructor). */
+#define CF_VALUE_INIT {{NULL}, 0, NULL, NULL}
+
+/**
+ * Runs the value's destructor (if any) and clears it, so a second call is
+ * harmless. NULL is ignored.
+ */
+CF_EXTERN void cf_value_release(cf_value *v);
+
+/**
+ * The signature of every task: the same function runs on any executor.
+ *
+ * `arg` is the argument given at submission. The task stores its result
+ * in `*result` (zeroed before the call) and returns 0, or fails by
+ * returning a negative code (its "exception"); use cf_raise() to attach a
+ * message. A positive return is treated as failure with code CF_ETASK.
+ * When a task fails, anything it stored in *result is released.
+ */
+typedef int (*cf_task_fn)(void *arg, cf_value *result);
+
+/**
+ * Attaches a printf-style message to the failure the calling task is
+ * about to return, and returns `code` so it reads as one statement:
+ *
+ *     return cf_raise(-ENOENT, "not found: %s", url);
+ *
+ * Call it as the task's return expression: the message is kept in the
+ * calling thread and taken by the executor when the task returns. A
+ * non-negative `code` is replaced by CF_ETASK. Outside a task the message
+ * is simply dropped at the next task start. Never fails (on allocation
+ * failure the message is lost, the code is kept).
+ */
+CF_EXTERN int cf_raise(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/** Signature of done callbacks; see cf_future_add_done_callback(). */
+typedef int (*cf_done_fn)(cf_future *f, void *arg);
+
+/* ---------------------------------------------------------------------- */
+/* Lifetime                                                               */
+
+/**
+ * Creates a PENDING future owned by the caller (one reference), for code
+ * that completes futures itself (cf_future_set_result and friends).
+ * Executors create their futures themselves.
+ *
+ * Returns 0, CF_EINVAL if out is NULL, CF_ENOMEM. *out is NULL on error.
+ */
+CF_EXTERN int cf_future_new(cf_future **out);
+
+/** Adds a reference and returns f. NULL is returned unchanged. */
+CF_EXTERN cf_future *cf_future_ref(cf_future *f);
+
+/**
+ * Drops a reference. The last one frees the future and runs its value's
+ * destructor. NULL is ignored. Dropping a reference you do not own is
+ * undefined behaviour (as with free()).
+ */
+CF_EXTERN void cf_future_unref(cf_future *f);
+
+/* ---------------------------------------------------------------------- */
+/* Queries (non-blocking; a snapshot that may change right after)        */
+
+/** The current state. f must not be NULL. */
+CF_EXTERN cf_future_state cf_future_get_state(const cf_future *f);
+/** True once FINISHED or CANCELLED. False for NULL. */
+CF_EXTERN bool cf_future_done(const cf_future *f);
+/** True while RUNNING. False for NULL. */
+CF_EXTERN bool cf_future_running(const cf_future *f);
+/** True once CANCELLED. False for NULL. */
+CF_EXTERN bool cf_future_cancelled(const cf_future *f);
+/** "pending", "running", "finished", "cancelled" (or "invalid"). */
+CF_EXTERN const char *cf_future_state_name(cf_future_state state);
+
+/**
+ * The outcome of a done future, without waiting (Python's exception()):
+ * 0 if it finished with a value; the task's negative code if it failed
+ * (and *message, if message is non-NULL, receives its text, borrowed from
+ * the future, never NULL); CF_ECANCELLED if cancelled; CF_EINVALSTATE if
+ * not done yet; CF_EINVAL if f is NULL.
+ */
+CF_EXTERN int cf_future_error(const cf_future *f, const char **message);
+
+/* ---------------------------------------------------------------------- */
+/* Cancelling and waiting                                                 */
+
+/**
+ * Cancels the future if it has not started (Python semantics).
+ *
+ * Returns 0 if the future is now CANCELLED (also if it already was): its
+ * waiters wake and its callbacks run, in this thread. Returns CF_EBUSY if
+ * it is running or finished (nothing changes), CF_EINVAL if f is NULL.
+ */
+CF_EXTERN int cf_future_cancel(cf_future *f);
+
+/**
+ * Waits until the future is done (any outcome) or the timeout expires.
+ * Returns 0 when done, CF_ETIMEDOUT on expiry, CF_EINVAL for a NULL
+ * future or negative timeout, CF_EDEADLOCK if the calling task would wait
+ * for itself. On a thread with a wait hook (see below) the hook decides
+ * how to wait.
+ */
+CF_EXTERN int cf_future_wait(cf_future *f, int64_t timeout_ns);
+
+/** cf_future_wait with an absolute deadline on cf_now_ns()'s clock. */
+CF_EXTERN int cf_future_wait_until(cf_future *f, int64_t deadline_ns);
+
+/**
+ * Waits like cf_future_wait, then reports the outcome (Python's result()).
+ *
+ * Returns 0 and sets *value (if value is non-NULL) to the result, which
+ * the future keeps owning: it stays valid while you hold a reference.
+ * Otherwise returns the task's own negative code (see cf_future_error for
+ * its message), CF_ECANCELLED, CF_ETIMEDOUT if the wait expired (then
+ * cf_future_done(f) is false, which tells it apart from a task that itself
+ * failed with CF_ETIMEDOUT), CF_EDEADLOCK, or CF_EINVAL. On error *value is
+ * set to NULL.
+ */
+CF_EXTERN int cf_future_result(cf_future *f, int64_t timeout_ns,
+                               const cf_value **value);
+
+/* ---------------------------------------------------------------------- */
+/* Callbacks                                                              */
+
+/**
+ * Arranges for fn(f, arg) to run once f is done (Python's
+ * add_done_callback). See the top of this file for the thread that runs
+ * it. A callback signals failure by returning non-zero; that never stops
+ * the other callbacks: the failure is counted and reported by the
+ * executor that completed the future (its on_callback_error hook), or by
+ * the process-wide handler (cf_set_callback_error_handler) when no
+ * executor is involved.
+ *
+ * Returns 0 (fn will run exactly once, possibly before this returns),
+ * CF_EINVAL (NULL f or fn), CF_ENOMEM (fn will never run).
+ */
+CF_EXTERN int cf_future_add_done_callback(cf_future *f, cf_done_fn fn,
+                                          void *arg);
+
+/** Handler for callback failures that no executor reports. */
+typedef void (*cf_callback_error_fn)(void *ctx, cf_future *f, int rc);
+
+/**
+ * Sets the process-wide handler for failed done callbacks that ran
+ * outside an executor (cf_future_set_result from user code, or a callback
+ * added to an already-done future). NULL restores the default, which
+ * prints one line to stderr, like Python's logger. Thread-safe; the
+ * handler may be called from any thread.
+ */
+CF_EXTERN void cf_set_callback_error_handler(cf_callback_error_fn fn,
+                                             void *ctx);
+
+/* ---------------------------------------------------------------------- */
+/* Completing a future (for executors and for code that owns a future)    */
+
+/**
+ * PENDING -> RUNNING (Python's set_running_or_notify_cancel). Returns 0,
+ * CF_ECANCELLED if the future was cancelled (the caller must then not run
+ * the work), CF_EINVALSTATE in any other state, CF_EINVAL for NULL.
+ */
+CF_EXTERN int cf_future_set_running(cf_future *f);
+
+/**
+ * Completes a PENDING or RUNNING future with a value (copied; NULL means
+ * a zero value). On success the future owns value->u.ptr (its dtor will
+ * run exactly once). Waiters wake and callbacks run in this thread before
+ * this returns.
+ *
+ * Returns 0; CF_EINVALSTATE if the future is already done (the caller
+ * keeps ownership of the value); CF_EINVAL for NULL f.
+ */
+CF_EXTERN int cf_future_set_result(cf_future *f, const cf_value *value);
+
+/**
+ * Completes a PENDING or RUNNING future with an error: `code` (negative;
+ * a non-negative code is replaced by CF_ETASK) and a printf-style message
+ * (NULL: cf_strerror(code)). Returns like cf_future_set_result.
+ */
+CF_EXTERN int cf_future_set_error(cf_future *f, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---------------------------------------------------------------------- */
+/* Description                                                            */
+
+/**
+ * Writes a description like Python's repr into buf (snprintf rules:
+ * always NUL-terminated when size > 0, truncated if needed):
+ *
+ *     <Future at 0x55d0c2a8b2a0 state=pending>
+ *     <Future at 0x55d0c2a8b2a0 state=finished returned str>
+ *     <Future at 0x55d0c2a8b2a0 state=finished raised ENOENT>
+ *
+ * "returned" names the value's type label (cf_value.type, or "value").
+ * Returns the length the full description needs (excluding the NUL), or
+ * CF_EINVAL for a NULL f or a NULL buf with non-zero size.
+ */
+CF_EXTERN int cf_future_describe(const cf_future *f, char *buf, size_t size);
+
+/* ---------------------------------------------------------------------- */
+/* Scheduler integration: wait hooks                                      */
+
+/**
+ * A wait hook lets a scheduler that runs on a thread decide how waits on
+ * that thread happen: a thread pool's worker runs queued work while it
+ * waits (so a task may wait for work it submitted), and an event loop
+ * suspends the calling coroutine instead of blocking its thread.
+ *
+ * When a hook is installed on the calling thread, cf_future_wait(),
+ * cf_future_wait_until() and cf_future_result() call
+ * hook.wait(hook.ctx, f, deadline_ns) instead of blocking, once they know
+ * f is not done yet. The hook must return 0 once f is done, CF_ETIMEDOUT
+ * at the deadline (CF_FOREVER: none) or another negative code; it may call
+ * cf_future_wait_blocking() to block the thread in the ordinary way.
+ */
+typedef struct cf_wait_hook {
+  int (*wait)(void *ctx, cf_future *f, int64_t deadline_ns);
+  void *ctx;
+} cf_wait_hook;
+
+/**
+ * Installs `hook` for the calling thread (NULL or a NULL hook->wait
+ * removes it) and stores the previous one in *prev if prev is non-NULL,
+ * so nested schedulers can restore it. Affects only the calling thread.
+ */
+CF_EXTERN void cf_wait_hook_swap(const cf_wait_hook *hook, cf_wait_hook *prev);
+
+/**
+ * Blocks the calling thread until f is done or the deadline passes,
+ * ignoring any wait hook. Returns 0, CF_ETIMEDOUT or CF_EINVAL.
+ */
+CF_EXTERN int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CF_FUTURE_H */

@@ -1,0 +1,82 @@
+/*
+ * cf/thread_pool.h - the thread-pool executor (Python's ThreadPoolExecutor).
+ *
+ * Create one with cf_thread_pool_new() and use it through cf/executor.h.
+ *
+ * Workers start lazily, one per submission while no worker is idle, up to
+ * max_workers, and stay until shutdown. Each worker runs the initializer
+ * once before its first task; if it fails, the pool is broken: queued and
+ * later work fails with CF_EBROKEN (Python's BrokenThreadPool).
+ *
+ * Beyond Python:
+ *   - max_queued bounds the queue: submit then blocks, with a timeout, or
+ *     fails with CF_EAGAIN (backpressure).
+ *   - A task that waits on a future (cf_future_wait/result) while running
+ *     on a worker does not idle that worker: it runs queued work of this
+ *     pool while it waits, so a task may wait for tasks it submitted even
+ *     with max_workers = 1. Waiting on its own future returns
+ *     CF_EDEADLOCK.
+ *   - If a worker thread cannot be created, the pool carries on with the
+ *     workers it has; if it has none, the task's future fails with
+ *     -EAGAIN. The library never aborts for that.
+ *   - A done callback that fails is counted (stats.callbacks_failed) and
+ *     reported to on_callback_error.
+ *   - A finalizer undoes the initializer in each worker before it exits.
+ *
+ * Threads are named "<prefix>_<n>" (Linux truncates to 15 bytes).
+ */
+#ifndef CF_THREAD_POOL_H
+#define CF_THREAD_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf/error.h"
+#include "cf/executor.h"
+#include "cf/future.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Options. Zero-initialise; every zero field means its default. */
+typedef struct cf_thread_pool_opts {
+  /** Maximum worker threads. 0: min(32, cpus + 4) as in Python, where
+   * cpus is the number of CPUs this process may run on. < 0: CF_EINVAL. */
+  int max_workers;
+  /** Thread name prefix (copied). NULL: "cfpool<k>", k counting pools. */
+  const char *thread_name_prefix;
+  /** Run in each worker before its first task; non-zero breaks the pool. */
+  int (*initializer)(void *initarg);
+  void *initarg;
+  /** Run in each worker (whose initializer succeeded) as it exits. */
+  void (*finalizer)(void *initarg);
+  /** Most tasks queued and not started; 0: unbounded. < 0: CF_EINVAL. */
+  int64_t max_queued;
+  /** Worker stack size in bytes; 0: the system default. Below 64 KiB:
+   * CF_EINVAL. */
+  size_t stack_size;
+  /** Called (from the thread that ran the callback) when a done callback
+   * of one of this pool's futures returns non-zero. NULL: count only. */
+  cf_callback_error_fn on_callback_error;
+  void *on_callback_error_ctx;
+} cf_thread_pool_opts;
+
+/**
+ * Creates a thread pool. No thread starts until the first submission.
+ * opts may be NULL for all defaults.
+ *
+ * Returns 0 and the executor in *out; CF_EINVAL (NULL out, bad option),
+ * CF_ENOMEM. *out is NULL on error.
+ */
+CF_EXTERN int cf_thread_pool_new(cf_executor **out,
+                                 const cf_thread_pool_opts *opts);
+
+/** Python's default max_workers on this machine: min(32, cpus + 4). */
+CF_EXTERN int cf_thread_pool_default_workers(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CF_THREAD_POOL_H */

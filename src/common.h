@@ -1,0 +1,53 @@
+/*
+ * common.h - small internal helpers shared by every module (not installed).
+ */
+#ifndef CF_COMMON_H
+#define CF_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf/error.h"
+
+/* Invariant checks that stay on in release builds: a failure is a bug in
+ * cfutures, never a user error (those get CF_EINVAL). */
+#define CF__ASSERT(x)                                                        \
+  do {                                                                       \
+    if (__builtin_expect(!(x), 0))                                           \
+      cf__assert_fail(#x, __FILE__, __LINE__);                               \
+  } while (0)
+
+#define CF__LIKELY(x) __builtin_expect(!!(x), 1)
+#define CF__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define cf__container_of(ptr, type, member)                                  \
+  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#define CF__CACHELINE 64
+
+_Noreturn void cf__assert_fail(const char *expr, const char *file, int line);
+
+/* One CPU-friendly step of a bounded spin. */
+static inline void cf__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* malloc'ed printf; NULL on allocation failure or a NULL fmt. */
+char *cf__vasprintf(const char *fmt, va_list ap);
+char *cf__asprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* How long a waiter spins before it sleeps (ns). A cross-core round trip
+ * (submit, run, complete) takes about a microsecond on the target
+ * machines while a sleep/wake pair costs ~9 us per direction, so a short
+ * bounded spin pays off; see bench/NOTES.md. */
+#define CF__WAIT_SPIN_NS 20000
+
+#endif /* CF_COMMON_H */

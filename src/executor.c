@@ -1,0 +1,454 @@
+/*
+ * executor.c - the public executor functions (validation and dispatch to
+ * a backend's vtable), freed-handle detection, and the lazy ordered map.
+ *
+ * Freed handles: cf_executor_free() does not return a backend's object to
+ * malloc at once. It marks it DEAD and keeps it in a quarantine ring of
+ * QUARANTINE objects, so a call through a stale pointer to a recently
+ * freed executor reads valid memory and gets CF_EBADF. Older objects are
+ * freed when pushed out of the ring. The ring's mutex is a leaf lock.
+ *
+ * map: the consumer thread submits tasks (one per item, or one per chunk
+ * of items) and keeps at most `window` of them in flight in a ring; each
+ * cf_map_next() yields the head's next result, drops the head once it is
+ * fully yielded, and tops the window up again. Nothing here is shared
+ * with workers except chunks, which are reference counted (one reference
+ * for the map, one for the task's arg).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "executor_int.h"
+#include "fault.h"
+#include "future_int.h"
+
+/* ---------------------------------------------------------------------- */
+/* Handles                                                                 */
+
+#define QUARANTINE 32
+
+static pthread_mutex_t quarantine_mu = PTHREAD_MUTEX_INITIALIZER;
+static cf_executor *quarantine[QUARANTINE];
+static unsigned quarantine_pos;
+
+void cf__executor_init(cf_executor *ex, const cf__executor_vtable *vt) {
+  ex->vt = vt;
+  atomic_store_explicit(&ex->magic, CF__EXECUTOR_LIVE, memory_order_release);
+}
+
+static int check(cf_executor *ex) {
+  if (ex == NULL)
+    return CF_EINVAL;
+  uint32_t m = atomic_load_explicit(&ex->magic, memory_order_acquire);
+  return m == CF__EXECUTOR_LIVE ? 0 : CF_EBADF;
+}
+
+int cf_executor_submit_task(cf_executor *ex, const cf_task *task,
+                            int64_t timeout_ns, cf_future **out) {
+  if (out != NULL)
+    *out = NULL;
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  if (task == NULL || task->fn == NULL || timeout_ns < 0)
+    return CF_EINVAL;
+  return ex->vt->submit(ex, task, cf_deadline_after(timeout_ns), out);
+}
+
+int cf_executor_submit(cf_executor *ex, cf_task_fn fn, void *arg,
+                       cf_future **out) {
+  if (out != NULL)
+    *out = NULL;
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  if (fn == NULL)
+    return CF_EINVAL;
+  cf_task t = {fn, arg, NULL, 0};
+  return ex->vt->submit(ex, &t, CF_FOREVER, out);
+}
+
+int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
+  int rc = check(ex);
+  return rc != 0 ? rc : ex->vt->shutdown(ex, wait, cancel_futures);
+}
+
+int cf_executor_free(cf_executor *ex) {
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  /* Claim the handle first so two racing frees cannot both proceed. */
+  uint32_t live = CF__EXECUTOR_LIVE;
+  if (!atomic_compare_exchange_strong(&ex->magic, &live, CF__EXECUTOR_DEAD))
+    return CF_EBADF;
+  rc = ex->vt->destroy(ex);
+  if (rc != 0) {
+    atomic_store(&ex->magic, CF__EXECUTOR_LIVE);
+    return rc;
+  }
+  pthread_mutex_lock(&quarantine_mu);
+  cf_executor *old = quarantine[quarantine_pos];
+  quarantine[quarantine_pos] = ex;
+  quarantine_pos = (quarantine_pos + 1) % QUARANTINE;
+  pthread_mutex_unlock(&quarantine_mu);
+  free(old);
+  return 0;
+}
+
+int cf_executor_stats_get(cf_executor *ex, cf_executor_stats *st) {
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  if (st == NULL)
+    return CF_EINVAL;
+  memset(st, 0, sizeof *st);
+  ex->vt->stats(ex, st);
+  return 0;
+}
+
+int cf_executor_max_workers(cf_executor *ex) {
+  int rc = check(ex);
+  return rc != 0 ? rc : ex->vt->max_workers(ex);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Input iterators                                                         */
+
+int cf_array_iter_next(void *state, void **item) {
+  cf_array_iter *it = state;
+  if (it == NULL || item == NULL)
+    return CF_EINVAL;
+  if (it->next >= it->count)
+    return 0;
+  *item = it->items[it->next++];
+  return 1;
+}
+
+cf_range_iter cf_range_iter_init(int64_t start, int64_t stop, int64_t step) {
+  cf_range_iter r = {start, stop, step, start};
+  return r;
+}
+
+int cf_range_iter_next(void *state, void **item) {
+  cf_range_iter *r = state;
+  if (r == NULL || item == NULL)
+    return CF_EINVAL;
+  if (r->step == 0 || (r->step > 0 && r->next >= r->stop) ||
+      (r->step < 0 && r->next <= r->stop))
+    return 0;
+  *item = (void *)(intptr_t)r->next;
+  r->next += r->step;
+  return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* map                                                                     */
+
+/* A chunk: several items run by one task. The task writes nok, results,
+ * err and errmsg; the map reads them after the chunk's future is done
+ * (the future's release/acquire orders it). */
+typedef struct chunk {
+  _Atomic int refs;
+  cf_task_fn fn;
+  size_t n;          /* items */
+  size_t nok;        /* results produced */
+  size_t next;       /* next result to yield (map only) */
+  int err;           /* failure of item nok, or 0 */
+  char *errmsg;      /* its message, or NULL */
+  void **items;      /* n items */
+  cf_value *results; /* n results */
+} chunk;
+
+static chunk *chunk_new(cf_task_fn fn, size_t cap) {
+  if (cf__fault(CF__FAULT_ALLOC))
+    return NULL;
+  chunk *c = calloc(1, sizeof *c + cap * (sizeof(void *) + sizeof(cf_value)));
+  if (c == NULL)
+    return NULL;
+  atomic_init(&c->refs, 2);
+  c->fn = fn;
+  c->results = (cf_value *)(void *)(c + 1);
+  c->items = (void **)(void *)(c->results + cap);
+  return c;
+}
+
+static void chunk_unref(void *arg) {
+  chunk *c = arg;
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (size_t i = c->next; i < c->nok; i++)
+    cf_value_release(&c->results[i]);
+  free(c->errmsg);
+  free(c);
+}
+
+static int chunk_task(void *arg, cf_value *result) {
+  (void)result;
+  chunk *c = arg;
+  for (size_t i = 0; i < c->n; i++) {
+    cf_value v = CF_VALUE_INIT;
+    cf__raise_clear();
+    int rc = c->fn(c->items[i], &v);
+    if (rc != 0) {
+      if (rc > 0)
+        rc = CF_ETASK;
+      cf_value_release(&v);
+      c->err = rc;
+      c->errmsg = cf__raise_take(rc);
+      c->nok = i;
+      /* The chunk's own future fails too (for counters and callbacks). */
+      return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
+    }
+    c->results[i] = v;
+  }
+  c->nok = c->n;
+  return 0;
+}
+
+typedef struct entry {
+  cf_future *f;
+  chunk *c; /* NULL when one item per task */
+} entry;
+
+struct cf_map {
+  cf_executor *ex;
+  cf_task_fn fn;
+  cf_iter_fn next;
+  void *state;
+  size_t chunksize;
+  size_t window;    /* ring capacity: most entries in flight */
+  int64_t deadline; /* CF_FOREVER: none */
+  entry *ring;
+  size_t head, count;
+  bool input_done;
+  int input_err; /* error to report once the ring drains, or 0 */
+  int err;       /* sticky error once the map failed */
+  char *errmsg;
+};
+
+static void map_drop_entry(entry *e) {
+  if (e->c != NULL)
+    chunk_unref(e->c);
+  cf_future_unref(e->f);
+  e->f = NULL;
+  e->c = NULL;
+}
+
+/* Ends the map with an error: cancel and drop everything in flight. */
+static int map_fail(cf_map *m, int err, const char *msg) {
+  m->err = err;
+  free(m->errmsg);
+  m->errmsg = cf__asprintf("%s", msg != NULL ? msg : cf_strerror(err));
+  while (m->count > 0) {
+    entry *e = &m->ring[m->head];
+    cf_future_cancel(e->f);
+    map_drop_entry(e);
+    m->head = (m->head + 1) % m->window;
+    m->count--;
+  }
+  return err;
+}
+
+/* Submits one more task if the window and the input allow. Returns 1 if
+ * it submitted, 0 if not (window full or input over). */
+static int map_submit_one(cf_map *m) {
+  if (m->input_done || m->count == m->window)
+    return 0;
+  entry e = {NULL, NULL};
+  cf_task t = {m->fn, NULL, NULL, 0};
+  void *item = NULL;
+  int rc;
+  if (m->chunksize <= 1) {
+    rc = m->next(m->state, &item);
+    if (rc <= 0) {
+      m->input_done = true;
+      m->input_err = rc;
+      return 0;
+    }
+    t.arg = item;
+  } else {
+    e.c = chunk_new(m->fn, m->chunksize);
+    if (e.c == NULL) {
+      m->input_done = true;
+      m->input_err = CF_ENOMEM;
+      return 0;
+    }
+    while (e.c->n < m->chunksize) {
+      rc = m->next(m->state, &item);
+      if (rc <= 0) {
+        m->input_done = true;
+        m->input_err = rc;
+        break;
+      }
+      e.c->items[e.c->n++] = item;
+    }
+    if (e.c->n == 0) {
+      free(e.c);
+      return 0;
+    }
+    t.fn = chunk_task;
+    t.arg = e.c;
+    t.arg_dtor = chunk_unref;
+  }
+  int64_t timeout = CF_FOREVER;
+  if (m->deadline != CF_FOREVER) {
+    timeout = m->deadline - cf_now_ns();
+    if (timeout < 0)
+      timeout = 0;
+  }
+  rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
+  if (rc != 0) {
+    if (e.c != NULL) {
+      atomic_store(&e.c->refs, 1); /* the task never got its reference */
+      chunk_unref(e.c);
+    }
+    /* Report it at this position, after what is already in flight. */
+    m->input_done = true;
+    m->input_err = rc;
+    return 0;
+  }
+  m->ring[(m->head + m->count) % m->window] = e;
+  m->count++;
+  return 1;
+}
+
+int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
+                    void *state, const cf_map_opts *opts, cf_map **out) {
+  if (out != NULL)
+    *out = NULL;
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  cf_map_opts o = {0, 0, 0};
+  if (opts != NULL)
+    o = *opts;
+  if (out == NULL || fn == NULL || next == NULL || o.chunksize < 0 ||
+      o.prefetch < 0 || o.timeout_ns < 0)
+    return CF_EINVAL;
+  if (o.prefetch == 0) {
+    int w = cf_executor_max_workers(ex);
+    o.prefetch = w > 16 ? 4 * (int64_t)w : 64;
+  }
+  cf_map *m = cf__fault(CF__FAULT_ALLOC) ? NULL : calloc(1, sizeof *m);
+  if (m == NULL)
+    return CF_ENOMEM;
+  m->ring = cf__fault(CF__FAULT_ALLOC)
+                ? NULL
+                : calloc((size_t)o.prefetch, sizeof *m->ring);
+  if (m->ring == NULL) {
+    free(m);
+    return CF_ENOMEM;
+  }
+  m->ex = ex;
+  m->fn = fn;
+  m->next = next;
+  m->state = state;
+  m->chunksize = (size_t)(o.chunksize > 1 ? o.chunksize : 1);
+  m->window = (size_t)o.prefetch;
+  m->deadline = o.timeout_ns == 0 ? CF_FOREVER : cf_deadline_after(o.timeout_ns);
+  while (map_submit_one(m))
+    ;
+  /* If the very first submission was refused because of the executor's
+   * state, report it from this call, like Python's map(). Input iterator
+   * errors and later refusals are reported by cf_map_next at their
+   * position. */
+  rc = m->input_err;
+  if (m->count == 0 &&
+      (rc == CF_ESHUTDOWN || rc == CF_EBROKEN || rc == CF_EBADF)) {
+    cf_map_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+/* Yields the head entry's next result, or fails the map at it. */
+static int map_yield_head(cf_map *m, cf_value *out) {
+  entry *e = &m->ring[m->head];
+  int rc = cf_future_wait_until(e->f, m->deadline);
+  if (rc == CF_ETIMEDOUT)
+    return map_fail(m, CF_ETIMEDOUT, "map: timed out waiting for a result");
+  if (rc != 0)
+    return map_fail(m, rc, NULL);
+  const char *msg = NULL;
+  bool last;
+  if (e->c == NULL) {
+    rc = cf_future_error(e->f, &msg);
+    if (rc != 0)
+      return map_fail(m, rc, msg);
+    cf__future_take_value(e->f, out);
+    last = true;
+  } else {
+    chunk *c = e->c;
+    if (cf_future_cancelled(e->f))
+      return map_fail(m, CF_ECANCELLED, NULL);
+    if (c->next >= c->nok) {
+      if (c->err != 0)
+        return map_fail(m, c->err, c->errmsg);
+      /* The chunk task itself failed before running items (not expected:
+       * chunk_task cannot fail otherwise); report the future's error. */
+      rc = cf_future_error(e->f, &msg);
+      return map_fail(m, rc != 0 ? rc : CF_ETASK, msg);
+    }
+    *out = c->results[c->next];
+    memset(&c->results[c->next], 0, sizeof c->results[c->next]);
+    c->next++;
+    last = c->next == c->n;
+  }
+  if (last) {
+    map_drop_entry(e);
+    m->head = (m->head + 1) % m->window;
+    m->count--;
+  }
+  return 1;
+}
+
+int cf_map_next(cf_map *m, cf_value *out) {
+  if (m == NULL || out == NULL)
+    return CF_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (m->err != 0)
+    return m->err;
+  while (map_submit_one(m))
+    ;
+  if (m->count == 0) {
+    if (m->input_err < 0)
+      return map_fail(m, m->input_err, m->input_err == CF_ENOMEM
+                                           ? "map: out of memory"
+                                           : NULL);
+    return 0;
+  }
+  int rc = map_yield_head(m, out);
+  if (rc == 1)
+    while (map_submit_one(m))
+      ;
+  return rc;
+}
+
+const char *cf_map_error_message(const cf_map *m) {
+  return m != NULL && m->errmsg != NULL ? m->errmsg : "";
+}
+
+int cf_map_describe(const cf_map *m, char *buf, size_t size) {
+  if (m == NULL || (buf == NULL && size > 0))
+    return CF_EINVAL;
+  return snprintf(buf, size, "<cf_map iterator at %p>", (const void *)m);
+}
+
+void cf_map_free(cf_map *m) {
+  if (m == NULL)
+    return;
+  while (m->count > 0) {
+    entry *e = &m->ring[m->head];
+    cf_future_cancel(e->f);
+    map_drop_entry(e);
+    m->head = (m->head + 1) % m->window;
+    m->count--;
+  }
+  free(m->errmsg);
+  free(m->ring);
+  free(m);
+}

@@ -1,0 +1,41 @@
+/* fault.c - see fault.h. */
+#include "fault.h"
+
+#include <pthread.h>
+
+_Atomic int cf__fault_armed;
+
+static pthread_mutex_t fault_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  int skip;  /* checks that still pass */
+  int count; /* checks that fail after that; < 0: unlimited */
+  bool on;
+} faults[CF__FAULT_NPOINTS];
+
+void cf__fault_arm(cf__fault_point point, int skip, int count) {
+  pthread_mutex_lock(&fault_mu);
+  faults[point].skip = skip;
+  faults[point].count = count;
+  faults[point].on = count != 0;
+  int any = 0;
+  for (int i = 0; i < CF__FAULT_NPOINTS; i++)
+    any |= faults[i].on;
+  atomic_store(&cf__fault_armed, any);
+  pthread_mutex_unlock(&fault_mu);
+}
+
+bool cf__fault_check(cf__fault_point point) {
+  bool fail = false;
+  pthread_mutex_lock(&fault_mu);
+  if (faults[point].on) {
+    if (faults[point].skip > 0) {
+      faults[point].skip--;
+    } else {
+      fail = true;
+      if (faults[point].count > 0 && --faults[point].count == 0)
+        faults[point].on = false;
+    }
+  }
+  pthread_mutex_unlock(&fault_mu);
+  return fail;
+}

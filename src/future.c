@@ -1,0 +1,615 @@
+/*
+ * future.c - cf_future: states, outcome, waiting, callbacks.
+ *
+ * See future_int.h for the state word and the ownership rules. Lock order:
+ * stripe lock -> (an internal listener's own lock). No lock is held while
+ * a task, a done callback, an arg destructor or a value destructor runs.
+ *
+ * Lifetime: a completer always holds a reference across the completion
+ * (executors hold theirs until after it; cf_future_set_* callers must hold
+ * one), so waking waiters and firing listeners never touches freed memory
+ * even if a waiter drops the last user reference at once.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "fault.h"
+#include "future_int.h"
+#include "park.h"
+
+/* ---------------------------------------------------------------------- */
+/* Stripe locks for listener lists                                          */
+
+#define NSTRIPES 64
+static pthread_mutex_t stripes[NSTRIPES] = {
+#define M1 PTHREAD_MUTEX_INITIALIZER
+#define M8 M1, M1, M1, M1, M1, M1, M1, M1
+    M8, M8, M8, M8, M8, M8, M8, M8
+#undef M8
+#undef M1
+};
+
+static pthread_mutex_t *stripe_of(const cf_future *f) {
+  uintptr_t h = (uintptr_t)f;
+  h ^= h >> 6;
+  h ^= h >> 12;
+  return &stripes[h % NSTRIPES];
+}
+
+/* ---------------------------------------------------------------------- */
+/* Values, cf_raise                                                        */
+
+void cf_value_release(cf_value *v) {
+  if (v == NULL)
+    return;
+  void (*dtor)(void *) = v->dtor;
+  void *p = v->u.ptr;
+  memset(v, 0, sizeof *v);
+  if (dtor != NULL)
+    dtor(p);
+}
+
+/* The message of the failure the running task is about to return. A
+ * fixed buffer: nothing to leak when a thread exits. */
+static _Thread_local struct {
+  int code; /* 0: no message */
+  char msg[512];
+} raise_tls;
+
+int cf_raise(int code, const char *fmt, ...) {
+  if (code >= 0)
+    code = CF_ETASK;
+  raise_tls.code = 0;
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raise_tls.msg, sizeof raise_tls.msg, fmt, ap);
+    va_end(ap);
+    raise_tls.code = code;
+  }
+  return code;
+}
+
+void cf__raise_clear(void) { raise_tls.code = 0; }
+
+char *cf__raise_take(int code) {
+  char *msg = NULL;
+  if (raise_tls.code != 0 && raise_tls.code == code)
+    msg = cf__asprintf("%s", raise_tls.msg);
+  raise_tls.code = 0;
+  return msg;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Callback failures                                                       */
+
+static pthread_mutex_t handler_mu = PTHREAD_MUTEX_INITIALIZER;
+static cf_callback_error_fn handler_fn;
+static void *handler_ctx;
+
+void cf_set_callback_error_handler(cf_callback_error_fn fn, void *ctx) {
+  pthread_mutex_lock(&handler_mu);
+  handler_fn = fn;
+  handler_ctx = ctx;
+  pthread_mutex_unlock(&handler_mu);
+}
+
+void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc) {
+  if (sink != NULL) {
+    if (sink->failed != NULL)
+      atomic_fetch_add_explicit(sink->failed, 1, memory_order_relaxed);
+    if (sink->fn != NULL)
+      sink->fn(sink->ctx, f, rc);
+    return;
+  }
+  pthread_mutex_lock(&handler_mu);
+  cf_callback_error_fn fn = handler_fn;
+  void *ctx = handler_ctx;
+  pthread_mutex_unlock(&handler_mu);
+  if (fn != NULL) {
+    fn(ctx, f, rc);
+    return;
+  }
+  char desc[128];
+  cf_future_describe(f, desc, sizeof desc);
+  fprintf(stderr, "cfutures: exception calling callback for %s: %s (%d)\n",
+          desc, cf_strerror(rc), rc);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lifetime                                                                */
+
+cf_future *cf__future_alloc(uint32_t refs) {
+  if (cf__fault(CF__FAULT_ALLOC))
+    return NULL;
+  cf_future *f = malloc(sizeof *f);
+  if (f == NULL)
+    return NULL;
+  memset(f, 0, sizeof *f);
+  atomic_init(&f->state, CF_PENDING);
+  atomic_init(&f->refs, refs);
+  return f;
+}
+
+int cf_future_new(cf_future **out) {
+  if (out == NULL)
+    return CF_EINVAL;
+  *out = cf__future_alloc(1);
+  return *out != NULL ? 0 : CF_ENOMEM;
+}
+
+cf_future *cf_future_ref(cf_future *f) {
+  if (f != NULL)
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  return f;
+}
+
+void cf_future_unref(cf_future *f) {
+  if (f == NULL)
+    return;
+  uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+  CF__ASSERT(old != 0);
+  if (old != 1)
+    return;
+  atomic_thread_fence(memory_order_acquire);
+  /* No listener can be attached: internal owners detach before dropping
+   * their reference and user callbacks run before completion returns. A
+   * future freed while never completed (cf_future_new, then unref) may
+   * still carry user callbacks, which then never run: free them. */
+  cf__listener *l = f->listeners;
+  if (l != NULL) {
+    l->prev->next = NULL;
+    while (l != NULL) {
+      cf__listener *next = l->next;
+      CF__ASSERT(l->notify == NULL);
+      free(l);
+      l = next;
+    }
+  }
+  if (f->arg_dtor != NULL && (atomic_load_explicit(&f->state,
+                                                   memory_order_relaxed) &
+                              CF__ST_MASK) == CF_PENDING) {
+    /* A task that never left PENDING (its executor never took it). */
+    f->arg_dtor(f->arg);
+  }
+  free(f->errmsg);
+  cf_value_release(&f->value);
+  free(f);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Queries                                                                 */
+
+static cf_future_state public_state(uint32_t s) {
+  uint32_t st = s & CF__ST_MASK;
+  if (st == CF__ST_COMPLETING)
+    return CF_RUNNING; /* still not done; close enough for a snapshot */
+  if (st == CF__ST_CANCELLING)
+    return CF_PENDING;
+  return (cf_future_state)st;
+}
+
+cf_future_state cf_future_get_state(const cf_future *f) {
+  return public_state(atomic_load_explicit(&f->state, memory_order_acquire));
+}
+
+bool cf_future_done(const cf_future *f) {
+  return f != NULL &&
+         cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire));
+}
+
+bool cf_future_running(const cf_future *f) {
+  return f != NULL &&
+         (atomic_load_explicit(&f->state, memory_order_acquire) &
+          CF__ST_MASK) == CF_RUNNING;
+}
+
+bool cf_future_cancelled(const cf_future *f) {
+  return f != NULL &&
+         (atomic_load_explicit(&f->state, memory_order_acquire) &
+          CF__ST_MASK) == CF_CANCELLED;
+}
+
+const char *cf_future_state_name(cf_future_state state) {
+  switch (state) {
+  case CF_PENDING:
+    return "pending";
+  case CF_RUNNING:
+    return "running";
+  case CF_FINISHED:
+    return "finished";
+  case CF_CANCELLED:
+    return "cancelled";
+  }
+  return "invalid";
+}
+
+int cf_future_error(const cf_future *f, const char **message) {
+  if (message != NULL)
+    *message = NULL;
+  if (f == NULL)
+    return CF_EINVAL;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if (!cf__state_final(s))
+    return CF_EINVALSTATE;
+  if ((s & CF__ST_MASK) == CF_CANCELLED) {
+    if (message != NULL)
+      *message = cf_strerror(CF_ECANCELLED);
+    return CF_ECANCELLED;
+  }
+  if (f->err != 0 && message != NULL)
+    *message = f->errmsg != NULL ? f->errmsg : cf_strerror(f->err);
+  return f->err;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Completion                                                              */
+
+/* Fires the listener list of a completed future: internal listeners under
+ * the stripe lock, then user callbacks in order with no lock held. */
+static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
+  pthread_mutex_t *mu = stripe_of(f);
+  cf__listener *user_head = NULL, **user_tail = &user_head;
+  pthread_mutex_lock(mu);
+  cf__listener *l = f->listeners;
+  f->listeners = NULL;
+  if (l != NULL)
+    l->prev->next = NULL; /* open the circle */
+  while (l != NULL) {
+    cf__listener *next = l->next;
+    l->attached = false;
+    if (l->notify != NULL) {
+      l->notify(l, f);
+    } else {
+      l->next = NULL;
+      *user_tail = l;
+      user_tail = &l->next;
+    }
+    l = next;
+  }
+  pthread_mutex_unlock(mu);
+  while (user_head != NULL) {
+    cf__listener *next = user_head->next;
+    int rc = user_head->fn(f, user_head->arg);
+    if (rc != 0)
+      cf__report_callback_error(sink, f, rc);
+    free(user_head);
+    user_head = next;
+  }
+}
+
+/* Wins the right to complete f. Returns the state it had (PENDING or
+ * RUNNING) or -1 if it is already taken or done. */
+static int begin_complete(cf_future *f, uint32_t interim) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  for (;;) {
+    uint32_t st = s & CF__ST_MASK;
+    if (st != CF_PENDING && st != CF_RUNNING)
+      return -1;
+    if (atomic_compare_exchange_weak_explicit(
+            &f->state, &s, (s & ~(uint32_t)CF__ST_MASK) | interim,
+            memory_order_acquire, memory_order_relaxed))
+      return (int)st;
+  }
+}
+
+/* Publishes the final state and notifies everyone. */
+static void end_complete(cf_future *f, uint32_t final,
+                         const cf__cb_sink *sink) {
+  uint32_t old = atomic_exchange_explicit(&f->state, final,
+                                          memory_order_acq_rel);
+  if (old & CF__FL_WAITERS)
+    cf__park_wake(&f->state, INT32_MAX);
+  if (old & CF__FL_LISTENERS)
+    fire_listeners(f, sink);
+}
+
+/* Completes f with a value (err == 0) or an error. Takes msg in all
+ * cases; takes *v only on success. `runner` is true for the thread that
+ * ran the task (it has already released the task's arg). */
+static int complete(cf_future *f, int err, char *msg, cf_value *v,
+                    const cf__cb_sink *sink) {
+  int prev = begin_complete(f, CF__ST_COMPLETING);
+  if (prev < 0) {
+    free(msg);
+    return CF_EINVALSTATE;
+  }
+  if (prev == CF_PENDING && f->arg_dtor != NULL)
+    f->arg_dtor(f->arg);
+  f->err = err;
+  f->errmsg = msg;
+  if (err == 0 && v != NULL) {
+    f->value = *v;
+    memset(v, 0, sizeof *v);
+  }
+  end_complete(f, CF_FINISHED, sink);
+  return 0;
+}
+
+int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
+  cf_value v = CF_VALUE_INIT;
+  cf__raise_clear();
+  int rc = f->fn(f->arg, &v);
+  char *msg = NULL;
+  if (rc != 0) {
+    if (rc > 0)
+      rc = CF_ETASK;
+    msg = cf__raise_take(rc);
+    cf_value_release(&v);
+  }
+  cf__raise_clear();
+  if (f->arg_dtor != NULL)
+    f->arg_dtor(f->arg);
+  if (complete(f, rc, msg, &v, sink) != 0)
+    cf_value_release(&v); /* someone completed it under us (API misuse) */
+  return rc;
+}
+
+static int cancel(cf_future *f, const cf__cb_sink *sink) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  for (;;) {
+    uint32_t st = s & CF__ST_MASK;
+    if (st == CF_CANCELLED || st == CF__ST_CANCELLING)
+      return 0;
+    if (st != CF_PENDING)
+      return CF_EBUSY;
+    if (atomic_compare_exchange_weak_explicit(
+            &f->state, &s, (s & ~(uint32_t)CF__ST_MASK) | CF__ST_CANCELLING,
+            memory_order_acquire, memory_order_relaxed))
+      break;
+  }
+  if (f->arg_dtor != NULL)
+    f->arg_dtor(f->arg);
+  f->err = CF_ECANCELLED;
+  end_complete(f, CF_CANCELLED, sink);
+  return 0;
+}
+
+int cf__future_settle(cf_future *f, int err, char *msg,
+                      const cf__cb_sink *sink) {
+  if (err == CF_ECANCELLED)
+    return cancel(f, sink) == 0 ? 0 : CF_EINVALSTATE;
+  return complete(f, err, msg, NULL, sink);
+}
+
+int cf_future_cancel(cf_future *f) {
+  if (f == NULL)
+    return CF_EINVAL;
+  return cancel(f, NULL);
+}
+
+int cf_future_set_running(cf_future *f) {
+  if (f == NULL)
+    return CF_EINVAL;
+  if (cf__future_claim(f))
+    return 0;
+  uint32_t st = atomic_load_explicit(&f->state, memory_order_acquire) &
+                CF__ST_MASK;
+  return (st == CF_CANCELLED || st == CF__ST_CANCELLING) ? CF_ECANCELLED
+                                                         : CF_EINVALSTATE;
+}
+
+int cf_future_set_result(cf_future *f, const cf_value *value) {
+  if (f == NULL)
+    return CF_EINVAL;
+  cf_value v = CF_VALUE_INIT;
+  if (value != NULL)
+    v = *value;
+  return complete(f, 0, NULL, &v, NULL);
+}
+
+int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
+  if (f == NULL)
+    return CF_EINVAL;
+  if (code >= 0)
+    code = CF_ETASK;
+  char *msg = NULL;
+  if (fmt != NULL) {
+    va_list ap;
+    va_start(ap, fmt);
+    msg = cf__vasprintf(fmt, ap);
+    va_end(ap);
+  }
+  return complete(f, code, msg, NULL, NULL);
+}
+
+void cf__future_take_value(cf_future *f, cf_value *out) {
+  *out = f->value;
+  f->value.dtor = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Listeners and callbacks                                                 */
+
+int cf__future_listen(cf_future *f, cf__listener *l) {
+  pthread_mutex_t *mu = stripe_of(f);
+  pthread_mutex_lock(mu);
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  for (;;) {
+    if (cf__state_final(s)) {
+      pthread_mutex_unlock(mu);
+      return 1;
+    }
+    if ((s & CF__FL_LISTENERS) ||
+        atomic_compare_exchange_weak_explicit(&f->state, &s,
+                                              s | CF__FL_LISTENERS,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  /* The completer sees LISTENERS in its exchange and takes this lock, so
+   * it finds l on the list. */
+  if (f->listeners == NULL) {
+    l->prev = l->next = l;
+    f->listeners = l;
+  } else {
+    cf__listener *first = f->listeners;
+    l->prev = first->prev;
+    l->next = first;
+    first->prev->next = l;
+    first->prev = l;
+  }
+  l->attached = true;
+  pthread_mutex_unlock(mu);
+  return 0;
+}
+
+void cf__future_unlisten(cf_future *f, cf__listener *l) {
+  pthread_mutex_t *mu = stripe_of(f);
+  pthread_mutex_lock(mu);
+  if (l->attached) {
+    if (l->next == l) {
+      f->listeners = NULL;
+    } else {
+      l->prev->next = l->next;
+      l->next->prev = l->prev;
+      if (f->listeners == l)
+        f->listeners = l->next;
+    }
+    l->attached = false;
+  }
+  pthread_mutex_unlock(mu);
+}
+
+int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
+  if (f == NULL || fn == NULL)
+    return CF_EINVAL;
+  if (!cf_future_done(f)) {
+    cf__listener *l = cf__fault(CF__FAULT_ALLOC) ? NULL : malloc(sizeof *l);
+    if (l == NULL)
+      return CF_ENOMEM;
+    memset(l, 0, sizeof *l);
+    l->fn = fn;
+    l->arg = arg;
+    if (cf__future_listen(f, l) == 0)
+      return 0;
+    free(l); /* completed meanwhile: run it here */
+  }
+  int rc = fn(f, arg);
+  if (rc != 0)
+    cf__report_callback_error(NULL, f, rc);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting                                                                 */
+
+static _Thread_local cf_wait_hook wait_hook;
+
+void cf_wait_hook_swap(const cf_wait_hook *hook, cf_wait_hook *prev) {
+  if (prev != NULL)
+    *prev = wait_hook;
+  if (hook != NULL && hook->wait != NULL)
+    wait_hook = *hook;
+  else
+    memset(&wait_hook, 0, sizeof wait_hook);
+}
+
+const cf_wait_hook *cf__wait_hook_current(void) {
+  return wait_hook.wait != NULL ? &wait_hook : NULL;
+}
+
+int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
+  if (f == NULL)
+    return CF_EINVAL;
+  if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
+    return 0;
+  /* Bounded spin: most waits in a busy pool end within a microsecond or
+   * two, far below the cost of a sleep and a wake-up. */
+  int64_t now = cf_now_ns();
+  if (now >= deadline_ns)
+    return CF_ETIMEDOUT;
+  int64_t spin_end = now + CF__WAIT_SPIN_NS;
+  if (spin_end > deadline_ns)
+    spin_end = deadline_ns;
+  do {
+    for (int i = 0; i < 64; i++) {
+      cf__cpu_relax();
+      if (cf__state_final(
+              atomic_load_explicit(&f->state, memory_order_acquire)))
+        return 0;
+    }
+  } while (cf_now_ns() < spin_end);
+
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  for (;;) {
+    if (cf__state_final(s))
+      return 0;
+    if (!(s & CF__FL_WAITERS)) {
+      if (!atomic_compare_exchange_weak_explicit(&f->state, &s,
+                                                 s | CF__FL_WAITERS,
+                                                 memory_order_acquire,
+                                                 memory_order_acquire))
+        continue;
+      s |= CF__FL_WAITERS;
+    }
+    if (cf__park_wait(&f->state, s, deadline_ns) == CF_ETIMEDOUT) {
+      s = atomic_load_explicit(&f->state, memory_order_acquire);
+      return cf__state_final(s) ? 0 : CF_ETIMEDOUT;
+    }
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+  }
+}
+
+int cf_future_wait_until(cf_future *f, int64_t deadline_ns) {
+  if (f == NULL)
+    return CF_EINVAL;
+  if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
+    return 0;
+  if (wait_hook.wait != NULL)
+    return wait_hook.wait(wait_hook.ctx, f, deadline_ns);
+  return cf_future_wait_blocking(f, deadline_ns);
+}
+
+int cf_future_wait(cf_future *f, int64_t timeout_ns) {
+  if (f == NULL || timeout_ns < 0)
+    return CF_EINVAL;
+  return cf_future_wait_until(f, cf_deadline_after(timeout_ns));
+}
+
+int cf_future_result(cf_future *f, int64_t timeout_ns,
+                     const cf_value **value) {
+  if (value != NULL)
+    *value = NULL;
+  int rc = cf_future_wait(f, timeout_ns);
+  if (rc != 0)
+    return rc;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if ((s & CF__ST_MASK) == CF_CANCELLED)
+    return CF_ECANCELLED;
+  if (f->err != 0)
+    return f->err;
+  if (value != NULL)
+    *value = &f->value;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Description                                                             */
+
+int cf_future_describe(const cf_future *f, char *buf, size_t size) {
+  if (f == NULL || (buf == NULL && size > 0))
+    return CF_EINVAL;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  cf_future_state st = public_state(s);
+  int n;
+  if (st == CF_FINISHED && f->err != 0 &&
+      strcmp(cf_err_name(f->err), "UNKNOWN") == 0)
+    n = snprintf(buf, size, "<Future at %p state=finished raised error %d>",
+                 (const void *)f, f->err);
+  else if (st == CF_FINISHED && f->err != 0)
+    n = snprintf(buf, size, "<Future at %p state=finished raised %s>",
+                 (const void *)f, cf_err_name(f->err));
+  else if (st == CF_FINISHED)
+    n = snprintf(buf, size, "<Future at %p state=finished returned %s>",
+                 (const void *)f,
+                 f->value.type != NULL ? f->value.type : "value");
+  else
+    n = snprintf(buf, size, "<Future at %p state=%s>", (const void *)f,
+                 cf_future_state_name(st));
+  return n;
+}

@@ -1,0 +1,177 @@
+/* support.c - see support.h. */
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fault.h"
+
+_Atomic int cf_test_thread_failures;
+_Atomic long dtor_calls;
+
+int cf_test_setup(void **state) {
+  (void)state;
+  atomic_store(&cf_test_thread_failures, 0);
+  atomic_store(&dtor_calls, 0);
+  return 0;
+}
+
+int cf_test_teardown(void **state) {
+  (void)state;
+  for (int i = 0; i < CF__FAULT_NPOINTS; i++)
+    cf__fault_arm((cf__fault_point)i, 0, 0);
+  int failures = atomic_load(&cf_test_thread_failures);
+  if (failures != 0) {
+    fprintf(stderr, "%d check(s) failed in other threads\n", failures);
+    return -1;
+  }
+  return 0;
+}
+
+int cf_test_main(int argc, char **argv, const struct CMUnitTest *tests,
+                 size_t n) {
+  if (argc > 1) {
+    /* Run exactly one case; an unknown name is an error, not a pass. */
+    for (size_t i = 0; i < n; i++) {
+      if (strcmp(tests[i].name, argv[1]) == 0) {
+        cmocka_set_test_filter(argv[1]);
+        return _cmocka_run_group_tests(argv[0], tests, n, NULL, NULL);
+      }
+    }
+    fprintf(stderr, "%s: no test case named '%s'\n", argv[0], argv[1]);
+    return 2;
+  }
+  return _cmocka_run_group_tests(argv[0], tests, n, NULL, NULL);
+}
+
+static void abs_deadline(struct timespec *ts, int64_t from_now_ns) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  int64_t ns = ts->tv_nsec + from_now_ns % 1000000000;
+  ts->tv_sec += (time_t)(from_now_ns / 1000000000 + ns / 1000000000);
+  ts->tv_nsec = (long)(ns % 1000000000);
+}
+
+static void cond_init_mono(pthread_cond_t *cv) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+void gate_init(gate *g) {
+  pthread_mutex_init(&g->mu, NULL);
+  cond_init_mono(&g->cv);
+  g->open = 0;
+}
+
+void gate_open(gate *g) {
+  pthread_mutex_lock(&g->mu);
+  g->open = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+bool gate_wait(gate *g) {
+  struct timespec ts;
+  abs_deadline(&ts, SOON);
+  pthread_mutex_lock(&g->mu);
+  int rc = 0;
+  while (!g->open && rc == 0)
+    rc = pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+  bool open = g->open;
+  pthread_mutex_unlock(&g->mu);
+  return open;
+}
+
+void gate_destroy(gate *g) {
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+}
+
+void counter_init(counter *c) {
+  pthread_mutex_init(&c->mu, NULL);
+  cond_init_mono(&c->cv);
+  c->value = 0;
+}
+
+void counter_add(counter *c, long d) {
+  pthread_mutex_lock(&c->mu);
+  c->value += d;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+long counter_get(counter *c) {
+  pthread_mutex_lock(&c->mu);
+  long v = c->value;
+  pthread_mutex_unlock(&c->mu);
+  return v;
+}
+
+bool counter_wait_ge(counter *c, long target) {
+  struct timespec ts;
+  abs_deadline(&ts, SOON);
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  while (c->value < target && rc == 0)
+    rc = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+  bool ok = c->value >= target;
+  pthread_mutex_unlock(&c->mu);
+  return ok;
+}
+
+void counter_destroy(counter *c) {
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+}
+
+bool eventually(bool (*pred)(void *arg), void *arg) {
+  int64_t end = cf_now_ns() + SOON;
+  while (!pred(arg)) {
+    if (cf_now_ns() > end)
+      return false;
+    usleep(1000);
+  }
+  return true;
+}
+
+pthread_t spawn(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, fn, arg) != 0) {
+    fprintf(stderr, "pthread_create failed\n");
+    abort();
+  }
+  return t;
+}
+
+int task_return_arg(void *arg, cf_value *result) {
+  result->u.i = (intptr_t)arg;
+  result->type = "int";
+  return 0;
+}
+
+int task_wait_gate(void *arg, cf_value *result) {
+  (void)result;
+  TCHECK(gate_wait(arg));
+  return 0;
+}
+
+int task_fail(void *arg, cf_value *result) {
+  (void)result;
+  int code = (int)(intptr_t)arg;
+  return cf_raise(code, "task failed on purpose with %d", code);
+}
+
+int task_nop(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return 0;
+}
+
+void counting_dtor(void *p) {
+  (void)p;
+  atomic_fetch_add(&dtor_calls, 1);
+}

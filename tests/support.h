@@ -1,0 +1,100 @@
+/*
+ * support.h - what every test file shares.
+ *
+ * Each case is `CF_TEST(name) { ... }` and is listed in CF_TEST_MAIN(...)
+ * with CF_CASE(name). CMake finds the CF_TEST lines and registers every
+ * case as its own ctest test (`test_x name`), so each runs in a fresh
+ * process under its own timeout.
+ *
+ * cmocka's assert_* may only be called from the test's main thread.
+ * Worker threads and tasks use TCHECK(), which records a failure that the
+ * case's teardown then reports.
+ */
+#ifndef CF_TEST_SUPPORT_H
+#define CF_TEST_SUPPORT_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "cf/cfutures.h"
+
+#define CF_TEST(name) static void name(void **state)
+#define CF_CASE(name)                                                        \
+  cmocka_unit_test_setup_teardown(name, cf_test_setup, cf_test_teardown)
+#define CF_TEST_MAIN(...)                                                    \
+  int main(int argc, char **argv) {                                          \
+    static const struct CMUnitTest tests_[] = {__VA_ARGS__};                 \
+    return cf_test_main(argc, argv, tests_,                                  \
+                        sizeof tests_ / sizeof tests_[0]);                   \
+  }
+
+int cf_test_main(int argc, char **argv, const struct CMUnitTest *tests,
+                 size_t n);
+int cf_test_setup(void **state);
+int cf_test_teardown(void **state);
+
+extern _Atomic int cf_test_thread_failures;
+#define TCHECK(cond)                                                         \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "%s:%d: check failed in a thread: %s\n", __FILE__,    \
+              __LINE__, #cond);                                              \
+      atomic_fetch_add(&cf_test_thread_failures, 1);                         \
+    }                                                                        \
+  } while (0)
+
+/* Generous limit for things that must happen "soon": a correctness bound,
+ * never a speed expectation. */
+#define SOON CF_SEC(30)
+
+/* A one-shot event. */
+typedef struct gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int open;
+} gate;
+void gate_init(gate *g);
+void gate_open(gate *g);
+/* Waits until open; returns false if not opened within SOON. */
+bool gate_wait(gate *g);
+void gate_destroy(gate *g);
+
+/* A counter others can wait on reaching a value. */
+typedef struct counter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  long value;
+} counter;
+void counter_init(counter *c);
+void counter_add(counter *c, long d);
+long counter_get(counter *c);
+/* Waits until value >= target; false if that does not happen within SOON. */
+bool counter_wait_ge(counter *c, long target);
+void counter_destroy(counter *c);
+
+/* Polls pred(arg) (with short sleeps) until it holds or SOON passes. For
+ * conditions that have no event to wait on (pool statistics). */
+bool eventually(bool (*pred)(void *arg), void *arg);
+
+/* Starts a thread; aborts the test on failure. */
+pthread_t spawn(void *(*fn)(void *), void *arg);
+
+/* Common tasks. */
+int task_return_arg(void *arg, cf_value *result);   /* result.i = (intptr_t)arg */
+int task_wait_gate(void *arg, cf_value *result);    /* waits on (gate *)arg */
+int task_fail(void *arg, cf_value *result);         /* cf_raise((intptr_t)arg, ...) */
+int task_nop(void *arg, cf_value *result);
+
+/* A value destructor that counts its calls in a global. */
+extern _Atomic long dtor_calls;
+void counting_dtor(void *p);
+
+#endif
