@@ -1,3 +1,372 @@
+/* test_wait.c - as_completed and wait over futures (no executor needed). */
+#include <string.h>
+#include <unistd.h>
+
+#include "fault.h"
 #include "support.h"
-CF_TEST(placeholder) { (void)state; }
-CF_TEST_MAIN(CF_CASE(placeholder))
+
+#define N 6
+
+static void make(cf_future **fs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(cf_future_new(&fs[i]), 0);
+}
+
+static void unref_all(cf_future **fs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    cf_future_unref(fs[i]);
+}
+
+static void finish(cf_future *f, intptr_t i) {
+  cf_value v = CF_VALUE_INIT;
+  v.u.i = i;
+  assert_int_equal(cf_future_set_result(f, &v), 0);
+}
+
+/* Completes futures in a given order from another thread, one after the
+ * other, each only after the consumer has taken the previous one. */
+typedef struct sequencer {
+  cf_future **fs;
+  const int *order;
+  int n;
+  counter taken;
+} sequencer;
+
+static void *sequence(void *arg) {
+  sequencer *s = arg;
+  for (int k = 0; k < s->n; k++) {
+    TCHECK(counter_wait_ge(&s->taken, k));
+    cf_value v = CF_VALUE_INIT;
+    v.u.i = s->order[k];
+    TCHECK(cf_future_set_result(s->fs[s->order[k]], &v) == 0);
+  }
+  return NULL;
+}
+
+CF_TEST(as_completed_yields_done_first_then_completion_order) {
+  (void)state;
+  cf_future *fs[N];
+  make(fs, N);
+  finish(fs[4], 4);
+  finish(fs[1], 1);
+  cf_as_completed *it = NULL;
+  assert_int_equal(cf_as_completed_new(fs, N, CF_FOREVER, &it), 0);
+  assert_int_equal(cf_as_completed_remaining(it), N);
+  cf_future *f = NULL;
+  /* Already done: input order. */
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  assert_ptr_equal(f, fs[1]);
+  cf_future_unref(f);
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  assert_ptr_equal(f, fs[4]);
+  cf_future_unref(f);
+  /* The rest in the order another thread completes them. */
+  static const int order[] = {3, 0, 5, 2};
+  sequencer s = {.fs = fs, .order = order, .n = 4};
+  counter_init(&s.taken);
+  pthread_t t = spawn(sequence, &s);
+  for (int k = 0; k < 4; k++) {
+    assert_int_equal(cf_as_completed_next(it, &f), 1);
+    assert_ptr_equal(f, fs[order[k]]);
+    assert_true(cf_future_done(f));
+    cf_future_unref(f);
+    counter_add(&s.taken, 1);
+  }
+  pthread_join(t, NULL);
+  assert_int_equal(cf_as_completed_next(it, &f), 0);
+  assert_null(f);
+  assert_int_equal(cf_as_completed_remaining(it), 0);
+  cf_as_completed_free(it);
+  counter_destroy(&s.taken);
+  unref_all(fs, N);
+}
+
+CF_TEST(as_completed_duplicates_once) {
+  (void)state;
+  cf_future *fs[3];
+  make(fs, 3);
+  cf_future *in[] = {fs[0], fs[1], fs[0], fs[2], fs[1], fs[0]};
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(in, 6, CF_FOREVER, &it), 0);
+  assert_int_equal(cf_as_completed_remaining(it), 3);
+  finish(fs[2], 2);
+  finish(fs[0], 0);
+  finish(fs[1], 1);
+  int seen[3] = {0, 0, 0};
+  cf_future *f;
+  while (cf_as_completed_next(it, &f) == 1) {
+    for (int i = 0; i < 3; i++)
+      seen[i] += f == fs[i];
+    cf_future_unref(f);
+  }
+  assert_int_equal(seen[0], 1);
+  assert_int_equal(seen[1], 1);
+  assert_int_equal(seen[2], 1);
+  cf_as_completed_free(it);
+  unref_all(fs, 3);
+}
+
+CF_TEST(as_completed_timeout_is_sticky) {
+  (void)state;
+  cf_future *fs[2];
+  make(fs, 2);
+  finish(fs[0], 0);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 2, CF_MSEC(30), &it), 0);
+  cf_future *f;
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  cf_future_unref(f);
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_as_completed_next(it, &f), CF_ETIMEDOUT);
+  assert_null(f);
+  assert_true(cf_now_ns() - t0 >= CF_MSEC(20));
+  finish(fs[1], 1); /* too late: Python's generator is finished too */
+  assert_int_equal(cf_as_completed_next(it, &f), CF_ETIMEDOUT);
+  assert_int_equal(cf_as_completed_remaining(it), 1);
+  cf_as_completed_free(it);
+  unref_all(fs, 2);
+}
+
+CF_TEST(as_completed_zero_timeout_yields_done_ones) {
+  (void)state;
+  cf_future *fs[2];
+  make(fs, 2);
+  finish(fs[1], 1);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 2, 0, &it), 0);
+  cf_future *f;
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  assert_ptr_equal(f, fs[1]);
+  cf_future_unref(f);
+  assert_int_equal(cf_as_completed_next(it, &f), CF_ETIMEDOUT);
+  cf_as_completed_free(it);
+  unref_all(fs, 2);
+}
+
+CF_TEST(as_completed_empty_and_bad_arguments) {
+  (void)state;
+  cf_as_completed *it = NULL;
+  assert_int_equal(cf_as_completed_new(NULL, 0, CF_FOREVER, &it), 0);
+  cf_future *f;
+  assert_int_equal(cf_as_completed_next(it, &f), 0);
+  cf_as_completed_free(it);
+  cf_future *fs[2];
+  make(fs, 1);
+  fs[1] = NULL;
+  it = (cf_as_completed *)fs[0];
+  assert_int_equal(cf_as_completed_new(fs, 2, CF_FOREVER, &it), CF_EINVAL);
+  assert_null(it);
+  assert_int_equal(cf_as_completed_new(fs, 1, -1, &it), CF_EINVAL);
+  assert_int_equal(cf_as_completed_new(NULL, 1, 0, &it), CF_EINVAL);
+  assert_int_equal(cf_as_completed_new(fs, 1, 0, NULL), CF_EINVAL);
+  assert_int_equal(cf_as_completed_next(NULL, &f), CF_EINVAL);
+  assert_int_equal(cf_as_completed_remaining(NULL), 0);
+  cf_as_completed_free(NULL);
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  assert_int_equal(cf_as_completed_new(fs, 1, 0, &it), CF_ENOMEM);
+  cf__fault_arm(CF__FAULT_ALLOC, 3, 1); /* the node array */
+  assert_int_equal(cf_as_completed_new(fs, 1, 0, &it), CF_ENOMEM);
+  unref_all(fs, 1);
+}
+
+CF_TEST(as_completed_yields_cancelled) {
+  (void)state;
+  cf_future *fs[2];
+  make(fs, 2);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 2, SOON, &it), 0);
+  assert_int_equal(cf_future_cancel(fs[1]), 0);
+  assert_int_equal(cf_future_cancel(fs[0]), 0);
+  cf_future *f;
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  assert_ptr_equal(f, fs[1]);
+  assert_true(cf_future_cancelled(f));
+  cf_future_unref(f);
+  assert_int_equal(cf_as_completed_next(it, &f), 1);
+  assert_ptr_equal(f, fs[0]);
+  cf_future_unref(f);
+  assert_int_equal(cf_as_completed_next(it, &f), 0);
+  cf_as_completed_free(it);
+  unref_all(fs, 2);
+}
+
+CF_TEST(as_completed_drops_references_as_it_yields) {
+  (void)state;
+  cf_future *fs[4];
+  make(fs, 4);
+  for (int i = 0; i < 4; i++) {
+    cf_value v = CF_VALUE_INIT;
+    v.u.ptr = fs[i];
+    v.dtor = counting_dtor;
+    assert_int_equal(cf_future_set_result(fs[i], &v), 0);
+  }
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 4, CF_FOREVER, &it), 0);
+  unref_all(fs, 4); /* the iterator now holds the only references */
+  cf_future *f;
+  for (int i = 1; i <= 4; i++) {
+    assert_int_equal(cf_as_completed_next(it, &f), 1);
+    cf_future_unref(f);
+    /* Each future is freed as soon as the caller drops it. */
+    assert_int_equal(atomic_load(&dtor_calls), i);
+  }
+  cf_as_completed_free(it);
+}
+
+CF_TEST(as_completed_free_early_then_complete) {
+  (void)state;
+  cf_future *fs[3];
+  make(fs, 3);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 3, CF_FOREVER, &it), 0);
+  finish(fs[0], 0);
+  cf_as_completed_free(it); /* detaches from fs[1], fs[2] */
+  finish(fs[1], 1);         /* must not touch the freed iterator (ASan) */
+  assert_int_equal(cf_future_cancel(fs[2]), 0);
+  unref_all(fs, 3);
+}
+
+/* ---- wait ----------------------------------------------------------------- */
+
+CF_TEST(wait_first_completed) {
+  (void)state;
+  cf_future *fs[N], *done[N], *not_done[N];
+  make(fs, N);
+  static const int order[] = {2};
+  sequencer s = {.fs = fs, .order = order, .n = 1};
+  counter_init(&s.taken);
+  pthread_t t = spawn(sequence, &s);
+  size_t nd = 99, nn = 99;
+  assert_int_equal(
+      cf_wait(fs, N, SOON, CF_FIRST_COMPLETED, done, &nd, not_done, &nn), 0);
+  pthread_join(t, NULL);
+  assert_int_equal(nd, 1);
+  assert_int_equal(nn, N - 1);
+  assert_ptr_equal(done[0], fs[2]);
+  for (size_t i = 0; i < nn; i++)
+    assert_false(cf_future_done(not_done[i]));
+  counter_destroy(&s.taken);
+  unref_all(fs, N);
+}
+
+CF_TEST(wait_first_exception) {
+  (void)state;
+  cf_future *fs[4], *done[4];
+  make(fs, 4);
+  /* A cancelled future is not an exception: keep waiting. */
+  assert_int_equal(cf_future_cancel(fs[0]), 0);
+  finish(fs[1], 1);
+  size_t nd, nn;
+  assert_int_equal(cf_wait(fs, 4, CF_MSEC(10), CF_FIRST_EXCEPTION, done, &nd,
+                           NULL, &nn),
+                   0);
+  assert_int_equal(nd, 2);
+  assert_int_equal(nn, 2);
+  assert_int_equal(cf_future_set_error(fs[3], -EIO, "boom"), 0);
+  assert_int_equal(
+      cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd, NULL, &nn), 0);
+  assert_int_equal(nd, 3);
+  assert_int_equal(nn, 1);
+  /* All done without an exception also returns. */
+  cf_future *gs[2];
+  make(gs, 2);
+  finish(gs[0], 0);
+  assert_int_equal(cf_future_cancel(gs[1]), 0);
+  assert_int_equal(
+      cf_wait(gs, 2, SOON, CF_FIRST_EXCEPTION, NULL, &nd, NULL, &nn), 0);
+  assert_int_equal(nd, 2);
+  assert_int_equal(nn, 0);
+  unref_all(gs, 2);
+  unref_all(fs, 4);
+}
+
+CF_TEST(wait_all_completed_and_timeout) {
+  (void)state;
+  cf_future *fs[N];
+  make(fs, N);
+  static const int order[] = {5, 0, 1, 4, 3, 2};
+  sequencer s = {.fs = fs, .order = order, .n = N};
+  counter_init(&s.taken);
+  counter_add(&s.taken, N); /* no pacing: complete all at once */
+  pthread_t t = spawn(sequence, &s);
+  size_t nd, nn;
+  assert_int_equal(cf_wait(fs, N, SOON, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn),
+                   0);
+  pthread_join(t, NULL);
+  assert_int_equal(nd, N);
+  assert_int_equal(nn, 0);
+  counter_destroy(&s.taken);
+  /* Timeout: returns normally with what is not done. */
+  cf_future *gs[2];
+  make(gs, 2);
+  finish(gs[0], 0);
+  int64_t t0 = cf_now_ns();
+  cf_future *not_done[2];
+  assert_int_equal(cf_wait(gs, 2, CF_MSEC(20), CF_ALL_COMPLETED, NULL, &nd,
+                           not_done, &nn),
+                   0);
+  assert_true(cf_now_ns() - t0 >= CF_MSEC(20));
+  assert_int_equal(nd, 1);
+  assert_int_equal(nn, 1);
+  assert_ptr_equal(not_done[0], gs[1]);
+  unref_all(gs, 2);
+  unref_all(fs, N);
+}
+
+CF_TEST(wait_duplicates_empty_bad_arguments) {
+  (void)state;
+  cf_future *fs[2];
+  make(fs, 2);
+  finish(fs[0], 0);
+  cf_future *in[] = {fs[0], fs[1], fs[1], fs[0]};
+  cf_future *done[4], *not_done[4];
+  size_t nd, nn;
+  assert_int_equal(
+      cf_wait(in, 4, 0, CF_ALL_COMPLETED, done, &nd, not_done, &nn), 0);
+  assert_int_equal(nd, 1);
+  assert_int_equal(nn, 1);
+  assert_int_equal(cf_wait(NULL, 0, 0, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn),
+                   0);
+  assert_int_equal(nd + nn, 0);
+  assert_int_equal(cf_wait(fs, 2, -1, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
+                   CF_EINVAL);
+  assert_int_equal(cf_wait(fs, 2, 0, (cf_return_when)7, NULL, NULL, NULL, NULL),
+                   CF_EINVAL);
+  assert_int_equal(cf_wait(NULL, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
+                   CF_EINVAL);
+  cf_future *with_null[] = {fs[0], NULL};
+  assert_int_equal(
+      cf_wait(with_null, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
+      CF_EINVAL);
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  assert_int_equal(cf_wait(fs, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
+                   CF_ENOMEM);
+  unref_all(fs, 2);
+}
+
+CF_TEST(wait_returns_at_once_when_satisfied) {
+  (void)state;
+  cf_future *fs[2];
+  make(fs, 2);
+  finish(fs[1], 1);
+  size_t nd, nn;
+  /* FIRST_COMPLETED with one done: no waiting even with no timeout. */
+  assert_int_equal(
+      cf_wait(fs, 2, CF_FOREVER, CF_FIRST_COMPLETED, NULL, &nd, NULL, &nn), 0);
+  assert_int_equal(nd, 1);
+  assert_int_equal(nn, 1);
+  unref_all(fs, 2);
+}
+
+CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
+             CF_CASE(as_completed_duplicates_once),
+             CF_CASE(as_completed_timeout_is_sticky),
+             CF_CASE(as_completed_zero_timeout_yields_done_ones),
+             CF_CASE(as_completed_empty_and_bad_arguments),
+             CF_CASE(as_completed_yields_cancelled),
+             CF_CASE(as_completed_drops_references_as_it_yields),
+             CF_CASE(as_completed_free_early_then_complete),
+             CF_CASE(wait_first_completed), CF_CASE(wait_first_exception),
+             CF_CASE(wait_all_completed_and_timeout),
+             CF_CASE(wait_duplicates_empty_bad_arguments),
+             CF_CASE(wait_returns_at_once_when_satisfied))

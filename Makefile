@@ -1,0 +1,57 @@
+# The README's two commands, and a few helpers.
+#
+#   make demo   install what is missing, build (Release), run the demos
+#   make test   install what is missing, build and run the whole suite:
+#               plain (-Werror), then ThreadSanitizer, then ASan+UBSan
+#   make bench  run the side-by-side benchmarks, rewrite bench/RESULTS.md
+#
+# Build trees live under build/ (one per configuration).
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
+
+.PHONY: demo test test-plain test-tsan test-asan bench clean
+
+demo:
+	@scripts/ensure-deps.sh demo
+	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release \
+	      -DCF_BUILD_TESTS=OFF -DCF_BUILD_APPS=ON
+	cmake --build build/release -j$(JOBS)
+	./build/release/apps/demo_executor_map
+	@echo
+	./build/release/apps/cpu_bound
+
+test:
+	@scripts/ensure-deps.sh test
+	$(MAKE) --no-print-directory test-plain
+	$(MAKE) --no-print-directory test-tsan
+	$(MAKE) --no-print-directory test-asan
+	@echo "make test: all three configurations passed"
+
+test-plain:
+	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCF_WERROR=ON -DCF_BUILD_BENCH=ON
+	cmake --build build/test -j$(JOBS)
+	cd build/test && $(CTEST)
+
+test-tsan:
+	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCF_TSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=4
+	cmake --build build/tsan -j$(JOBS)
+	cd build/tsan && $(CTEST)
+
+test-asan:
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug \
+	      -DCF_ASAN=ON -DCF_UBSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=3
+	cmake --build build/asan -j$(JOBS)
+	cd build/asan && $(CTEST)
+
+bench:
+	@scripts/ensure-deps.sh bench
+	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release \
+	      -DCF_BUILD_TESTS=OFF -DCF_BUILD_BENCH=ON
+	cmake --build build/bench -j$(JOBS)
+	bench/run.sh build/bench
+
+clean:
+	rm -rf build
