@@ -300,8 +300,11 @@ static int begin_complete(cf_future *f, uint32_t interim) {
 /* Publishes the final state and notifies everyone. */
 static void end_complete(cf_future *f, uint32_t final,
                          const cf__cb_sink *sink) {
-  uint32_t old = atomic_exchange_explicit(&f->state, final,
-                                          memory_order_acq_rel);
+  uint32_t old = atomic_load_explicit(&f->state, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(
+      &f->state, &old, final | (old & CF__FL_INLINE), memory_order_acq_rel,
+      memory_order_relaxed))
+    ;
   if (old & CF__FL_WAITERS)
     cf__park_wake(&f->state, INT32_MAX);
   if (old & CF__FL_LISTENERS)

@@ -12,6 +12,9 @@
  *             completer must wake it.
  *   bit 4     LISTENERS: the listener list may be non-empty; the completer
  *             must take the stripe lock and fire it.
+ *   bit 5     INLINE: a worker waiting for this future ran it directly
+ *             while it was still queued; kept in the final state so the
+ *             executor, dequeuing it later, knows it was not cancelled.
  *
  * Transitions are CAS loops on the word; the outcome fields (err, errmsg,
  * value) are written only by the completer between COMPLETING and the
@@ -42,7 +45,8 @@ enum {
   CF__ST_COMPLETING = 4,
   CF__ST_CANCELLING = 5,
   CF__FL_WAITERS = 0x8,
-  CF__FL_LISTENERS = 0x10
+  CF__FL_LISTENERS = 0x10,
+  CF__FL_INLINE = 0x20 /* run by a waiting worker, not from the queue */
 };
 
 typedef struct cf__listener cf__listener;
@@ -73,6 +77,7 @@ struct cf_future {
   /* Task fields: written by the executor before the future is published
    * to its queue; read by whoever takes it out of PENDING. */
   cf_future *qnext; /* executor queue link, owned by the executor */
+  void *owner;      /* the executor that queued it, or NULL */
   cf_task_fn fn;
   void *arg;
   void (*arg_dtor)(void *arg);
@@ -99,6 +104,20 @@ static inline bool cf__future_claim(cf_future *f) {
   while ((s & CF__ST_MASK) == CF_PENDING) {
     if (atomic_compare_exchange_weak_explicit(
             &f->state, &s, (s & ~(uint32_t)CF__ST_MASK) | CF_RUNNING,
+            memory_order_acquire, memory_order_relaxed))
+      return true;
+  }
+  return false;
+}
+
+/* Like cf__future_claim, for a worker that runs a queued future it is
+ * waiting for (sets INLINE). */
+static inline bool cf__future_claim_inline(cf_future *f) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  while ((s & CF__ST_MASK) == CF_PENDING) {
+    if (atomic_compare_exchange_weak_explicit(
+            &f->state, &s,
+            (s & ~(uint32_t)CF__ST_MASK) | CF_RUNNING | CF__FL_INLINE,
             memory_order_acquire, memory_order_relaxed))
       return true;
   }

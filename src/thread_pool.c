@@ -104,6 +104,7 @@ struct pool {
   _Atomic int sleepers;
   _Atomic int spinning;
   _Atomic int idle_tokens; /* idle workers not yet claimed by a submit */
+  _Atomic int idle_now;    /* workers inside idle() (for stats) */
 
   /* Settled by the pool without running (shutdown, broken). */
   _Atomic uint64_t settled_cancelled, settled_failed;
@@ -177,8 +178,9 @@ static void settle(pool *p, cf_future *f, int err, const char *msg) {
       atomic_fetch_add(&p->settled_cancelled, 1);
     else
       atomic_fetch_add(&p->settled_failed, 1);
-  } else {
-    /* Cancelled by its owner while queued. */
+  } else if (!(atomic_load(&f->state) & CF__FL_INLINE)) {
+    /* Cancelled by its owner while queued (an inline run was counted by
+     * the worker that ran it). */
     atomic_fetch_add(&p->settled_cancelled, 1);
   }
   cf_future_unref(f);
@@ -285,6 +287,15 @@ static inline void bump(_Atomic uint64_t *c) {
                         memory_order_relaxed);
 }
 
+/* Runs a future this worker has claimed. */
+static void run_claimed(worker *w, cf_future *f) {
+  bump(&w->started);
+  w->running[w->depth++] = f;
+  int rc = cf__future_run(f, &w->p->sink);
+  w->depth--;
+  bump(rc == 0 ? &w->completed : &w->failed);
+}
+
 static void run_one(worker *w, cf_future *f) {
   pool *p = w->p;
   if (CF__UNLIKELY(atomic_load_explicit(&p->cancelling,
@@ -292,16 +303,17 @@ static void run_one(worker *w, cf_future *f) {
     settle(p, f, CF_ECANCELLED, NULL);
     return;
   }
-  if (!cf__future_claim(f)) { /* cancelled by its owner while queued */
-    bump(&w->cancelled);
+  if (!cf__future_claim(f)) {
+    /* Cancelled while queued, or already run inline by a worker that
+     * waited for it (counted there). A future its owner completed by
+     * hand while queued counts as cancelled: it never ran here. */
+    if (!(atomic_load_explicit(&f->state, memory_order_acquire) &
+          CF__FL_INLINE))
+      bump(&w->cancelled);
     cf_future_unref(f);
     return;
   }
-  bump(&w->started);
-  w->running[w->depth++] = f;
-  int rc = cf__future_run(f, &p->sink);
-  w->depth--;
-  bump(rc == 0 ? &w->completed : &w->failed);
+  run_claimed(w, f);
   cf_future_unref(f);
 }
 
@@ -334,6 +346,13 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
   for (;;) {
     if (cf_future_done(f))
       break;
+    /* Still queued in this pool: run it here and now (the queue entry
+     * is discarded later). This keeps nested waits as deep as the
+     * dependency chain, not as the queue. */
+    if (f->owner == p && cf__future_claim_inline(f)) {
+      run_claimed(w, f);
+      continue;
+    }
     cf_future *t = next_task(w);
     if (t != NULL) {
       run_one(w, t);
@@ -386,6 +405,7 @@ static void break_pool(pool *p, int rc) {
 /* Idles until there may be work. Returns false when the worker must exit. */
 static bool idle(worker *w) {
   pool *p = w->p;
+  atomic_fetch_add(&p->idle_now, 1);
   atomic_fetch_add(&p->idle_tokens, 1);
   bool exit_now = false;
   int zero = 0;
@@ -417,6 +437,7 @@ out:;
   int t = atomic_load(&p->idle_tokens);
   while (t > 0 && !atomic_compare_exchange_weak(&p->idle_tokens, &t, t - 1))
     ;
+  atomic_fetch_sub(&p->idle_now, 1);
   return !exit_now;
 }
 
@@ -493,6 +514,20 @@ static int adjust_workers(pool *p) {
   return n > 0 ? 0 : rc;
 }
 
+/* No worker exists and none could start: queued work cannot run, so it
+ * fails (the task that triggered this included) instead of hanging. */
+static void fail_queued_no_workers(pool *p, int rc) {
+  char *msg = cf__asprintf("cannot start a worker thread: %s",
+                           cf_strerror(rc));
+  cf_future *list = take_everything(p);
+  while (list != NULL) {
+    cf_future *next = list->qnext;
+    settle(p, list, rc, msg);
+    list = next;
+  }
+  free(msg);
+}
+
 /* ---------------------------------------------------------------------- */
 /* The executor interface                                                  */
 
@@ -508,26 +543,7 @@ static int pool_submit(cf_executor *ex, const cf_task *task,
     return CF_ENOMEM;
   f->fn = task->fn;
   f->arg = task->arg;
-
-  if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
-      p->max_workers) {
-    int rc = adjust_workers(p);
-    if (rc != 0) {
-      /* No worker exists and none could start: fail this task. */
-      pthread_mutex_lock(&p->qlock);
-      atomic_fetch_add(&p->submitted, 1);
-      pthread_mutex_unlock(&p->qlock);
-      f->arg_dtor = task->arg_dtor;
-      char *msg = cf__asprintf("cannot start a worker thread: %s",
-                               cf_strerror(rc));
-      if (cf__future_settle(f, rc, msg, &p->sink) == 0)
-        atomic_fetch_add(&p->settled_failed, 1);
-      if (out != NULL)
-        *out = f;
-      cf_future_unref(f); /* the pool's reference */
-      return 0;
-    }
-  }
+  f->owner = p;
 
   pthread_mutex_lock(&p->qlock);
   for (;;) {
@@ -586,9 +602,17 @@ static int pool_submit(cf_executor *ex, const cf_task *task,
       atomic_load_explicit(&p->submitted, memory_order_relaxed) + 1,
       memory_order_relaxed);
   pthread_mutex_unlock(&p->qlock);
-  wake_one_if_needed(p);
   if (out != NULL)
     *out = f;
+  /* After the enqueue, as Python's _adjust_thread_count: a worker that
+   * starts now finds this task, so idle tokens match queued work. */
+  if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
+      p->max_workers) {
+    int rc = adjust_workers(p);
+    if (rc != 0)
+      fail_queued_no_workers(p, rc);
+  }
+  wake_one_if_needed(p);
   return 0;
 }
 
@@ -688,6 +712,8 @@ static void pool_stats(cf_executor *ex, cf_executor_stats *st) {
   st->queued = sub_floor(submitted, started + cancelled + settled_c + settled_f);
   st->callbacks_failed = atomic_load(&p->callbacks_failed);
   st->workers = (uint32_t)n;
+  int idle_now = atomic_load(&p->idle_now);
+  st->idle_workers = (uint32_t)(idle_now > 0 ? idle_now : 0);
   st->max_workers = (uint32_t)p->max_workers;
 }
 

@@ -1,3 +1,1075 @@
+/* test_thread_pool.c - the thread-pool executor. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fault.h"
 #include "support.h"
-CF_TEST(placeholder) { (void)state; }
-CF_TEST_MAIN(CF_CASE(placeholder))
+
+static cf_executor *make_pool(int max_workers) {
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = max_workers;
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  assert_non_null(ex);
+  return ex;
+}
+
+static cf_executor_stats stats(cf_executor *ex) {
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_stats_get(ex, &st), 0);
+  return st;
+}
+
+static cf_future *submit(cf_executor *ex, cf_task_fn fn, void *arg) {
+  cf_future *f = NULL;
+  assert_int_equal(cf_executor_submit(ex, fn, arg, &f), 0);
+  assert_non_null(f);
+  return f;
+}
+
+/* Occupies every worker with a task blocked on g (libuv's
+ * saturate_threadpool); returns their futures. */
+static void saturate(cf_executor *ex, gate *g, cf_future **fs, int n,
+                     counter *started);
+
+typedef struct blocker {
+  gate *g;
+  counter *started;
+} blocker;
+
+static int task_block(void *arg, cf_value *result) {
+  blocker *b = arg;
+  counter_add(b->started, 1);
+  TCHECK(gate_wait(b->g));
+  result->u.i = 1;
+  return 0;
+}
+
+static blocker blockers[64];
+
+static void saturate(cf_executor *ex, gate *g, cf_future **fs, int n,
+                     counter *started) {
+  long before = counter_get(started);
+  for (int i = 0; i < n; i++) {
+    blockers[i].g = g;
+    blockers[i].started = started;
+    fs[i] = submit(ex, task_block, &blockers[i]);
+  }
+  assert_true(counter_wait_ge(started, before + n));
+}
+
+static void unref_all(cf_future **fs, int n) {
+  for (int i = 0; i < n; i++)
+    cf_future_unref(fs[i]);
+}
+
+/* ---- creation and options ------------------------------------------------ */
+
+CF_TEST(defaults_and_lazy_start) {
+  (void)state;
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&ex, NULL), 0);
+  int def = cf_thread_pool_default_workers();
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  assert_true(def >= 5 && def <= 32 && def <= cpus + 4);
+  assert_int_equal(cf_executor_max_workers(ex), def);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.workers, 0); /* nothing started before a submit */
+  assert_int_equal(st.max_workers, (uint32_t)def);
+  cf_future *f = submit(ex, task_return_arg, (void *)5);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 5);
+  assert_int_equal(stats(ex).workers, 1);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(bad_options) {
+  (void)state;
+  cf_executor *ex = (cf_executor *)&ex;
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  assert_int_equal(cf_thread_pool_new(NULL, NULL), CF_EINVAL);
+  o.max_workers = -1;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);
+  assert_null(ex);
+  o.max_workers = 1;
+  o.max_queued = -3;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);
+  o.max_queued = 0;
+  o.stack_size = 1024;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  o.stack_size = 0;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_ENOMEM);
+  cf__fault_arm(CF__FAULT_ALLOC, 1, 1);
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_ENOMEM);
+  o.stack_size = 256 * 1024;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  cf_future *f = submit(ex, task_return_arg, (void *)1);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(bad_submissions) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f = (cf_future *)ex;
+  assert_int_equal(cf_executor_submit(ex, NULL, NULL, &f), CF_EINVAL);
+  assert_null(f);
+  assert_int_equal(cf_executor_submit(NULL, task_nop, NULL, &f), CF_EINVAL);
+  cf_task t = {task_nop, NULL, NULL, 0};
+  assert_int_equal(cf_executor_submit_task(ex, NULL, 0, &f), CF_EINVAL);
+  assert_int_equal(cf_executor_submit_task(ex, &t, -1, &f), CF_EINVAL);
+  t.fn = NULL;
+  assert_int_equal(cf_executor_submit_task(ex, &t, 0, &f), CF_EINVAL);
+  assert_int_equal(cf_executor_stats_get(ex, NULL), CF_EINVAL);
+  assert_int_equal(cf_executor_stats_get(NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_executor_max_workers(NULL), CF_EINVAL);
+  assert_int_equal(cf_executor_shutdown(NULL, true, false), CF_EINVAL);
+  assert_int_equal(cf_executor_free(NULL), CF_EINVAL);
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ENOMEM);
+  assert_int_equal(stats(ex).submitted, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(task_errors_surface_in_the_future) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  cf_future *f = submit(ex, task_fail, (void *)(intptr_t)-ENOENT);
+  const cf_value *v = (const cf_value *)f;
+  assert_int_equal(cf_future_result(f, SOON, &v), -ENOENT);
+  assert_null(v);
+  const char *msg;
+  assert_int_equal(cf_future_error(f, &msg), -ENOENT);
+  assert_string_equal(msg, "task failed on purpose with -2");
+  char buf[128];
+  cf_future_describe(f, buf, sizeof buf);
+  assert_non_null(strstr(buf, "state=finished raised ENOENT"));
+  cf_future_unref(f);
+  /* A positive status is a failure too. */
+  f = submit(ex, task_fail, (void *)(intptr_t)3);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_ETASK);
+  cf_future_unref(f);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.failed, 2);
+  assert_int_equal(st.completed, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int task_fail_without_message(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.ptr = malloc(16); /* released by the library on failure */
+  result->dtor = free;
+  return -EIO;
+}
+
+CF_TEST(failed_task_value_is_released) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f = submit(ex, task_fail_without_message, NULL);
+  const char *msg;
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_future_error(f, &msg), -EIO);
+  assert_string_equal(msg, cf_strerror(-EIO));
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0); /* LSan: no leak */
+}
+
+/* ---- workers: lazy start, reuse, names, initializer ---------------------- */
+
+static bool one_idle(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_stats_get(arg, &st) == 0 && st.idle_workers == 1;
+}
+
+CF_TEST(workers_start_lazily_up_to_max_and_idle_ones_are_reused) {
+  (void)state;
+  cf_executor *ex = make_pool(3);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[5];
+  saturate(ex, &g, fs, 1, &started);
+  assert_int_equal(stats(ex).workers, 1);
+  saturate(ex, &g, fs + 1, 2, &started);
+  assert_int_equal(stats(ex).workers, 3);
+  /* At the maximum: more work queues instead of starting threads. */
+  fs[3] = submit(ex, task_return_arg, (void *)3);
+  fs[4] = submit(ex, task_return_arg, (void *)4);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.workers, 3);
+  assert_int_equal(st.running, 3);
+  assert_int_equal(st.queued, 2);
+  gate_open(&g);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
+  unref_all(fs, 5);
+  assert_int_equal(cf_executor_free(ex), 0);
+
+  /* Reuse: with a worker idle, a submission does not start another. */
+  ex = make_pool(4);
+  for (int i = 0; i < 20; i++) {
+    cf_future *f = submit(ex, task_return_arg, (void *)(intptr_t)i);
+    assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+    cf_future_unref(f);
+    assert_true(eventually(one_idle, ex));
+  }
+  assert_int_equal(stats(ex).workers, 1);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+static int task_thread_name(void *arg, cf_value *result) {
+  (void)arg;
+  char *name = calloc(1, 16);
+  pthread_getname_np(pthread_self(), name, 16);
+  result->u.ptr = name;
+  result->dtor = free;
+  result->type = "str";
+  return 0;
+}
+
+CF_TEST(threads_are_named_by_prefix) {
+  (void)state;
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.thread_name_prefix = "flags";
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  cf_future *f = submit(ex, task_thread_name, NULL);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_string_equal(v->u.ptr, "flags_0");
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  /* Default prefix: "cfpool<k>_<n>". */
+  assert_int_equal(cf_thread_pool_new(&ex, NULL), 0);
+  f = submit(ex, task_thread_name, NULL);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(strncmp(v->u.ptr, "cfpool", 6), 0);
+  assert_non_null(strstr(v->u.ptr, "_0"));
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+typedef struct init_state {
+  _Atomic int inits, finis;
+  int fail_with;
+  gate *hold; /* if set, the initializer waits on it first */
+} init_state;
+
+static _Thread_local int worker_token;
+
+static int initializer(void *arg) {
+  init_state *s = arg;
+  if (s->hold != NULL)
+    TCHECK(gate_wait(s->hold));
+  atomic_fetch_add(&s->inits, 1);
+  worker_token = 1234;
+  return s->fail_with;
+}
+
+static void finalizer(void *arg) {
+  init_state *s = arg;
+  TCHECK(worker_token == 1234);
+  atomic_fetch_add(&s->finis, 1);
+}
+
+static int task_read_token(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.i = worker_token;
+  return 0;
+}
+
+CF_TEST(initializer_and_finalizer_run_once_per_worker) {
+  (void)state;
+  init_state s = {0};
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 2;
+  o.initializer = initializer;
+  o.finalizer = finalizer;
+  o.initarg = &s;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[2];
+  saturate(ex, &g, fs, 2, &started); /* forces both workers to start */
+  gate_open(&g);
+  for (int i = 0; i < 10; i++) {
+    cf_future *f = submit(ex, task_read_token, NULL);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON, &v), 0);
+    assert_int_equal(v->u.i, 1234); /* per-worker state is there */
+    cf_future_unref(f);
+  }
+  unref_all(fs, 2);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(atomic_load(&s.inits), 2);
+  assert_int_equal(atomic_load(&s.finis), 2);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+CF_TEST(failing_initializer_breaks_the_pool) {
+  (void)state;
+  gate hold;
+  gate_init(&hold);
+  init_state s = {.fail_with = -EPERM, .hold = &hold};
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.initializer = initializer;
+  o.finalizer = finalizer;
+  o.initarg = &s;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  /* Queue work while the only worker is still initializing. */
+  cf_future *fs[4];
+  for (int i = 0; i < 4; i++)
+    fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+  gate_open(&hold);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(cf_future_result(fs[i], SOON, NULL), CF_EBROKEN);
+    const char *msg;
+    cf_future_error(fs[i], &msg);
+    assert_non_null(strstr(msg, "initializer failed"));
+  }
+  unref_all(fs, 4);
+  cf_future *f = (cf_future *)ex;
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_EBROKEN);
+  assert_null(f);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.failed, 4);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_int_equal(atomic_load(&s.finis), 0); /* no finalizer after failure */
+  gate_destroy(&hold);
+}
+
+/* ---- shutdown --------------------------------------------------------------- */
+
+CF_TEST(shutdown_wait_runs_queued_work) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  cf_future *fs[50];
+  for (int i = 0; i < 50; i++)
+    fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(cf_future_get_state(fs[i]), CF_FINISHED);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+    assert_int_equal(v->u.i, i);
+  }
+  unref_all(fs, 50);
+  cf_future *f = (cf_future *)ex;
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ESHUTDOWN);
+  assert_null(f);
+  /* Shutting down again is harmless. */
+  assert_int_equal(cf_executor_shutdown(ex, true, true), 0);
+  assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *running[2], *queued[10];
+  saturate(ex, &g, running, 2, &started);
+  for (int i = 0; i < 10; i++)
+    queued[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+  assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
+  /* Cancelled before shutdown returned; the running ones are untouched. */
+  for (int i = 0; i < 10; i++)
+    assert_true(cf_future_cancelled(queued[i]));
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_future_get_state(running[i]), CF_RUNNING);
+  gate_open(&g);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_future_result(running[i], 0, NULL), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.cancelled, 10);
+  assert_int_equal(st.completed, 2);
+  assert_int_equal(st.queued + st.running, 0);
+  unref_all(running, 2);
+  unref_all(queued, 10);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+/* CPython #87893: futures cancelled by shutdown(cancel_futures=True) must
+ * still be yielded by as_completed and counted by wait. */
+typedef struct shutdown_later {
+  cf_executor *ex;
+  counter *started;
+  gate *g;
+} shutdown_later;
+
+static void *do_shutdown_cancel(void *arg) {
+  shutdown_later *s = arg;
+  TCHECK(counter_wait_ge(s->started, 1));
+  usleep(5000); /* let the consumer block in as_completed/wait */
+  TCHECK(cf_executor_shutdown(s->ex, false, true) == 0);
+  gate_open(s->g);
+  return NULL;
+}
+
+CF_TEST(as_completed_and_wait_see_shutdown_cancellations) {
+  (void)state;
+  for (int use_wait = 0; use_wait < 2; use_wait++) {
+    cf_executor *ex = make_pool(1);
+    gate g;
+    counter started;
+    gate_init(&g);
+    counter_init(&started);
+    cf_future *fs[8];
+    saturate(ex, &g, fs, 1, &started);
+    for (int i = 1; i < 8; i++)
+      fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+    shutdown_later s = {ex, &started, &g};
+    pthread_t t = spawn(do_shutdown_cancel, &s);
+    if (use_wait) {
+      size_t nd, nn;
+      assert_int_equal(
+          cf_wait(fs, 8, SOON, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn), 0);
+      assert_int_equal(nd, 8);
+      assert_int_equal(nn, 0);
+    } else {
+      cf_as_completed *it;
+      assert_int_equal(cf_as_completed_new(fs, 8, SOON, &it), 0);
+      int yielded = 0, cancelled = 0;
+      cf_future *f;
+      int rc;
+      while ((rc = cf_as_completed_next(it, &f)) == 1) {
+        yielded++;
+        cancelled += cf_future_cancelled(f);
+        cf_future_unref(f);
+      }
+      assert_int_equal(rc, 0);
+      assert_int_equal(yielded, 8);
+      assert_int_equal(cancelled, 7);
+      cf_as_completed_free(it);
+    }
+    pthread_join(t, NULL);
+    unref_all(fs, 8);
+    assert_int_equal(cf_executor_free(ex), 0);
+    gate_destroy(&g);
+    counter_destroy(&started);
+  }
+}
+
+CF_TEST(no_future_left_pending_after_shutdown) {
+  (void)state;
+  for (int round = 0; round < 40; round++) {
+    cf_executor *ex = make_pool(1 + round % 4);
+    enum { M = 200 };
+    cf_future *fs[M];
+    for (int i = 0; i < M; i++) {
+      fs[i] = submit(ex, i % 7 == 3 ? task_fail : task_return_arg,
+                     (void *)(intptr_t)-(i + 1));
+      if (i % 5 == 0)
+        cf_future_cancel(fs[i]);
+    }
+    bool cancel = round % 2 == 1;
+    assert_int_equal(cf_executor_shutdown(ex, true, cancel), 0);
+    cf_executor_stats st = stats(ex);
+    for (int i = 0; i < M; i++) {
+      cf_future_state s = cf_future_get_state(fs[i]);
+      if (s != CF_FINISHED && s != CF_CANCELLED)
+        fail_msg("round %d: future %d left %s", round, i,
+                 cf_future_state_name(s));
+    }
+    assert_int_equal(st.submitted, M);
+    assert_int_equal(st.completed + st.failed + st.cancelled, M);
+    assert_int_equal(st.queued + st.running, 0);
+    unref_all(fs, M);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+/* ---- nested work, waits inside workers ----------------------------------- */
+
+typedef struct nest {
+  cf_executor *ex;
+  int depth;
+} nest;
+
+static int task_nested(void *arg, cf_value *result) {
+  nest *n = arg;
+  if (n->depth == 0) {
+    result->u.i = 1;
+    return 0;
+  }
+  nest child = {n->ex, n->depth - 1};
+  cf_future *a = NULL, *b = NULL;
+  TCHECK(cf_executor_submit(n->ex, task_nested, &child, &a) == 0);
+  TCHECK(cf_executor_submit(n->ex, task_nested, &child, &b) == 0);
+  const cf_value *va, *vb;
+  int rc = cf_future_result(a, SOON, &va);
+  int rc2 = cf_future_result(b, SOON, &vb);
+  TCHECK(rc == 0 && rc2 == 0);
+  result->u.i = (rc == 0 ? va->u.i : 0) + (rc2 == 0 ? vb->u.i : 0);
+  cf_future_unref(a);
+  cf_future_unref(b);
+  return 0;
+}
+
+CF_TEST(task_waits_for_tasks_it_submits_even_with_one_worker) {
+  (void)state;
+  for (int workers = 1; workers <= 3; workers++) {
+    cf_executor *ex = make_pool(workers);
+    nest root = {ex, 6};
+    cf_future *f = submit(ex, task_nested, &root);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON, &v), 0);
+    assert_int_equal(v->u.i, 64); /* 2^6 leaves */
+    cf_future_unref(f);
+    assert_int_equal(stats(ex).completed, 127);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+typedef struct self_wait {
+  cf_future *_Atomic me;
+  gate ready;
+} self_wait;
+
+static int task_wait_self(void *arg, cf_value *result) {
+  self_wait *s = arg;
+  TCHECK(gate_wait(&s->ready));
+  result->u.i = cf_future_result(atomic_load(&s->me), SOON, NULL);
+  return 0;
+}
+
+CF_TEST(waiting_for_own_future_is_a_deadlock_error) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  self_wait s;
+  gate_init(&s.ready);
+  cf_future *f = submit(ex, task_wait_self, &s);
+  atomic_store(&s.me, f);
+  gate_open(&s.ready);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, CF_EDEADLOCK);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&s.ready);
+}
+
+static int task_wait_foreign(void *arg, cf_value *result) {
+  /* Waits on a future nobody completes: must time out, not hang. */
+  result->u.i = cf_future_result(arg, CF_MSEC(20), NULL);
+  return 0;
+}
+
+static int task_wait_foreign_then_done(void *arg, cf_value *result) {
+  result->u.i = cf_future_result(arg, SOON, NULL);
+  return 0;
+}
+
+static void *complete_soon(void *arg) {
+  usleep(5000);
+  TCHECK(cf_future_set_result(arg, NULL) == 0);
+  return NULL;
+}
+
+CF_TEST(waits_inside_workers_time_out_and_wake) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *never;
+  assert_int_equal(cf_future_new(&never), 0);
+  cf_future *f = submit(ex, task_wait_foreign, never);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, CF_ETIMEDOUT);
+  cf_future_unref(f);
+  /* Completed by a foreign thread while the worker sleeps in the wait. */
+  f = submit(ex, task_wait_foreign_then_done, never);
+  pthread_t t = spawn(complete_soon, never);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 0);
+  pthread_join(t, NULL);
+  cf_future_unref(f);
+  /* While a worker waits, newly submitted work still runs (on it). */
+  cf_future *pending;
+  assert_int_equal(cf_future_new(&pending), 0);
+  f = submit(ex, task_wait_foreign_then_done, pending);
+  cf_future *g = submit(ex, task_return_arg, (void *)9);
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 9);
+  assert_int_equal(cf_future_set_result(pending, NULL), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_future_unref(pending);
+  cf_future_unref(never);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int task_free_own_pool(void *arg, cf_value *result) {
+  result->u.i = cf_executor_free(arg);
+  return 0;
+}
+
+static int task_shutdown_own_pool(void *arg, cf_value *result) {
+  result->u.i = cf_executor_shutdown(arg, true, false);
+  return 0;
+}
+
+CF_TEST(shutdown_or_free_from_own_worker_is_refused) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f = submit(ex, task_free_own_pool, ex);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, CF_EDEADLOCK);
+  cf_future_unref(f);
+  f = submit(ex, task_shutdown_own_pool, ex);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, CF_EDEADLOCK);
+  cf_future_unref(f);
+  /* The shutdown took effect all the same. */
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, NULL), CF_ESHUTDOWN);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* ---- backpressure ------------------------------------------------------------ */
+
+typedef struct late_submit {
+  cf_executor *ex;
+  int rc;
+  cf_future *f;
+} late_submit;
+
+static void *submit_blocking(void *arg) {
+  late_submit *s = arg;
+  s->rc = cf_executor_submit(s->ex, task_return_arg, (void *)77, &s->f);
+  return NULL;
+}
+
+CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
+  (void)state;
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.max_queued = 2;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[3];
+  saturate(ex, &g, fs, 1, &started);
+  fs[1] = submit(ex, task_return_arg, (void *)1);
+  fs[2] = submit(ex, task_return_arg, (void *)2);
+  cf_task t = {task_return_arg, (void *)3, counting_dtor, 0};
+  cf_future *f = (cf_future *)ex;
+  assert_int_equal(cf_executor_submit_task(ex, &t, 0, &f), CF_EAGAIN);
+  assert_null(f);
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_executor_submit_task(ex, &t, CF_MSEC(20), &f), CF_EAGAIN);
+  assert_true(cf_now_ns() - t0 >= CF_MSEC(20));
+  assert_int_equal(atomic_load(&dtor_calls), 0); /* refused: arg untouched */
+  /* A blocking submit waits for room, then goes through. */
+  late_submit ls = {ex, 1, NULL};
+  pthread_t th = spawn(submit_blocking, &ls);
+  usleep(5000);
+  gate_open(&g);
+  pthread_join(th, NULL);
+  assert_int_equal(ls.rc, 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(ls.f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 77);
+  cf_future_unref(ls.f);
+  unref_all(fs, 3);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+static void *shutdown_soon(void *arg) {
+  usleep(5000);
+  TCHECK(cf_executor_shutdown(arg, false, true) == 0);
+  return NULL;
+}
+
+CF_TEST(blocked_submit_wakes_on_shutdown) {
+  (void)state;
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.max_queued = 1;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[2];
+  saturate(ex, &g, fs, 1, &started);
+  fs[1] = submit(ex, task_nop, NULL);
+  pthread_t th = spawn(shutdown_soon, ex);
+  cf_future *f;
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ESHUTDOWN);
+  pthread_join(th, NULL);
+  gate_open(&g);
+  assert_true(cf_future_cancelled(fs[1]));
+  unref_all(fs, 2);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+typedef struct flood {
+  cf_executor *ex;
+  int n;
+} flood;
+
+static int task_flood_own_pool(void *arg, cf_value *result) {
+  flood *fl = arg;
+  int ok = 0;
+  for (int i = 0; i < fl->n; i++)
+    ok += cf_executor_submit(fl->ex, task_nop, NULL, NULL) == 0;
+  result->u.i = ok;
+  return 0;
+}
+
+CF_TEST(bounded_queue_inside_own_worker_makes_progress) {
+  (void)state;
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.max_queued = 4;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  flood fl = {ex, 100};
+  cf_future *f = submit(ex, task_flood_own_pool, &fl);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 100);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(stats(ex).completed, 101);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* ---- thread creation failure ------------------------------------------------ */
+
+CF_TEST(thread_creation_failure_fails_the_future_not_the_process) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, -1);
+  cf_task t = {task_return_arg, (void *)1, counting_dtor, 0};
+  cf_future *f = NULL;
+  assert_int_equal(cf_executor_submit_task(ex, &t, CF_FOREVER, &f), 0);
+  assert_true(cf_future_done(f));
+  assert_int_equal(cf_future_result(f, 0, NULL), -EAGAIN);
+  const char *msg;
+  cf_future_error(f, &msg);
+  assert_non_null(strstr(msg, "cannot start a worker thread"));
+  assert_int_equal(atomic_load(&dtor_calls), 1); /* arg released once */
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, NULL), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.workers, 0);
+  assert_int_equal(st.failed, 2);
+  /* Once threads can start again, the pool works. */
+  cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, 0);
+  f = submit(ex, task_return_arg, (void *)2);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(partial_thread_creation_failure_keeps_working) {
+  (void)state;
+  cf_executor *ex = make_pool(4);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *first;
+  saturate(ex, &g, &first, 1, &started);
+  cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, -1);
+  cf_future *fs[6];
+  for (int i = 0; i < 6; i++)
+    fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+  assert_int_equal(stats(ex).workers, 1);
+  gate_open(&g);
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
+  unref_all(fs, 6);
+  cf_future_unref(first);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+/* ---- callbacks, counters, handles ------------------------------------------ */
+
+static _Atomic int hook_calls;
+static void on_cb_error(void *ctx, cf_future *f, int rc) {
+  TCHECK(ctx == &hook_calls);
+  TCHECK(cf_future_done(f));
+  TCHECK(rc == -EINVAL);
+  atomic_fetch_add(&hook_calls, 1);
+}
+
+static _Atomic int cb_ok;
+static _Thread_local char cb_thread[16];
+static int cb_good(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  pthread_getname_np(pthread_self(), cb_thread, sizeof cb_thread);
+  TCHECK(strncmp(cb_thread, "cbpool_", 7) == 0);
+  atomic_fetch_add(&cb_ok, 1);
+  return 0;
+}
+static int cb_bad(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  return -EINVAL;
+}
+
+CF_TEST(callback_failures_are_counted_and_reported) {
+  (void)state;
+  atomic_store(&hook_calls, 0);
+  atomic_store(&cb_ok, 0);
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = 1;
+  o.thread_name_prefix = "cbpool";
+  o.on_callback_error = on_cb_error;
+  o.on_callback_error_ctx = &hook_calls;
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[3];
+  saturate(ex, &g, fs, 1, &started);
+  fs[1] = submit(ex, task_nop, NULL);
+  fs[2] = submit(ex, task_nop, NULL);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(cf_future_add_done_callback(fs[i], cb_bad, NULL), 0);
+    assert_int_equal(cf_future_add_done_callback(fs[i], cb_good, NULL), 0);
+  }
+  gate_open(&g);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  /* Callbacks ran in the worker; a failing one never stopped the next. */
+  assert_int_equal(atomic_load(&cb_ok), 3);
+  assert_int_equal(atomic_load(&hook_calls), 3);
+  assert_int_equal(stats(ex).callbacks_failed, 3);
+  unref_all(fs, 3);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+CF_TEST(counters_are_exact_when_idle) {
+  (void)state;
+  cf_executor *ex = make_pool(3);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *block[3];
+  saturate(ex, &g, block, 3, &started);
+  cf_future *fs[30];
+  for (int i = 0; i < 30; i++)
+    fs[i] = submit(ex, i < 10 ? task_return_arg : task_fail,
+                   (void *)(intptr_t)-1);
+  for (int i = 20; i < 30; i++)
+    assert_int_equal(cf_future_cancel(fs[i]), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.submitted, 33);
+  assert_int_equal(st.running, 3);
+  assert_int_equal(st.queued, 30); /* cancelled ones count until discarded */
+  gate_open(&g);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  st = stats(ex);
+  assert_int_equal(st.submitted, 33);
+  assert_int_equal(st.completed, 13);
+  assert_int_equal(st.failed, 10);
+  assert_int_equal(st.cancelled, 10);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.callbacks_failed, 0);
+  unref_all(block, 3);
+  unref_all(fs, 30);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+CF_TEST(freed_handle_is_detected) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  assert_int_equal(cf_executor_free(ex), 0);
+  /* API misuse the library can still detect: a recently freed handle. */
+  cf_future *f = (cf_future *)ex;
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_EBADF);
+  assert_null(f);
+  assert_int_equal(cf_executor_shutdown(ex, true, true), CF_EBADF);
+  assert_int_equal(cf_executor_max_workers(ex), CF_EBADF);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_stats_get(ex, &st), CF_EBADF);
+  cf_map *m = (cf_map *)ex;
+  cf_range_iter r = cf_range_iter_init(0, 3, 1);
+  assert_int_equal(
+      cf_executor_map(ex, task_nop, cf_range_iter_next, &r, NULL, &m),
+      CF_EBADF);
+  assert_null(m);
+  assert_int_equal(cf_executor_free(ex), CF_EBADF); /* double free */
+}
+
+static _Atomic int arg_dtors;
+static void count_arg_dtor(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&arg_dtors, 1);
+}
+
+static int task_check_arg_alive(void *arg, cf_value *result) {
+  (void)result;
+  TCHECK(atomic_load(&arg_dtors) == (int)(intptr_t)arg);
+  return 0;
+}
+
+CF_TEST(arg_destructor_runs_exactly_once) {
+  (void)state;
+  atomic_store(&arg_dtors, 0);
+  cf_executor *ex = make_pool(1);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *block;
+  saturate(ex, &g, &block, 1, &started);
+  /* arg = the number of arg destructor calls the task expects to see. */
+  cf_task ran = {task_check_arg_alive, (void *)1, count_arg_dtor, 0};
+  cf_task cancelled = {task_check_arg_alive, (void *)0, count_arg_dtor, 0};
+  cf_future *a, *b;
+  assert_int_equal(cf_executor_submit_task(ex, &ran, 0, &a), 0);
+  assert_int_equal(cf_executor_submit_task(ex, &cancelled, 0, &b), 0);
+  assert_int_equal(cf_future_cancel(b), 0);
+  /* Released by the canceller before cancel returned. */
+  assert_int_equal(atomic_load(&arg_dtors), 1);
+  gate_open(&g);
+  /* Released before the future is seen done. */
+  assert_int_equal(cf_future_result(a, SOON, NULL), 0);
+  assert_int_equal(atomic_load(&arg_dtors), 2);
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_int_equal(atomic_load(&arg_dtors), 2);
+  cf_future_unref(a);
+  cf_future_unref(b);
+  cf_future_unref(block);
+  gate_destroy(&g);
+  counter_destroy(&started);
+}
+
+static counter fire_and_forget_runs;
+static int task_count(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  counter_add(&fire_and_forget_runs, 1);
+  return 0;
+}
+
+CF_TEST(fire_and_forget) {
+  (void)state;
+  counter_init(&fire_and_forget_runs);
+  cf_executor *ex = make_pool(2);
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(cf_executor_submit(ex, task_count, NULL, NULL), 0);
+  assert_true(counter_wait_ge(&fire_and_forget_runs, 100));
+  assert_int_equal(cf_executor_free(ex), 0);
+  counter_destroy(&fire_and_forget_runs);
+}
+
+CF_TEST(long_tasks_spread_over_all_workers) {
+  (void)state;
+  /* With a batch-taking queue, a burst must still reach every worker:
+   * 4 blocking tasks on 4 workers all start before any is released. */
+  cf_executor *ex = make_pool(4);
+  gate g;
+  counter started;
+  gate_init(&g);
+  counter_init(&started);
+  cf_future *fs[4];
+  saturate(ex, &g, fs, 4, &started); /* asserts all 4 started */
+  gate_open(&g);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
+  unref_all(fs, 4);
+  /* Queue 64 blocking tasks at once on a warm pool: all 4 workers get
+   * some (stealing or small batches), so 4 start before release. */
+  gate g2;
+  counter started2;
+  gate_init(&g2);
+  counter_init(&started2);
+  cf_future *many[64];
+  for (int i = 0; i < 64; i++) {
+    blockers[i].g = &g2;
+    blockers[i].started = &started2;
+    many[i] = submit(ex, task_block, &blockers[i]);
+  }
+  assert_true(counter_wait_ge(&started2, 4));
+  gate_open(&g2);
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(cf_future_result(many[i], SOON, NULL), 0);
+  unref_all(many, 64);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+  gate_destroy(&g2);
+  counter_destroy(&started);
+  counter_destroy(&started2);
+}
+
+CF_TEST_MAIN(
+    CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
+    CF_CASE(bad_submissions), CF_CASE(task_errors_surface_in_the_future),
+    CF_CASE(failed_task_value_is_released),
+    CF_CASE(workers_start_lazily_up_to_max_and_idle_ones_are_reused),
+    CF_CASE(threads_are_named_by_prefix),
+    CF_CASE(initializer_and_finalizer_run_once_per_worker),
+    CF_CASE(failing_initializer_breaks_the_pool),
+    CF_CASE(shutdown_wait_runs_queued_work),
+    CF_CASE(shutdown_cancel_futures_cancels_pending_only),
+    CF_CASE(as_completed_and_wait_see_shutdown_cancellations),
+    CF_CASE(no_future_left_pending_after_shutdown),
+    CF_CASE(task_waits_for_tasks_it_submits_even_with_one_worker),
+    CF_CASE(waiting_for_own_future_is_a_deadlock_error),
+    CF_CASE(waits_inside_workers_time_out_and_wake),
+    CF_CASE(shutdown_or_free_from_own_worker_is_refused),
+    CF_CASE(bounded_queue_blocks_or_fails_with_eagain),
+    CF_CASE(blocked_submit_wakes_on_shutdown),
+    CF_CASE(bounded_queue_inside_own_worker_makes_progress),
+    CF_CASE(thread_creation_failure_fails_the_future_not_the_process),
+    CF_CASE(partial_thread_creation_failure_keeps_working),
+    CF_CASE(callback_failures_are_counted_and_reported),
+    CF_CASE(counters_are_exact_when_idle), CF_CASE(freed_handle_is_detected),
+    CF_CASE(arg_destructor_runs_exactly_once), CF_CASE(fire_and_forget),
+    CF_CASE(long_tasks_spread_over_all_workers))

@@ -103,7 +103,8 @@ typedef struct cf_executor_stats {
   uint64_t failed;           /**< finished with an error (incl. broken pool) */
   uint64_t cancelled;        /**< cancelled before they ran (as seen by the executor) */
   uint64_t callbacks_failed; /**< done callbacks that returned non-zero */
-  uint32_t workers;          /**< worker threads/processes alive */
+  uint32_t workers;          /**< worker threads/processes started */
+  uint32_t idle_workers;     /**< of which waiting for work right now */
   uint32_t max_workers;      /**< the configured maximum */
 } cf_executor_stats;
 
