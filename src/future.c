@@ -151,11 +151,12 @@ cf_future *cf_future_ref(cf_future *f) {
 void cf_future_unref(cf_future *f) {
   if (f == NULL)
     return;
-  uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_release);
+  /* acq_rel rather than release + an acquire fence on the last drop:
+   * same code on x86, and ThreadSanitizer understands it. */
+  uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
   CF__ASSERT(old != 0);
   if (old != 1)
     return;
-  atomic_thread_fence(memory_order_acquire);
   /* No listener can be attached: internal owners detach before dropping
    * their reference and user callbacks run before completion returns. A
    * future freed while never completed (cf_future_new, then unref) may

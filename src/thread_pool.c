@@ -66,6 +66,7 @@ typedef struct worker {
   _Atomic uint64_t started, completed, failed, cancelled;
   /* Owner-only fields. */
   int slot_pos, slot_end;
+  bool token_given;  /* offered an idle token since its last task */
   int depth;                    /* nesting of tasks run on this stack */
   cf_future *running[MAX_DEPTH]; /* the futures being run, outermost first */
   pool *p;
@@ -289,6 +290,7 @@ static inline void bump(_Atomic uint64_t *c) {
 
 /* Runs a future this worker has claimed. */
 static void run_claimed(worker *w, cf_future *f) {
+  w->token_given = false;
   bump(&w->started);
   w->running[w->depth++] = f;
   int rc = cf__future_run(f, &w->p->sink);
@@ -406,7 +408,13 @@ static void break_pool(pool *p, int rc) {
 static bool idle(worker *w) {
   pool *p = w->p;
   atomic_fetch_add(&p->idle_now, 1);
-  atomic_fetch_add(&p->idle_tokens, 1);
+  /* One token per idle period (Python's idle semaphore): a submit that
+   * claims it does not start a thread. The worker never takes it back:
+   * if it finds the work itself, the claim was still right. */
+  if (!w->token_given) {
+    w->token_given = true;
+    atomic_fetch_add(&p->idle_tokens, 1);
+  }
   bool exit_now = false;
   int zero = 0;
   if (atomic_compare_exchange_strong(&p->spinning, &zero, 1)) {
@@ -432,11 +440,7 @@ static bool idle(worker *w) {
       cf__park_wait(&p->epoch, e, CF_FOREVER);
   }
   atomic_fetch_sub(&p->sleepers, 1);
-out:;
-  /* Leaving idle: give back our token unless a submit claimed it. */
-  int t = atomic_load(&p->idle_tokens);
-  while (t > 0 && !atomic_compare_exchange_weak(&p->idle_tokens, &t, t - 1))
-    ;
+out:
   atomic_fetch_sub(&p->idle_now, 1);
   return !exit_now;
 }
