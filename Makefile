@@ -36,13 +36,13 @@ test-plain:
 
 test-tsan:
 	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	      -DCF_TSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=4
+	      -DCF_TSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=4 -DCF_STRESS_DIV=5
 	cmake --build build/tsan -j$(JOBS)
 	cd build/tsan && $(CTEST)
 
 test-asan:
 	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug \
-	      -DCF_ASAN=ON -DCF_UBSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=3
+	      -DCF_ASAN=ON -DCF_UBSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=3 -DCF_STRESS_DIV=3
 	cmake --build build/asan -j$(JOBS)
 	cd build/asan && $(CTEST)
 

@@ -353,12 +353,24 @@ int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
   return rc;
 }
 
+/* The future whose arg destructor this thread is running while
+ * cancelling it (so a destructor that cancels it again does not wait for
+ * itself). */
+static _Thread_local cf_future *cancelling_here;
+
 static int cancel(cf_future *f, const cf__cb_sink *sink) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   for (;;) {
     uint32_t st = s & CF__ST_MASK;
-    if (st == CF_CANCELLED || st == CF__ST_CANCELLING)
+    if (st == CF_CANCELLED)
       return 0;
+    if (st == CF__ST_CANCELLING) {
+      /* Another canceller won and is releasing the task's arg: "0" must
+       * mean "is cancelled", so wait for it to publish. */
+      if (cancelling_here != f)
+        cf_future_wait_blocking(f, CF_FOREVER);
+      return 0;
+    }
     if (st != CF_PENDING)
       return CF_EBUSY;
     if (atomic_compare_exchange_weak_explicit(
@@ -366,8 +378,12 @@ static int cancel(cf_future *f, const cf__cb_sink *sink) {
             memory_order_acquire, memory_order_relaxed))
       break;
   }
-  if (f->arg_dtor != NULL)
+  if (f->arg_dtor != NULL) {
+    cf_future *outer = cancelling_here;
+    cancelling_here = f;
     f->arg_dtor(f->arg);
+    cancelling_here = outer;
+  }
   f->err = CF_ECANCELLED;
   end_complete(f, CF_CANCELLED, sink);
   return 0;

@@ -1,3 +1,373 @@
+/* test_map.c - cf_executor_map: order, chunks, laziness, errors, deadlines. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fault.h"
 #include "support.h"
-CF_TEST(placeholder) { (void)state; }
-CF_TEST_MAIN(CF_CASE(placeholder))
+
+static cf_executor *make_pool(int max_workers) {
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = max_workers;
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  return ex;
+}
+
+/* Later items finish first: results must still come in input order. */
+static int task_square_slow_first(void *arg, cf_value *result) {
+  intptr_t n = (intptr_t)arg;
+  if (n < 4)
+    usleep((useconds_t)(4 - n) * 3000);
+  result->u.i = n * n;
+  return 0;
+}
+
+CF_TEST(results_come_in_input_order) {
+  (void)state;
+  cf_executor *ex = make_pool(4);
+  cf_range_iter r = cf_range_iter_init(0, 50, 1);
+  cf_map *m = NULL;
+  assert_int_equal(
+      cf_executor_map(ex, task_square_slow_first, cf_range_iter_next, &r,
+                      NULL, &m),
+      0);
+  cf_value v;
+  int64_t n = 0;
+  int rc;
+  while ((rc = cf_map_next(m, &v)) == 1) {
+    assert_int_equal(v.u.i, n * n);
+    n++;
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(n, 50);
+  assert_int_equal(cf_map_next(m, &v), 0); /* stays at the end */
+  assert_string_equal(cf_map_error_message(m), "");
+  cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int task_identity(void *arg, cf_value *result) {
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+CF_TEST(chunksize_keeps_order_and_counts_tasks) {
+  (void)state;
+  const int64_t sizes[] = {2, 7, 100, 1000, 5000};
+  for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    cf_executor *ex = make_pool(3);
+    cf_range_iter r = cf_range_iter_init(0, 2500, 1);
+    cf_map_opts o = {.chunksize = sizes[s]};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
+    cf_value v;
+    int64_t n = 0;
+    while (cf_map_next(m, &v) == 1) {
+      assert_int_equal(v.u.i, n);
+      n++;
+    }
+    assert_int_equal(n, 2500);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    cf_executor_stats st;
+    cf_executor_stats_get(ex, &st);
+    /* One task per chunk. */
+    assert_int_equal(st.submitted, (2500 + sizes[s] - 1) / sizes[s]);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+/* Counts tasks started but not yet consumed, to show the look-ahead. */
+static _Atomic long in_flight, max_in_flight;
+
+static int task_track(void *arg, cf_value *result) {
+  long now = atomic_fetch_add(&in_flight, 1) + 1;
+  long seen = atomic_load(&max_in_flight);
+  while (now > seen && !atomic_compare_exchange_weak(&max_in_flight, &seen, now))
+    ;
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+CF_TEST(map_is_lazy_on_endless_input) {
+  (void)state;
+  atomic_store(&in_flight, 0);
+  atomic_store(&max_in_flight, 0);
+  cf_executor *ex = make_pool(2);
+  cf_range_iter endless = cf_range_iter_init(0, INT64_MAX, 1);
+  cf_map_opts o = {.prefetch = 8};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_track, cf_range_iter_next, &endless, &o, &m),
+      0);
+  cf_value v;
+  for (int64_t i = 0; i < 100000; i++) {
+    assert_int_equal(cf_map_next(m, &v), 1);
+    assert_int_equal(v.u.i, i);
+    atomic_fetch_sub(&in_flight, 1);
+  }
+  /* Never more than the look-ahead submitted ahead of the consumer (plus
+   * the item the consumer holds, which it counts down only after
+   * cf_map_next has already topped the window up again). */
+  assert_true(atomic_load(&max_in_flight) <= 8 + 1);
+  cf_executor_stats st;
+  cf_executor_stats_get(ex, &st);
+  assert_true(st.submitted <= 100000 + 8);
+  assert_true(endless.next <= 100000 + 8);
+  cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int task_fail_at_7(void *arg, cf_value *result) {
+  intptr_t n = (intptr_t)arg;
+  if (n == 7)
+    return cf_raise(-EDOM, "item %ld is bad", (long)n);
+  result->u.i = n;
+  return 0;
+}
+
+CF_TEST(first_error_surfaces_at_its_item) {
+  (void)state;
+  const int64_t chunks[] = {1, 3, 4, 100};
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    cf_executor *ex = make_pool(2);
+    cf_range_iter r = cf_range_iter_init(0, 20, 1);
+    cf_map_opts o = {.chunksize = chunks[c]};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_fail_at_7, cf_range_iter_next, &r, &o, &m),
+        0);
+    cf_value v;
+    for (int64_t i = 0; i < 7; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+    }
+    assert_int_equal(cf_map_next(m, &v), -EDOM);
+    assert_string_equal(cf_map_error_message(m), "item 7 is bad");
+    /* The map is over: the same error again (Python: generator closed). */
+    assert_int_equal(cf_map_next(m, &v), -EDOM);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+static int input_fails_at_3(void *state, void **item) {
+  int *i = state;
+  if (*i == 3)
+    return -EIO;
+  *item = (void *)(intptr_t)(*i)++;
+  return 1;
+}
+
+CF_TEST(input_error_surfaces_at_its_position) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 2; chunk++) {
+    cf_executor *ex = make_pool(2);
+    int pos = 0;
+    cf_map_opts o = {.chunksize = chunk};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_identity, input_fails_at_3, &pos, &o, &m), 0);
+    cf_value v;
+    for (int64_t i = 0; i < 3; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+    }
+    assert_int_equal(cf_map_next(m, &v), -EIO);
+    assert_int_equal(cf_map_next(m, &v), -EIO);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  void *items[6] = {&g, &g, &g, &g, &g, &g};
+  cf_array_iter it = {items, 6, 0};
+  cf_map_opts o = {.timeout_ns = CF_MSEC(30)};
+  cf_map *m;
+  int64_t t0 = cf_now_ns(); /* the deadline counts from the map call */
+  assert_int_equal(
+      cf_executor_map(ex, task_wait_gate, cf_array_iter_next, &it, &o, &m), 0);
+  cf_value v;
+  assert_int_equal(cf_map_next(m, &v), CF_ETIMEDOUT);
+  assert_true(cf_now_ns() - t0 >= CF_MSEC(30)); /* never early */
+  assert_int_equal(cf_map_next(m, &v), CF_ETIMEDOUT);
+  gate_open(&g);
+  cf_map_free(m);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  cf_executor_stats st;
+  cf_executor_stats_get(ex, &st);
+  /* The running one finished; the five queued behind it were cancelled. */
+  assert_int_equal(st.completed, 1);
+  assert_int_equal(st.cancelled, 5);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+static void count_and_free(void *p) {
+  counting_dtor(p);
+  free(p);
+}
+
+static int task_owned_value(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.ptr = malloc(8);
+  result->dtor = count_and_free;
+  return 0;
+}
+
+CF_TEST(values_are_moved_to_the_caller) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 4; chunk += 3) {
+    atomic_store(&dtor_calls, 0);
+    cf_executor *ex = make_pool(2);
+    cf_range_iter r = cf_range_iter_init(0, 10, 1);
+    cf_map_opts o = {.chunksize = chunk};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_owned_value, cf_range_iter_next, &r, &o, &m),
+        0);
+    cf_value v;
+    for (int i = 0; i < 3; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_ptr_equal(v.dtor, count_and_free);
+      cf_value_release(&v); /* ours now: exactly one destructor call */
+    }
+    assert_int_equal(atomic_load(&dtor_calls), 3);
+    /* Freeing early releases every produced but unyielded value once. */
+    cf_map_free(m);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    cf_executor_stats st;
+    cf_executor_stats_get(ex, &st);
+    long produced = (long)st.completed * chunk;
+    if (produced > 10)
+      produced = 10;
+    assert_int_equal(atomic_load(&dtor_calls), produced);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+CF_TEST(bad_arguments_and_shutdown) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_range_iter r = cf_range_iter_init(0, 3, 1);
+  cf_map *m = (cf_map *)ex;
+  cf_map_opts bad[] = {{.chunksize = -1}, {.prefetch = -2}, {.timeout_ns = -3}};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(
+        cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
+        CF_EINVAL);
+    assert_null(m);
+  }
+  assert_int_equal(
+      cf_executor_map(ex, NULL, cf_range_iter_next, &r, NULL, &m), CF_EINVAL);
+  assert_int_equal(cf_executor_map(ex, task_identity, NULL, &r, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, NULL),
+      CF_EINVAL);
+  assert_int_equal(
+      cf_executor_map(NULL, task_identity, cf_range_iter_next, &r, NULL, &m),
+      CF_EINVAL);
+  cf_value v;
+  assert_int_equal(cf_map_next(NULL, &v), CF_EINVAL);
+  cf_map_free(NULL);
+  assert_string_equal(cf_map_error_message(NULL), "");
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
+      CF_ENOMEM);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
+      CF_ESHUTDOWN);
+  assert_null(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(empty_input_and_describe) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_range_iter r = cf_range_iter_init(5, 5, 1);
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m), 0);
+  char buf[64];
+  assert_true(cf_map_describe(m, buf, sizeof buf) > 0);
+  assert_int_equal(strncmp(buf, "<cf_map iterator at 0x", 22), 0);
+  assert_int_equal(cf_map_describe(NULL, buf, sizeof buf), CF_EINVAL);
+  cf_value v;
+  assert_int_equal(cf_map_next(m, &v), 0);
+  cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(iterators) {
+  (void)state;
+  void *item;
+  cf_range_iter r = cf_range_iter_init(10, 0, -3);
+  int64_t expect[] = {10, 7, 4, 1};
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(cf_range_iter_next(&r, &item), 1);
+    assert_int_equal((intptr_t)item, expect[i]);
+  }
+  assert_int_equal(cf_range_iter_next(&r, &item), 0);
+  r = cf_range_iter_init(0, 10, 0);
+  assert_int_equal(cf_range_iter_next(&r, &item), 0);
+  assert_int_equal(cf_range_iter_next(NULL, &item), CF_EINVAL);
+  void *items[] = {&r, NULL};
+  cf_array_iter a = {items, 2, 0};
+  assert_int_equal(cf_array_iter_next(&a, &item), 1);
+  assert_ptr_equal(item, &r);
+  assert_int_equal(cf_array_iter_next(&a, &item), 1);
+  assert_null(item);
+  assert_int_equal(cf_array_iter_next(&a, &item), 0);
+  assert_int_equal(cf_array_iter_next(NULL, &item), CF_EINVAL);
+}
+
+static int task_map_inside(void *arg, cf_value *result) {
+  /* A map consumed inside a task of the same one-worker pool: the wait
+   * helper runs the map's tasks. */
+  cf_executor *ex = arg;
+  cf_range_iter r = cf_range_iter_init(0, 100, 1);
+  cf_map *m;
+  if (cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m) != 0)
+    return -EIO;
+  cf_value v;
+  int64_t sum = 0;
+  while (cf_map_next(m, &v) == 1)
+    sum += v.u.i;
+  cf_map_free(m);
+  result->u.i = sum;
+  return 0;
+}
+
+CF_TEST(map_inside_a_task_of_the_same_pool) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f;
+  assert_int_equal(cf_executor_submit(ex, task_map_inside, ex, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 4950);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
+             CF_CASE(chunksize_keeps_order_and_counts_tasks),
+             CF_CASE(map_is_lazy_on_endless_input),
+             CF_CASE(first_error_surfaces_at_its_item),
+             CF_CASE(input_error_surfaces_at_its_position),
+             CF_CASE(deadline_expires_at_the_item_and_cancels_the_rest),
+             CF_CASE(values_are_moved_to_the_caller),
+             CF_CASE(bad_arguments_and_shutdown),
+             CF_CASE(empty_input_and_describe), CF_CASE(iterators),
+             CF_CASE(map_inside_a_task_of_the_same_pool))

@@ -1,3 +1,465 @@
+/*
+ * test_stress.c - many threads, many iterations. Every case here is named
+ * stress_* (label "stress", longer timeout). Sizes are divided by the
+ * environment variable CF_STRESS_DIV (set for sanitizer builds) but stay
+ * in the thousands of iterations.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "support.h"
-CF_TEST(placeholder) { (void)state; }
-CF_TEST_MAIN(CF_CASE(placeholder))
+
+static long scaled(long n) {
+  const char *d = getenv("CF_STRESS_DIV");
+  long div = d != NULL ? atol(d) : 1;
+  return div > 1 ? n / div : n;
+}
+
+static unsigned rnd(unsigned *seed) {
+  *seed = *seed * 1103515245u + 12345u;
+  return (*seed >> 16) & 0x7fff;
+}
+
+static cf_executor *make_pool(int max_workers) {
+  cf_thread_pool_opts o;
+  memset(&o, 0, sizeof o);
+  o.max_workers = max_workers;
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  return ex;
+}
+
+/* ---- producers, cancellers and waiters on one pool ------------------------ */
+
+#define STAMP_NEW 0xdeadu
+#define STAMP_RAN 0xbeefu
+
+typedef struct record {
+  _Atomic unsigned stamp;
+  _Atomic int runs;
+  long id;
+} record;
+
+static int task_stamp(void *arg, cf_value *result) {
+  record *r = arg;
+  unsigned expect = STAMP_NEW;
+  /* Exactly once: a second run or a run after free would fail here. */
+  TCHECK(atomic_compare_exchange_strong(&r->stamp, &expect, STAMP_RAN));
+  atomic_fetch_add(&r->runs, 1);
+  if (r->id % 13 == 0)
+    return cf_raise(-EAGAIN, "record %ld fails", r->id);
+  result->u.i = r->id;
+  return 0;
+}
+
+typedef struct world {
+  cf_executor *ex;
+  long per_producer;
+  int producers;
+  record *records;
+  cf_future *_Atomic *slots;
+  _Atomic int producers_done;
+} world;
+
+typedef struct producer_arg {
+  world *w;
+  int index;
+} producer_arg;
+
+static void *producer(void *p) {
+  producer_arg *a = p;
+  world *w = a->w;
+  for (long k = 0; k < w->per_producer; k++) {
+    long id = a->index * w->per_producer + k;
+    record *r = &w->records[id];
+    r->id = id;
+    atomic_init(&r->stamp, STAMP_NEW);
+    cf_future *f = NULL;
+    TCHECK(cf_executor_submit(w->ex, task_stamp, r, &f) == 0);
+    atomic_store(&w->slots[id], f); /* the slot owns this reference */
+  }
+  atomic_fetch_add(&w->producers_done, 1);
+  return NULL;
+}
+
+static cf_future *random_slot(world *w, unsigned *seed) {
+  long n = w->per_producer * w->producers;
+  long i = ((long)rnd(seed) << 15 | rnd(seed)) % n;
+  return atomic_load(&w->slots[i]);
+}
+
+static void *canceller(void *p) {
+  world *w = p;
+  unsigned seed = 7;
+  while (atomic_load(&w->producers_done) < w->producers) {
+    cf_future *f = random_slot(w, &seed);
+    if (f != NULL) {
+      int rc = cf_future_cancel(f);
+      TCHECK(rc == 0 || rc == CF_EBUSY);
+      TCHECK(rc != 0 || cf_future_cancelled(f));
+    }
+  }
+  return NULL;
+}
+
+static void *waiter(void *p) {
+  world *w = p;
+  unsigned seed = 99;
+  while (atomic_load(&w->producers_done) < w->producers) {
+    cf_future *f = random_slot(w, &seed);
+    if (f == NULL)
+      continue;
+    const cf_value *v;
+    int rc = cf_future_result(f, SOON, &v);
+    TCHECK(rc == 0 || rc == CF_ECANCELLED || rc == -EAGAIN);
+    TCHECK(cf_future_done(f));
+  }
+  return NULL;
+}
+
+CF_TEST(stress_producers_cancellers_waiters) {
+  (void)state;
+  world w = {0};
+  w.ex = make_pool(3);
+  w.producers = 4;
+  w.per_producer = scaled(25000);
+  long n = w.per_producer * w.producers;
+  w.records = calloc((size_t)n, sizeof *w.records);
+  w.slots = calloc((size_t)n, sizeof *w.slots);
+  pthread_t t[8];
+  producer_arg pa[4];
+  for (int i = 0; i < 4; i++) {
+    pa[i].w = &w;
+    pa[i].index = i;
+    t[i] = spawn(producer, &pa[i]);
+  }
+  t[4] = spawn(canceller, &w);
+  t[5] = spawn(canceller, &w);
+  t[6] = spawn(waiter, &w);
+  t[7] = spawn(waiter, &w);
+  for (int i = 0; i < 8; i++)
+    pthread_join(t[i], NULL);
+  assert_int_equal(cf_executor_shutdown(w.ex, true, false), 0);
+  long ran = 0, cancelled = 0, failed = 0;
+  for (long i = 0; i < n; i++) {
+    cf_future *f = atomic_load(&w.slots[i]);
+    record *r = &w.records[i];
+    if (cf_future_cancelled(f)) {
+      cancelled++;
+      assert_int_equal(atomic_load(&r->runs), 0);
+      assert_int_equal(atomic_load(&r->stamp), STAMP_NEW);
+    } else {
+      assert_int_equal(cf_future_get_state(f), CF_FINISHED);
+      assert_int_equal(atomic_load(&r->runs), 1);
+      assert_int_equal(atomic_load(&r->stamp), STAMP_RAN);
+      const cf_value *v;
+      int rc = cf_future_result(f, 0, &v);
+      if (i % 13 == 0) {
+        assert_int_equal(rc, -EAGAIN);
+        failed++;
+      } else {
+        assert_int_equal(rc, 0);
+        assert_int_equal(v->u.i, i);
+      }
+      ran++;
+    }
+    cf_future_unref(f);
+  }
+  cf_executor_stats st;
+  cf_executor_stats_get(w.ex, &st);
+  assert_int_equal(st.submitted, n);
+  assert_int_equal(st.cancelled, cancelled);
+  assert_int_equal(st.completed + st.failed, ran);
+  assert_int_equal(st.failed, failed);
+  assert_int_equal(st.queued + st.running, 0);
+  assert_int_equal(cf_executor_free(w.ex), 0);
+  free(w.records);
+  free(w.slots);
+}
+
+/* ---- wake-ups: round trips that sometimes park ---------------------------- */
+
+static int task_jitter(void *arg, cf_value *result) {
+  unsigned n = (unsigned)(uintptr_t)arg;
+  if (n % 16 == 0)
+    usleep(n % 64); /* long enough, sometimes, for the waiter to park */
+  result->u.i = n;
+  return 0;
+}
+
+CF_TEST(stress_wait_never_loses_a_wakeup) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  long n = scaled(40000);
+  for (long i = 0; i < n; i++) {
+    cf_future *f = NULL;
+    assert_int_equal(cf_executor_submit(ex, task_jitter, (void *)i, &f), 0);
+    const cf_value *v;
+    int rc = cf_future_result(f, SOON, &v);
+    if (rc != 0)
+      fail_msg("iteration %ld: %s", i, cf_strerror(rc));
+    assert_int_equal(v->u.i, i);
+    cf_future_unref(f);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* ---- callbacks added while the future completes -------------------------- */
+
+typedef struct cb_race {
+  pthread_barrier_t start;
+  cf_future *f;
+  _Atomic int calls[4];
+  long rounds;
+} cb_race;
+
+static int cb_count(cf_future *f, void *arg) {
+  TCHECK(cf_future_done(f));
+  atomic_fetch_add((_Atomic int *)arg, 1);
+  return 0;
+}
+
+static void *cb_adder(void *p) {
+  cb_race *r = p;
+  for (long i = 0; i < r->rounds; i++) {
+    pthread_barrier_wait(&r->start);
+    for (int k = 0; k < 4; k++)
+      TCHECK(cf_future_add_done_callback(r->f, cb_count, &r->calls[k]) == 0);
+    pthread_barrier_wait(&r->start);
+  }
+  return NULL;
+}
+
+CF_TEST(stress_callbacks_race_completion) {
+  (void)state;
+  cb_race r;
+  r.rounds = scaled(20000);
+  pthread_barrier_init(&r.start, NULL, 2);
+  pthread_t t = spawn(cb_adder, &r);
+  for (long i = 0; i < r.rounds; i++) {
+    assert_int_equal(cf_future_new(&r.f), 0);
+    for (int k = 0; k < 4; k++)
+      atomic_store(&r.calls[k], 0);
+    pthread_barrier_wait(&r.start);
+    if (i % 2)
+      assert_int_equal(cf_future_set_result(r.f, NULL), 0);
+    else
+      assert_int_equal(cf_future_cancel(r.f), 0);
+    pthread_barrier_wait(&r.start);
+    /* Every callback ran exactly once, whichever side won each race. */
+    for (int k = 0; k < 4; k++)
+      if (atomic_load(&r.calls[k]) != 1)
+        fail_msg("round %ld: callback %d ran %d times", i, k,
+                 atomic_load(&r.calls[k]));
+    cf_future_unref(r.f);
+  }
+  pthread_join(t, NULL);
+  pthread_barrier_destroy(&r.start);
+}
+
+/* ---- as_completed and wait over many futures ------------------------------ */
+
+CF_TEST(stress_as_completed_many) {
+  (void)state;
+  cf_executor *ex = make_pool(3);
+  long n = scaled(60000);
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
+  for (long i = 0; i < n; i++)
+    assert_int_equal(
+        cf_executor_submit(ex, task_return_arg, (void *)i, &fs[i]), 0);
+  unsigned seed = 3;
+  for (long i = 0; i < n; i += 1 + rnd(&seed) % 50)
+    cf_future_cancel(fs[i]);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, (size_t)n, SOON, &it), 0);
+  char *seen = calloc((size_t)n, 1);
+  cf_future *f;
+  long count = 0;
+  int rc;
+  while ((rc = cf_as_completed_next(it, &f)) == 1) {
+    const cf_value *v;
+    int r = cf_future_result(f, 0, &v);
+    if (r == 0) {
+      assert_false(seen[v->u.i]);
+      seen[v->u.i] = 1;
+    } else {
+      assert_int_equal(r, CF_ECANCELLED);
+    }
+    count++;
+    cf_future_unref(f);
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(count, n);
+  cf_as_completed_free(it);
+  size_t nd, nn;
+  assert_int_equal(cf_wait(fs, (size_t)n, 0, CF_ALL_COMPLETED, NULL, &nd,
+                           NULL, &nn),
+                   0);
+  assert_int_equal(nd, n);
+  for (long i = 0; i < n; i++)
+    cf_future_unref(fs[i]);
+  free(fs);
+  free(seen);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* ---- shutdown racing submitters -------------------------------------------- */
+
+typedef struct racer {
+  cf_executor *ex;
+  cf_future **fs;
+  long cap;
+  long n;
+} racer;
+
+static void *submit_until_shutdown(void *p) {
+  racer *r = p;
+  while (r->n < r->cap) {
+    cf_future *f = NULL;
+    int rc = cf_executor_submit(r->ex, task_return_arg, (void *)r->n, &f);
+    if (rc == CF_ESHUTDOWN)
+      break;
+    TCHECK(rc == 0);
+    if (rc != 0)
+      break;
+    r->fs[r->n++] = f;
+  }
+  return NULL;
+}
+
+CF_TEST(stress_shutdown_races_submitters) {
+  (void)state;
+  long rounds = scaled(600);
+  unsigned seed = 11;
+  for (long round = 0; round < rounds; round++) {
+    cf_executor *ex = make_pool(1 + (int)(round % 3));
+    racer rs[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+      rs[i].ex = ex;
+      rs[i].cap = 2000;
+      rs[i].n = 0;
+      rs[i].fs = calloc(2000, sizeof(cf_future *));
+      t[i] = spawn(submit_until_shutdown, &rs[i]);
+    }
+    usleep(rnd(&seed) % 200);
+    bool wait = rnd(&seed) % 2, cancel = rnd(&seed) % 2;
+    assert_int_equal(cf_executor_shutdown(ex, wait, cancel), 0);
+    for (int i = 0; i < 2; i++)
+      pthread_join(t[i], NULL);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    long total = 0;
+    for (int i = 0; i < 2; i++) {
+      for (long k = 0; k < rs[i].n; k++) {
+        cf_future *f = rs[i].fs[k];
+        if (!cf_future_done(f))
+          fail_msg("round %ld: a future is still %s after shutdown", round,
+                   cf_future_state_name(cf_future_get_state(f)));
+        cf_future_unref(f);
+      }
+      total += rs[i].n;
+      free(rs[i].fs);
+    }
+    cf_executor_stats st;
+    cf_executor_stats_get(ex, &st);
+    assert_int_equal(st.submitted, total);
+    assert_int_equal(st.completed + st.failed + st.cancelled, total);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+/* ---- nested submission with waits inside workers ----------------------------- */
+
+typedef struct fib_arg {
+  cf_executor *ex;
+  int n;
+} fib_arg;
+
+static int task_fib(void *arg, cf_value *result) {
+  fib_arg *a = arg;
+  if (a->n < 2) {
+    result->u.i = a->n;
+    return 0;
+  }
+  fib_arg l = {a->ex, a->n - 1}, r = {a->ex, a->n - 2};
+  cf_future *fl = NULL, *fr = NULL;
+  TCHECK(cf_executor_submit(a->ex, task_fib, &l, &fl) == 0);
+  TCHECK(cf_executor_submit(a->ex, task_fib, &r, &fr) == 0);
+  const cf_value *vl, *vr;
+  TCHECK(cf_future_result(fr, SOON, &vr) == 0);
+  TCHECK(cf_future_result(fl, SOON, &vl) == 0);
+  result->u.i = vl->u.i + vr->u.i;
+  cf_future_unref(fl);
+  cf_future_unref(fr);
+  return 0;
+}
+
+CF_TEST(stress_nested_fib_on_small_pools) {
+  (void)state;
+  int n = getenv("CF_STRESS_DIV") != NULL ? 16 : 20; /* 3k / 22k tasks */
+  long expect[21] = {0, 1};
+  for (int i = 2; i <= 20; i++)
+    expect[i] = expect[i - 1] + expect[i - 2];
+  for (int workers = 1; workers <= 4; workers++) {
+    cf_executor *ex = make_pool(workers);
+    fib_arg root = {ex, n};
+    cf_future *f;
+    assert_int_equal(cf_executor_submit(ex, task_fib, &root, &f), 0);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON * 4, &v), 0);
+    assert_int_equal(v->u.i, expect[n]);
+    cf_future_unref(f);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+/* ---- a long map keeps its footprint flat -------------------------------------- */
+
+static _Atomic long live, peak;
+
+static int task_live(void *arg, cf_value *result) {
+  long now = atomic_fetch_add(&live, 1) + 1;
+  long p = atomic_load(&peak);
+  while (now > p && !atomic_compare_exchange_weak(&peak, &p, now))
+    ;
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+CF_TEST(stress_map_million_items_flat) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 64; chunk *= 64) {
+    atomic_store(&live, 0);
+    atomic_store(&peak, 0);
+    cf_executor *ex = make_pool(2);
+    long n = scaled(1000000);
+    cf_range_iter r = cf_range_iter_init(0, n, 1);
+    cf_map_opts o = {.chunksize = chunk};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_live, cf_range_iter_next, &r, &o, &m), 0);
+    cf_value v;
+    long i = 0;
+    while (cf_map_next(m, &v) == 1) {
+      if (v.u.i != i)
+        fail_msg("item %ld came back as %lld", i, (long long)v.u.i);
+      atomic_fetch_sub(&live, 1);
+      i++;
+    }
+    assert_int_equal(i, n);
+    /* Results produced but not consumed never exceed the look-ahead
+     * (default 64 tasks) times the chunk, plus the one in hand. */
+    assert_true(atomic_load(&peak) <= 64 * chunk + 1);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+CF_TEST_MAIN(CF_CASE(stress_producers_cancellers_waiters),
+             CF_CASE(stress_wait_never_loses_a_wakeup),
+             CF_CASE(stress_callbacks_race_completion),
+             CF_CASE(stress_as_completed_many),
+             CF_CASE(stress_shutdown_races_submitters),
+             CF_CASE(stress_nested_fib_on_small_pools),
+             CF_CASE(stress_map_million_items_flat))

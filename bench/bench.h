@@ -1,0 +1,65 @@
+/*
+ * bench.h - shared by the C benchmarks: timing, medians, one output line
+ * per measurement:
+ *
+ *   RESULT impl=<name> bench=<throughput|latency|map|map_chunked> n=<items>
+ *          workers=<w> median=<value> unit=<unit> runs=<v1,v2,...>
+ *
+ * bench/run.sh collects these lines from every program into RESULTS.md.
+ */
+#ifndef CF_BENCH_H
+#define CF_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static inline int64_t bench_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int bench_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Prints the RESULT line for `runs` samples (sorted in place). */
+static inline void bench_report(const char *impl, const char *bench, long n,
+                                int workers, const char *unit, double *v,
+                                int runs) {
+  double sorted[64];
+  memcpy(sorted, v, sizeof(double) * (size_t)runs);
+  qsort(sorted, (size_t)runs, sizeof(double), bench_cmp_double);
+  double median = runs % 2 ? sorted[runs / 2]
+                           : (sorted[runs / 2 - 1] + sorted[runs / 2]) / 2;
+  printf("RESULT impl=%s bench=%s n=%ld workers=%d median=%.3f unit=%s runs=",
+         impl, bench, n, workers, median, unit);
+  for (int i = 0; i < runs; i++)
+    printf("%s%.3f", i ? "," : "", v[i]);
+  printf("\n");
+  fflush(stdout);
+}
+
+/* Command line: [N_THROUGHPUT] [N_LATENCY] [RUNS] [WORKERS] */
+typedef struct bench_args {
+  long n_tasks, n_rounds;
+  int runs, workers;
+} bench_args;
+
+static inline bench_args bench_parse(int argc, char **argv) {
+  bench_args a = {1000000, 20000, 5, 2};
+  if (argc > 1) a.n_tasks = atol(argv[1]);
+  if (argc > 2) a.n_rounds = atol(argv[2]);
+  if (argc > 3) a.runs = atoi(argv[3]);
+  if (argc > 4) a.workers = atoi(argv[4]);
+  if (a.runs < 1) a.runs = 1;
+  if (a.runs > 64) a.runs = 64;
+  if (a.workers < 1) a.workers = 1;
+  return a;
+}
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * bench_cf - cfutures' thread pool:
+ *   throughput   N no-op tasks submitted (futures kept), then all waited
+ *   latency      submit one task and wait for its result, N times
+ *   map          cf_executor_map of N tiny items, chunksize 1
+ *   map_chunked  the same with chunksize 1000
+ */
+#include <cf/cfutures.h>
+
+#include "bench.h"
+
+static int nop(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return 0;
+}
+
+static int square(void *arg, cf_value *result) {
+  intptr_t x = (intptr_t)arg;
+  result->u.i = x * x;
+  return 0;
+}
+
+static cf_executor *pool(int workers) {
+  cf_thread_pool_opts o = {.max_workers = workers};
+  cf_executor *ex;
+  if (cf_thread_pool_new(&ex, &o) != 0)
+    exit(1);
+  return ex;
+}
+
+static void must(int rc, const char *what) {
+  if (rc != 0) {
+    fprintf(stderr, "%s: %s\n", what, cf_strerror(rc));
+    exit(1);
+  }
+}
+
+int main(int argc, char **argv) {
+  bench_args a = bench_parse(argc, argv);
+  double v[64];
+  cf_future **fs = malloc(sizeof(cf_future *) * (size_t)a.n_tasks);
+
+  for (int r = 0; r < a.runs; r++) {
+    cf_executor *ex = pool(a.workers);
+    int64_t t0 = bench_now_ns();
+    for (long i = 0; i < a.n_tasks; i++)
+      must(cf_executor_submit(ex, nop, NULL, &fs[i]), "submit");
+    for (long i = 0; i < a.n_tasks; i++) {
+      must(cf_future_result(fs[i], CF_FOREVER, NULL), "result");
+      cf_future_unref(fs[i]);
+    }
+    v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
+    cf_executor_free(ex);
+  }
+  bench_report("cfutures", "throughput", a.n_tasks, a.workers, "ns/task", v,
+               a.runs);
+
+  for (int r = 0; r < a.runs; r++) {
+    cf_executor *ex = pool(a.workers);
+    cf_future *f;
+    must(cf_executor_submit(ex, nop, NULL, &f), "warm-up");
+    must(cf_future_result(f, CF_FOREVER, NULL), "warm-up");
+    cf_future_unref(f);
+    int64_t t0 = bench_now_ns();
+    for (long i = 0; i < a.n_rounds; i++) {
+      must(cf_executor_submit(ex, nop, NULL, &f), "submit");
+      must(cf_future_result(f, CF_FOREVER, NULL), "result");
+      cf_future_unref(f);
+    }
+    v[r] = (double)(bench_now_ns() - t0) / (double)a.n_rounds / 1000.0;
+    cf_executor_free(ex);
+  }
+  bench_report("cfutures", "latency", a.n_rounds, a.workers, "us/roundtrip",
+               v, a.runs);
+
+  for (int chunked = 0; chunked < 2; chunked++) {
+    for (int r = 0; r < a.runs; r++) {
+      cf_executor *ex = pool(a.workers);
+      cf_range_iter items = cf_range_iter_init(0, a.n_tasks, 1);
+      cf_map_opts o = {.chunksize = chunked ? 1000 : 1};
+      cf_map *m;
+      int64_t t0 = bench_now_ns();
+      must(cf_executor_map(ex, square, cf_range_iter_next, &items, &o, &m),
+           "map");
+      cf_value val;
+      int64_t sum = 0;
+      while (cf_map_next(m, &val) == 1)
+        sum += val.u.i;
+      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
+      cf_map_free(m);
+      cf_executor_free(ex);
+      if (sum == 42)
+        printf("unlikely\n");
+    }
+    bench_report("cfutures", chunked ? "map_chunked" : "map", a.n_tasks,
+                 a.workers, "ns/item", v, a.runs);
+  }
+  free(fs);
+  return 0;
+}

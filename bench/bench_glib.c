@@ -1,0 +1,66 @@
+/*
+ * bench_glib - GLib's GThreadPool. It has no futures: a task signals its
+ * completion through a counter and a GCond, which is how GLib users wait.
+ *   throughput  push N items, wait until all have run
+ *   latency     push one item, wait for it, N times
+ */
+#include <glib.h>
+
+#include "bench.h"
+
+typedef struct sync_state {
+  GMutex mu;
+  GCond cv;
+  gint remaining;
+} sync_state;
+
+static void task_fn(gpointer data, gpointer user) {
+  (void)data;
+  sync_state *s = user;
+  if (g_atomic_int_dec_and_test(&s->remaining)) {
+    g_mutex_lock(&s->mu);
+    g_cond_signal(&s->cv);
+    g_mutex_unlock(&s->mu);
+  }
+}
+
+static void wait_all(sync_state *s) {
+  g_mutex_lock(&s->mu);
+  while (g_atomic_int_get(&s->remaining) > 0)
+    g_cond_wait(&s->cv, &s->mu);
+  g_mutex_unlock(&s->mu);
+}
+
+int main(int argc, char **argv) {
+  bench_args a = bench_parse(argc, argv);
+  double v[64];
+  sync_state s;
+  g_mutex_init(&s.mu);
+  g_cond_init(&s.cv);
+  for (int r = 0; r < a.runs; r++) {
+    GThreadPool *p = g_thread_pool_new(task_fn, &s, a.workers, TRUE, NULL);
+    g_atomic_int_set(&s.remaining, (gint)a.n_tasks);
+    int64_t t0 = bench_now_ns();
+    for (long i = 0; i < a.n_tasks; i++)
+      g_thread_pool_push(p, GINT_TO_POINTER(1), NULL);
+    wait_all(&s);
+    v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
+    g_thread_pool_free(p, FALSE, TRUE);
+  }
+  bench_report("glib", "throughput", a.n_tasks, a.workers, "ns/task", v,
+               a.runs);
+  for (int r = 0; r < a.runs; r++) {
+    GThreadPool *p = g_thread_pool_new(task_fn, &s, a.workers, TRUE, NULL);
+    int64_t t0 = bench_now_ns();
+    for (long i = 0; i < a.n_rounds; i++) {
+      g_atomic_int_set(&s.remaining, 1);
+      g_thread_pool_push(p, GINT_TO_POINTER(1), NULL);
+      wait_all(&s);
+    }
+    v[r] = (double)(bench_now_ns() - t0) / (double)a.n_rounds / 1000.0;
+    g_thread_pool_free(p, FALSE, TRUE);
+  }
+  bench_report("glib", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
+               a.runs);
+  return 0;
+}
