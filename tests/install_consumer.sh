@@ -1,0 +1,62 @@
+#!/bin/sh
+# Installs the build tree into a temporary prefix, then builds and runs a
+# consumer three ways: pkg-config (shared), pkg-config --static, and CMake
+# find_package(cfutures). Also checks that the shared library exports only
+# cf_* symbols. Usage: install_consumer.sh BUILD_DIR
+set -eu
+build=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+
+cat > "$tmp/consumer.c" <<'C'
+#include <cf/cfutures.h>
+#include <stdio.h>
+static int twice(void *arg, cf_value *r) { r->u.i = 2 * (intptr_t)arg; return 0; }
+int main(void) {
+  cf_executor *ex;
+  cf_future *f;
+  const cf_value *v;
+  if (cf_thread_pool_new(&ex, NULL) != 0) return 1;
+  if (cf_executor_submit(ex, twice, (void *)21, &f) != 0) return 1;
+  if (cf_future_result(f, CF_FOREVER, &v) != 0 || v->u.i != 42) return 1;
+  cf_future_unref(f);
+  printf("consumer ok (%s)\n", CF_VERSION_STRING);
+  return cf_executor_free(ex);
+}
+C
+
+pc=$(dirname "$(find "$tmp/prefix" -name cfutures.pc | head -n 1)")
+libdir=$(dirname "$pc")
+export PKG_CONFIG_PATH="$pc"
+cc "$tmp/consumer.c" $(pkg-config --cflags --libs cfutures) -o "$tmp/shared"
+LD_LIBRARY_PATH="$libdir" "$tmp/shared"
+cc "$tmp/consumer.c" -static-libgcc $(pkg-config --cflags cfutures) \
+  "$libdir/libcfutures.a" $(pkg-config --libs --static cfutures | sed 's/-lcfutures//') \
+  -o "$tmp/static"
+"$tmp/static"
+
+mkdir "$tmp/cm"
+cp "$tmp/consumer.c" "$tmp/cm/"
+cat > "$tmp/cm/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.18)
+project(consumer C)
+find_package(cfutures 0.1 REQUIRED)
+add_executable(consumer consumer.c)
+target_link_libraries(consumer PRIVATE cfutures::cfutures)
+add_executable(consumer_static consumer.c)
+target_link_libraries(consumer_static PRIVATE cfutures::cfutures_static)
+CM
+cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+cmake --build "$tmp/cm/build" >/dev/null
+LD_LIBRARY_PATH="$libdir" "$tmp/cm/build/consumer"
+"$tmp/cm/build/consumer_static"
+
+# Only the public API is exported from the shared library.
+so=$(find "$libdir" -name 'libcfutures.so.*.*' | head -n 1)
+bad=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v '^cf_' | grep -v '^_' || true)
+if [ -n "$bad" ]; then
+  echo "unexpected exported symbols:" $bad >&2
+  exit 1
+fi
+echo "install, pkg-config and find_package: ok"
