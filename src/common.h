@@ -5,6 +5,7 @@
 #define CF_COMMON_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,27 @@ static inline void cf__cpu_relax(void) {
 #else
   __asm__ __volatile__("" ::: "memory");
 #endif
+}
+
+/* A spinlock for critical sections of a few instructions that are taken
+ * at a high rate by several threads (the pool's queue). It spins with
+ * `pause`, then yields the CPU, so a preempted holder is not starved;
+ * it never sleeps in the kernel. Not for sections that may block. */
+typedef struct cf__spinlock {
+  _Atomic int locked;
+} cf__spinlock;
+
+void cf__spin_lock_slow(cf__spinlock *l);
+
+static inline void cf__spin_lock(cf__spinlock *l) {
+  if (__builtin_expect(!atomic_exchange_explicit(&l->locked, 1,
+                                                 memory_order_acquire), 1))
+    return;
+  cf__spin_lock_slow(l);
+}
+
+static inline void cf__spin_unlock(cf__spinlock *l) {
+  atomic_store_explicit(&l->locked, 0, memory_order_release);
 }
 
 /* malloc'ed printf; NULL on allocation failure or a NULL fmt. */

@@ -123,10 +123,12 @@ void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc) {
 /* ---------------------------------------------------------------------- */
 /* Lifetime                                                                */
 
+_Static_assert(sizeof(struct cf_future) == 64, "a future is one cache line");
+
 cf_future *cf__future_alloc(uint32_t refs) {
   if (cf__fault(CF__FAULT_ALLOC))
     return NULL;
-  cf_future *f = malloc(sizeof *f);
+  cf_future *f = cf__fcache_alloc();
   if (f == NULL)
     return NULL;
   memset(f, 0, sizeof *f);
@@ -171,15 +173,19 @@ void cf_future_unref(cf_future *f) {
       l = next;
     }
   }
-  if (f->arg_dtor != NULL && (atomic_load_explicit(&f->state,
-                                                   memory_order_relaxed) &
-                              CF__ST_MASK) == CF_PENDING) {
+  uint32_t st = atomic_load_explicit(&f->state, memory_order_relaxed) &
+                CF__ST_MASK;
+  if (st == CF_PENDING) {
     /* A task that never left PENDING (its executor never took it). */
-    f->arg_dtor(f->arg);
+    if (f->u.task.arg_dtor != NULL)
+      f->u.task.arg_dtor(f->u.task.arg);
+  } else if (st == CF_FINISHED) {
+    if (f->err != 0)
+      free(f->u.errmsg);
+    else
+      cf_value_release(&f->u.value);
   }
-  free(f->errmsg);
-  cf_value_release(&f->value);
-  free(f);
+  cf__fcache_free(f);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -243,7 +249,7 @@ int cf_future_error(const cf_future *f, const char **message) {
     return CF_ECANCELLED;
   }
   if (f->err != 0 && message != NULL)
-    *message = f->errmsg != NULL ? f->errmsg : cf_strerror(f->err);
+    *message = f->u.errmsg != NULL ? f->u.errmsg : cf_strerror(f->err);
   return f->err;
 }
 
@@ -284,12 +290,15 @@ static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
 }
 
 /* Wins the right to complete f. Returns the state it had (PENDING or
- * RUNNING) or -1 if it is already taken or done. */
-static int begin_complete(cf_future *f, uint32_t interim) {
+ * RUNNING) or -1 if it is already taken or done, or if it is RUNNING an
+ * executor's task and the caller is not its runner. */
+static int begin_complete(cf_future *f, uint32_t interim, bool runner) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   for (;;) {
     uint32_t st = s & CF__ST_MASK;
     if (st != CF_PENDING && st != CF_RUNNING)
+      return -1;
+    if (st == CF_RUNNING && f->owner != NULL && !runner)
       return -1;
     if (atomic_compare_exchange_weak_explicit(
             &f->state, &s, (s & ~(uint32_t)CF__ST_MASK) | interim,
@@ -316,28 +325,38 @@ static void end_complete(cf_future *f, uint32_t final,
  * cases; takes *v only on success. `runner` is true for the thread that
  * ran the task (it has already released the task's arg). */
 static int complete(cf_future *f, int err, char *msg, cf_value *v,
-                    const cf__cb_sink *sink) {
-  int prev = begin_complete(f, CF__ST_COMPLETING);
+                    const cf__cb_sink *sink, bool runner) {
+  int prev = begin_complete(f, CF__ST_COMPLETING, runner);
   if (prev < 0) {
     free(msg);
     return CF_EINVALSTATE;
   }
-  if (prev == CF_PENDING && f->arg_dtor != NULL)
-    f->arg_dtor(f->arg);
+  if (prev == CF_PENDING && f->u.task.arg_dtor != NULL)
+    f->u.task.arg_dtor(f->u.task.arg);
   f->err = err;
-  f->errmsg = msg;
-  if (err == 0 && v != NULL) {
-    f->value = *v;
-    memset(v, 0, sizeof *v);
+  if (err != 0) {
+    f->u.errmsg = msg;
+  } else {
+    free(msg);
+    if (v != NULL) {
+      f->u.value = *v;
+      memset(v, 0, sizeof *v);
+    } else {
+      memset(&f->u.value, 0, sizeof f->u.value);
+    }
   }
   end_complete(f, CF_FINISHED, sink);
   return 0;
 }
 
 int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
+  /* Copy the task out: the outcome will overwrite it. */
+  cf_task_fn fn = f->u.task.fn;
+  void *arg = f->u.task.arg;
+  void (*arg_dtor)(void *) = f->u.task.arg_dtor;
   cf_value v = CF_VALUE_INIT;
   cf__raise_clear();
-  int rc = f->fn(f->arg, &v);
+  int rc = fn(arg, &v);
   char *msg = NULL;
   if (rc != 0) {
     if (rc > 0)
@@ -346,10 +365,10 @@ int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
     cf_value_release(&v);
   }
   cf__raise_clear();
-  if (f->arg_dtor != NULL)
-    f->arg_dtor(f->arg);
-  if (complete(f, rc, msg, &v, sink) != 0)
-    cf_value_release(&v); /* someone completed it under us (API misuse) */
+  if (arg_dtor != NULL)
+    arg_dtor(arg);
+  if (complete(f, rc, msg, &v, sink, true) != 0)
+    cf_value_release(&v); /* cannot happen: only the runner completes it */
   return rc;
 }
 
@@ -378,10 +397,10 @@ static int cancel(cf_future *f, const cf__cb_sink *sink) {
             memory_order_acquire, memory_order_relaxed))
       break;
   }
-  if (f->arg_dtor != NULL) {
+  if (f->u.task.arg_dtor != NULL) {
     cf_future *outer = cancelling_here;
     cancelling_here = f;
-    f->arg_dtor(f->arg);
+    f->u.task.arg_dtor(f->u.task.arg);
     cancelling_here = outer;
   }
   f->err = CF_ECANCELLED;
@@ -393,7 +412,7 @@ int cf__future_settle(cf_future *f, int err, char *msg,
                       const cf__cb_sink *sink) {
   if (err == CF_ECANCELLED)
     return cancel(f, sink) == 0 ? 0 : CF_EINVALSTATE;
-  return complete(f, err, msg, NULL, sink);
+  return complete(f, err, msg, NULL, sink, false);
 }
 
 int cf_future_cancel(cf_future *f) {
@@ -419,7 +438,7 @@ int cf_future_set_result(cf_future *f, const cf_value *value) {
   cf_value v = CF_VALUE_INIT;
   if (value != NULL)
     v = *value;
-  return complete(f, 0, NULL, &v, NULL);
+  return complete(f, 0, NULL, &v, NULL, false);
 }
 
 int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
@@ -434,12 +453,12 @@ int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
     msg = cf__vasprintf(fmt, ap);
     va_end(ap);
   }
-  return complete(f, code, msg, NULL, NULL);
+  return complete(f, code, msg, NULL, NULL, false);
 }
 
 void cf__future_take_value(cf_future *f, cf_value *out) {
-  *out = f->value;
-  f->value.dtor = NULL;
+  *out = f->u.value;
+  f->u.value.dtor = NULL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -604,7 +623,7 @@ int cf_future_result(cf_future *f, int64_t timeout_ns,
   if (f->err != 0)
     return f->err;
   if (value != NULL)
-    *value = &f->value;
+    *value = &f->u.value;
   return 0;
 }
 
@@ -627,7 +646,7 @@ int cf_future_describe(const cf_future *f, char *buf, size_t size) {
   else if (st == CF_FINISHED)
     n = snprintf(buf, size, "<Future at %p state=finished returned %s>",
                  (const void *)f,
-                 f->value.type != NULL ? f->value.type : "value");
+                 f->u.value.type != NULL ? f->u.value.type : "value");
   else
     n = snprintf(buf, size, "<Future at %p state=%s>", (const void *)f,
                  cf_future_state_name(st));

@@ -25,6 +25,9 @@
  * arg. The runner (cf__future_claim) calls arg_dtor after fn returns;
  * a completer that wins straight from PENDING (cancel, set_result,
  * broken-pool drain) calls it before publishing. Either way it runs once.
+ * While an executor runs a future's task (RUNNING with an owner), only
+ * the runner may complete it: cf_future_set_result/set_error refuse, as
+ * the task fields they would overwrite are still in use.
  *
  * Locks: listener lists are guarded by one of 64 stripe mutexes chosen by
  * the future's address. A stripe lock may be held while an internal
@@ -71,21 +74,31 @@ typedef struct cf__cb_sink {
   _Atomic uint64_t *failed; /* counter to bump, or NULL */
 } cf__cb_sink;
 
+/* One cache line (64 bytes, 64-byte aligned when it comes from the
+ * future cache): the submitter writes it, one worker runs it, the waiter
+ * reads it, and each of those moves only this line between cores. The
+ * task's fields and the outcome share storage: the task fields are dead
+ * (copied out, arg released) before the outcome is written. */
 struct cf_future {
   _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
-  /* Task fields: written by the executor before the future is published
-   * to its queue; read by whoever takes it out of PENDING. */
-  cf_future *qnext; /* executor queue link, owned by the executor */
-  void *owner;      /* the executor that queued it, or NULL */
-  cf_task_fn fn;
-  void *arg;
-  void (*arg_dtor)(void *arg);
-  /* Outcome: written once by the winning completer. */
-  int err;      /* 0, a task code, or CF_ECANCELLED */
-  char *errmsg; /* malloc'ed message or NULL (then cf_strerror(err)) */
-  cf_value value;
+  void *owner; /* the executor that queued it, or NULL */
   cf__listener *listeners; /* first node of a circular list, or NULL */
+  int err; /* outcome: 0, a task code, or CF_ECANCELLED */
+  union {
+    /* While PENDING/RUNNING: written by the executor before the future
+     * is published; read by whoever takes it out of PENDING. */
+    struct {
+      cf_task_fn fn;
+      void *arg;
+      void (*arg_dtor)(void *arg);
+    } task;
+    /* Once FINISHED with err == 0. */
+    cf_value value;
+    /* Once FINISHED with err != 0: malloc'ed message, or NULL (then
+     * cf_strerror(err)). */
+    char *errmsg;
+  } u;
 };
 
 static inline bool cf__state_final(uint32_t s) {
@@ -95,6 +108,10 @@ static inline bool cf__state_final(uint32_t s) {
 
 /* Allocates a PENDING future holding `refs` references; NULL on failure. */
 cf_future *cf__future_alloc(uint32_t refs);
+
+/* The future cache (future_cache.c): 64-byte, 64-byte aligned blocks. */
+void *cf__fcache_alloc(void);
+void cf__fcache_free(void *p);
 
 /* PENDING -> RUNNING for the executor that will run the task. False if the
  * future is no longer pending (cancelled, or completed by its owner): the

@@ -2,38 +2,47 @@
  * thread_pool.c - the thread-pool executor.
  *
  * Data flow. submit() allocates the future (which is also the task record:
- * one allocation per task) and appends it to the pool's FIFO under qlock.
- * A worker that runs dry takes a batch from the FIFO under qlock: the
- * first item to run now, the rest into its `slots`. Batches are small
- * when the queue is short (qlen / (2 * workers), at most BATCH_MAX), so
- * long tasks still spread over all workers, and other workers steal from
- * slots when the FIFO is empty. Slots are atomic pointers taken with an
- * exchange, so the owner, stealers and shutdown(cancel_futures) each get
- * a task exactly once without a lock.
+ * one allocation per task) and appends a pointer to it to the pool's FIFO,
+ * a list of array segments, under qlock. A worker that runs dry takes
+ * everything queued, up to BATCH_MAX, in one critical section: the first
+ * item to run now, the rest into its `slots`. The lock is taken once per
+ * batch and a batch is copied from contiguous memory, because on the
+ * target machines moving one cache line between cores costs ~220 ns
+ * (bench/NOTES.md): every line both sides touch must be paid for once per
+ * batch, not once per task. Long tasks still spread over all workers:
+ * taking work while more is left wakes another worker, and a worker with
+ * nothing to do steals from other workers' slots. Slots are atomic
+ * pointers taken with an exchange, so the owner, stealers and
+ * shutdown(cancel_futures) each get a task exactly once without a lock.
  *
  * Sleeping. An idle worker first spins (at most one at a time, bounded by
- * IDLE_SPIN_NS), then parks on the `epoch` word. A submitter wakes one
- * parked worker only if nobody spins; a worker that takes work and sees
- * more queued wakes the next one (chain wake-up). The usual eventcount
- * order makes lost wake-ups impossible: a sleeper increments `sleepers`,
- * reads `epoch`, then re-checks the queue before parking; a submitter
- * publishes the task, issues a full fence, then reads `sleepers` and bumps
- * `epoch` before waking.
+ * IDLE_SPIN_NS), polling `qlen_pub`, a line the submitter only stores to,
+ * never the lock's line. Then it pushes itself on the idle stack and
+ * parks on its own `parked` word. A submitter that finds a parked worker
+ * and no spinner pops (claims) that worker and wakes it after unlocking,
+ * so a sleeper costs at most one wake-up syscall however many tasks
+ * arrive while the kernel schedules it. The idle stack is guarded by
+ * qlock, so the lock orders "a sleeper re-checks the queue" against "a
+ * submitter checks for sleepers" and submit needs no memory fence.
  *
  * Waiting inside a worker. Each worker installs a wait hook: a task that
- * waits on a future runs queued work of this pool meanwhile (nested on
- * its stack, at most MAX_DEPTH deep), and gets CF_EDEADLOCK if it waits
- * for a future this very thread is running.
+ * waits on a future runs that future's task inline if it is still queued
+ * in this pool, runs other queued work meanwhile otherwise (nested on its
+ * stack, at most MAX_DEPTH deep), and gets CF_EDEADLOCK if it waits for a
+ * future this very thread is running.
  *
  * Locks (none is held while user code runs):
- *   qlock  the FIFO, qlen, submitted, backpressure waiters, shutdown and
- *          broken flags' transitions. Leaf, except that it is taken under
- *          wlock by shutdown.
+ *   qlock  (a spinlock) the FIFO, qlen, submitted, the idle stack, and
+ *          the shutdown and broken flags' transitions. Never held across
+ *          anything that can block. Taken under wlock by shutdown, and
+ *          under a future's stripe lock when a waited-for future wakes a
+ *          helping worker; it never takes another lock itself.
  *   wlock  spawning and joining workers. Order: wlock -> qlock.
  *
  * Lifetime. The pool holds one reference on every queued future and drops
  * it after running, cancelling or failing it. Worker structs live until
- * the pool is destroyed (after all workers are joined).
+ * the pool is destroyed (after all workers are joined), so waking a
+ * worker after it was claimed never touches freed memory.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -55,8 +64,17 @@
 #define BATCH_MAX 32
 #define MAX_DEPTH 32
 #define IDLE_SPIN_NS 50000
+#define SEG_CAP 254 /* a segment is 2 KiB */
 
 typedef struct pool pool;
+
+/* A piece of the FIFO. items[head..tail) are queued; the producer fills
+ * at tail, consumers take from head (all under qlock). */
+typedef struct qseg {
+  struct qseg *next;
+  uint32_t head, tail;
+  cf_future *items[SEG_CAP];
+} qseg;
 
 typedef struct worker {
   /* Tasks this worker took from the FIFO and has not started. The owner
@@ -66,9 +84,13 @@ typedef struct worker {
   _Atomic uint64_t started, completed, failed, cancelled;
   /* Owner-only fields. */
   int slot_pos, slot_end;
-  bool token_given;  /* offered an idle token since its last task */
-  int depth;                    /* nesting of tasks run on this stack */
+  bool token_given; /* offered an idle token since its last task */
+  int depth;        /* nesting of tasks run on this stack */
   cf_future *running[MAX_DEPTH]; /* the futures being run, outermost first */
+  /* 1 while parked and unclaimed; a waker sets 0 and wakes it. */
+  _Atomic uint32_t parked;
+  struct worker *idle_next; /* idle stack link (guarded by qlock) */
+  bool on_stack;            /* guarded by qlock */
   pool *p;
   pthread_t thread;
   int index;
@@ -88,25 +110,29 @@ struct pool {
   cf__cb_sink sink;
   _Atomic uint64_t callbacks_failed;
 
-  /* The FIFO: guarded by qlock. */
-  pthread_mutex_t qlock __attribute__((aligned(CF__CACHELINE)));
-  cf_future *qhead, *qtail;
-  _Atomic size_t qlen;          /* written under qlock; read anywhere */
-  _Atomic uint64_t submitted;   /* written under qlock */
-  pthread_cond_t qspace;        /* producers waiting for room */
-  int qspace_waiters;
-  _Atomic bool shutdown;        /* set under qlock */
-  _Atomic bool cancelling;      /* shutdown(cancel_futures) happened */
-  _Atomic bool broken;          /* set under qlock */
-  char *broken_msg;             /* set once, before broken */
+  /* Everything the submitter touches on each submit, guarded by qlock. */
+  cf__spinlock qlock __attribute__((aligned(CF__CACHELINE)));
+  qseg *qfirst, *qlast; /* the FIFO */
+  qseg *spare;          /* a free segment kept for reuse */
+  size_t qlen;
+  _Atomic uint64_t submitted; /* written under qlock, read by stats */
+  worker *idle_top;           /* parked workers, most recent first */
+  int nidle;
+  _Atomic bool shutdown; /* set under qlock */
+  _Atomic bool broken;   /* set under qlock */
+  char *broken_msg;      /* set once, before broken */
 
-  /* Sleeping and waking. */
-  _Atomic uint32_t epoch __attribute__((aligned(CF__CACHELINE)));
-  _Atomic int sleepers;
-  _Atomic int spinning;
+  /* qlen as seen by spinners and stats: stored by lock holders, polled
+   * by idle workers without touching the lock's line. */
+  _Atomic size_t qlen_pub __attribute__((aligned(CF__CACHELINE)));
+
+  _Atomic int spinning __attribute__((aligned(CF__CACHELINE)));
   _Atomic int idle_tokens; /* idle workers not yet claimed by a submit */
   _Atomic int idle_now;    /* workers inside idle() (for stats) */
-
+  _Atomic bool cancelling; /* shutdown(cancel_futures) happened */
+  /* Producers blocked on a full queue park on space_seq. */
+  _Atomic uint32_t space_seq;
+  _Atomic int space_waiters;
   /* Settled by the pool without running (shutdown, broken). */
   _Atomic uint64_t settled_cancelled, settled_failed;
 
@@ -143,17 +169,79 @@ static bool is_own_worker(pool *p) {
   return current_worker != NULL && current_worker->p == p;
 }
 
-static void wake_one_if_needed(pool *p) {
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load(&p->sleepers) > 0 && atomic_load(&p->spinning) == 0) {
-    atomic_fetch_add(&p->epoch, 1);
-    cf__park_wake(&p->epoch, 1);
-  }
+static void set_qlen_locked(pool *p, size_t n) {
+  p->qlen = n;
+  atomic_store_explicit(&p->qlen_pub, n, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The idle stack (all under qlock)                                        */
+
+static void idle_push_locked(pool *p, worker *w) {
+  atomic_store_explicit(&w->parked, 1, memory_order_relaxed);
+  w->idle_next = p->idle_top;
+  p->idle_top = w;
+  w->on_stack = true;
+  p->nidle++;
+}
+
+static void idle_unlink_locked(pool *p, worker *w) {
+  worker **pp = &p->idle_top;
+  while (*pp != w)
+    pp = &(*pp)->idle_next;
+  *pp = w->idle_next;
+  w->on_stack = false;
+  p->nidle--;
+  atomic_store_explicit(&w->parked, 0, memory_order_release);
+}
+
+/* Claims a parked worker to wake, if work needs one: nobody is spinning
+ * (a spinner would find the work) and somebody is parked. The caller
+ * wakes the result with wake_claimed() after unlocking. */
+static worker *claim_idle_locked(pool *p) {
+  if (p->nidle == 0 ||
+      atomic_load_explicit(&p->spinning, memory_order_relaxed) != 0)
+    return NULL;
+  worker *w = p->idle_top;
+  idle_unlink_locked(p, w);
+  return w;
+}
+
+static void wake_claimed(worker *w) {
+  if (w != NULL)
+    cf__park_wake(&w->parked, 1);
+}
+
+/* Takes w off the stack unless a waker claimed it already. */
+static void idle_remove(pool *p, worker *w) {
+  cf__spin_lock(&p->qlock);
+  if (w->on_stack)
+    idle_unlink_locked(p, w);
+  cf__spin_unlock(&p->qlock);
+}
+
+/* Claims and wakes w if it is parked (a helper whose future completed). */
+static void idle_wake_worker(pool *p, worker *w) {
+  cf__spin_lock(&p->qlock);
+  bool was = w->on_stack;
+  if (was)
+    idle_unlink_locked(p, w);
+  cf__spin_unlock(&p->qlock);
+  if (was)
+    cf__park_wake(&w->parked, 1);
 }
 
 static void wake_all(pool *p) {
-  atomic_fetch_add(&p->epoch, 1);
-  cf__park_wake(&p->epoch, INT32_MAX);
+  for (;;) {
+    cf__spin_lock(&p->qlock);
+    worker *w = p->idle_top;
+    if (w != NULL)
+      idle_unlink_locked(p, w);
+    cf__spin_unlock(&p->qlock);
+    if (w == NULL)
+      return;
+    cf__park_wake(&w->parked, 1);
+  }
 }
 
 static bool anything_stealable(pool *p) {
@@ -166,9 +254,14 @@ static bool anything_stealable(pool *p) {
   return false;
 }
 
-static bool work_available(pool *p) {
-  return atomic_load_explicit(&p->qlen, memory_order_relaxed) > 0 ||
-         anything_stealable(p);
+/* Wakes producers blocked on a full queue (call after making room or
+ * changing state, without qlock). */
+static void wake_space_waiters(pool *p) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&p->space_waiters, memory_order_relaxed) > 0) {
+    atomic_fetch_add(&p->space_seq, 1);
+    cf__park_wake(&p->space_seq, INT32_MAX);
+  }
 }
 
 /* Settles a future the pool will not run and drops the pool's reference. */
@@ -187,32 +280,86 @@ static void settle(pool *p, cf_future *f, int err, const char *msg) {
   cf_future_unref(f);
 }
 
-/* Takes every queued and slotted task out of the pool (for shutdown with
- * cancel_futures and for a broken pool). Returns a list linked by qnext. */
-static cf_future *take_everything(pool *p) {
-  pthread_mutex_lock(&p->qlock);
-  cf_future *list = p->qhead;
-  cf_future *tail = p->qtail;
-  p->qhead = p->qtail = NULL;
-  atomic_store(&p->qlen, 0);
-  if (p->qspace_waiters > 0)
-    pthread_cond_broadcast(&p->qspace);
-  pthread_mutex_unlock(&p->qlock);
-  int n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
-  for (int i = 0; i < n; i++) {
-    for (int j = 0; j < BATCH_MAX; j++) {
-      cf_future *f = atomic_exchange(&p->workers[i].slots[j], NULL);
-      if (f == NULL)
-        continue;
-      f->qnext = NULL;
-      if (tail != NULL)
-        tail->qnext = f;
+/* ---------------------------------------------------------------------- */
+/* The FIFO                                                                */
+
+/* Appends f. Returns false if a segment is needed and none is spare
+ * (the caller allocates one outside the lock and retries). */
+static bool fifo_push_locked(pool *p, cf_future *f) {
+  qseg *s = p->qlast;
+  if (s == NULL || s->tail == SEG_CAP) {
+    if (s != NULL && s->head == SEG_CAP) {
+      s->head = s->tail = 0; /* fully consumed: reuse in place */
+    } else {
+      qseg *n = p->spare;
+      if (n == NULL)
+        return false;
+      p->spare = NULL;
+      n->next = NULL;
+      n->head = n->tail = 0;
+      if (s != NULL)
+        s->next = n;
       else
-        list = f;
-      tail = f;
+        p->qfirst = n;
+      p->qlast = s = n;
     }
   }
-  return list;
+  s->items[s->tail++] = f;
+  return true;
+}
+
+/* Removes up to max items into out[]; returns how many. */
+static size_t fifo_take_locked(pool *p, cf_future **out, size_t max) {
+  size_t n = 0;
+  while (n < max && p->qfirst != NULL) {
+    qseg *s = p->qfirst;
+    size_t avail = s->tail - s->head, k = max - n < avail ? max - n : avail;
+    /* Start all the misses at once: the producer wrote these lines. */
+    for (size_t i = 0; i < k; i += 8)
+      __builtin_prefetch(&s->items[s->head + i]);
+    for (size_t i = 0; i < k; i++)
+      out[n + i] = s->items[s->head + i];
+    n += k;
+    s->head += (uint32_t)k;
+    if (s->head == s->tail) {
+      if (s->next == NULL) {
+        s->head = s->tail = 0; /* empty: keep it for the producer */
+        break;
+      }
+      p->qfirst = s->next;
+      if (p->spare == NULL)
+        p->spare = s;
+      else
+        free(s);
+    }
+  }
+  set_qlen_locked(p, p->qlen - n);
+  return n;
+}
+
+/* Settles every queued and slotted task with err (CF_ECANCELLED for
+ * shutdown(cancel_futures), CF_EBROKEN, or a thread creation error),
+ * a batch at a time, with no lock held while settling (it runs user
+ * callbacks and arg destructors). */
+static void settle_everything(pool *p, int err, const char *msg) {
+  cf_future *buf[64];
+  size_t n;
+  do {
+    cf__spin_lock(&p->qlock);
+    n = fifo_take_locked(p, buf, 64);
+    cf__spin_unlock(&p->qlock);
+    for (size_t i = 0; i < n; i++)
+      settle(p, buf[i], err, msg);
+  } while (n == 64);
+  wake_space_waiters(p);
+  int nw = atomic_load_explicit(&p->nworkers, memory_order_acquire);
+  for (int i = 0; i < nw; i++) {
+    for (int j = 0; j < BATCH_MAX; j++) {
+      cf_future *f = atomic_exchange(&p->workers[i].slots[j], NULL);
+      if (f != NULL)
+        settle(p, f, err, msg);
+    }
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -228,40 +375,32 @@ static cf_future *next_task(worker *w) {
     if (f != NULL)
       return f;
   }
-  if (atomic_load_explicit(&p->qlen, memory_order_relaxed) > 0) {
-    pthread_mutex_lock(&p->qlock);
-    size_t qlen = atomic_load_explicit(&p->qlen, memory_order_relaxed);
-    cf_future *first = NULL;
-    size_t more = 0;
-    if (qlen > 0) {
-      int nw = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
-      size_t k = qlen / (2 * (size_t)(nw > 0 ? nw : 1));
-      if (k < 1)
-        k = 1;
-      if (k > BATCH_MAX)
-        k = BATCH_MAX;
-      first = p->qhead;
-      cf_future *f = first->qnext;
-      for (size_t i = 1; i < k; i++) {
+  if (atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0) {
+    cf_future *batch[BATCH_MAX];
+    cf__spin_lock(&p->qlock);
+    size_t k = fifo_take_locked(p, batch, BATCH_MAX);
+    worker *wake = NULL;
+    if (k > 0) {
+      for (size_t i = 1; i < k; i++)
         /* Release: a stealer's exchange must see the task's fields. */
-        atomic_store_explicit(&w->slots[i - 1], f, memory_order_release);
-        f = f->qnext;
-      }
-      p->qhead = f;
-      if (f == NULL)
-        p->qtail = NULL;
-      atomic_store_explicit(&p->qlen, qlen - k, memory_order_relaxed);
-      more = qlen - k;
+        atomic_store_explicit(&w->slots[i - 1], batch[i],
+                              memory_order_release);
       w->slot_pos = 0;
       w->slot_end = (int)k - 1;
-      if (p->qspace_waiters > 0)
-        pthread_cond_broadcast(&p->qspace);
+      /* Work is left (queued, or in our slots): let another worker in.
+       * Under the lock, so a parking worker either is seen here or sees
+       * our slots when it re-checks. */
+      if (p->qlen > 0 || k > 1)
+        wake = claim_idle_locked(p);
     }
-    pthread_mutex_unlock(&p->qlock);
-    if (first != NULL) {
-      if (more > 0)
-        wake_one_if_needed(p);
-      return first;
+    cf__spin_unlock(&p->qlock);
+    if (k > 0) {
+      wake_claimed(wake);
+      if (p->max_queued != 0)
+        wake_space_waiters(p);
+      for (size_t i = 0; i < k && i < 4; i++)
+        __builtin_prefetch(batch[i], 1);
+      return batch[0];
     }
   }
   /* Steal from the end of another worker's slots. */
@@ -319,18 +458,48 @@ static void run_one(worker *w, cf_future *f) {
   cf_future_unref(f);
 }
 
+/* Parks w until a waker claims it or the deadline passes, unless
+ * `ready` already holds once w is on the idle stack (the re-check that
+ * makes lost wake-ups impossible). Returns false if it did not park. */
+static bool park_worker(worker *w, int64_t deadline,
+                        bool (*ready)(worker *w, void *ctx), void *ctx) {
+  pool *p = w->p;
+  cf__spin_lock(&p->qlock);
+  if (p->qlen > 0) {
+    cf__spin_unlock(&p->qlock);
+    return false;
+  }
+  idle_push_locked(p, w);
+  cf__spin_unlock(&p->qlock);
+  if (anything_stealable(p) || (ready != NULL && ready(w, ctx))) {
+    idle_remove(p, w);
+    return false;
+  }
+  while (atomic_load_explicit(&w->parked, memory_order_acquire) == 1 &&
+         cf__park_wait(&w->parked, 1, deadline) != CF_ETIMEDOUT)
+    ;
+  idle_remove(p, w);
+  return true;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Waiting inside a worker                                                 */
 
 typedef struct help_listener {
   cf__listener l;
-  pool *p;
+  worker *w;
 } help_listener;
 
+/* Runs under the future's stripe lock (then qlock: see lock order). */
 static void help_notify(cf__listener *l, cf_future *f) {
   (void)f;
   help_listener *h = cf__container_of(l, help_listener, l);
-  wake_all(h->p);
+  idle_wake_worker(h->w->p, h->w);
+}
+
+static bool future_done_ready(worker *w, void *ctx) {
+  (void)w;
+  return cf_future_done(ctx);
 }
 
 static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
@@ -341,7 +510,7 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
       return CF_EDEADLOCK;
   if (w->depth >= MAX_DEPTH)
     return cf_future_wait_blocking(f, deadline);
-  help_listener h = {{0}, p};
+  help_listener h = {{0}, w};
   h.l.notify = help_notify;
   bool listening = false;
   int rc = 0;
@@ -369,11 +538,9 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
         break;
       listening = true;
     }
-    atomic_fetch_add(&p->sleepers, 1);
-    uint32_t e = atomic_load(&p->epoch);
-    if (!cf_future_done(f) && !work_available(p))
-      cf__park_wait(&p->epoch, e, deadline);
-    atomic_fetch_sub(&p->sleepers, 1);
+    /* Park until f completes (help_notify), work arrives (submitters may
+     * claim us like any idle worker), or the deadline. */
+    park_worker(w, deadline, future_done_ready, f);
   }
   if (listening)
     cf__future_unlisten(f, &h.l);
@@ -387,26 +554,27 @@ static void break_pool(pool *p, int rc) {
   char *msg = cf__asprintf(
       "a worker initializer failed (%s); the pool is broken: %s",
       cf_err_name(rc), cf_strerror(rc));
-  pthread_mutex_lock(&p->qlock);
+  cf__spin_lock(&p->qlock);
   if (!atomic_load(&p->broken)) {
     p->broken_msg = msg;
     msg = NULL;
     atomic_store(&p->broken, true);
   }
-  pthread_mutex_unlock(&p->qlock);
+  cf__spin_unlock(&p->qlock);
   free(msg);
-  cf_future *list = take_everything(p);
-  while (list != NULL) {
-    cf_future *next = list->qnext;
-    settle(p, list, CF_EBROKEN, p->broken_msg);
-    list = next;
-  }
+  settle_everything(p, CF_EBROKEN, p->broken_msg);
   wake_all(p);
+}
+
+static bool stop_ready(worker *w, void *ctx) {
+  (void)ctx;
+  return atomic_load(&w->p->shutdown) || atomic_load(&w->p->broken);
 }
 
 /* Idles until there may be work. Returns false when the worker must exit. */
 static bool idle(worker *w) {
   pool *p = w->p;
+  bool keep = true;
   atomic_fetch_add(&p->idle_now, 1);
   /* One token per idle period (Python's idle semaphore): a submit that
    * claims it does not start a thread. The worker never takes it back:
@@ -415,7 +583,6 @@ static bool idle(worker *w) {
     w->token_given = true;
     atomic_fetch_add(&p->idle_tokens, 1);
   }
-  bool exit_now = false;
   int zero = 0;
   if (atomic_compare_exchange_strong(&p->spinning, &zero, 1)) {
     int64_t end = cf_now_ns() + IDLE_SPIN_NS;
@@ -423,7 +590,7 @@ static bool idle(worker *w) {
     do {
       for (int i = 0; i < 64 && !found && !stop; i++) {
         cf__cpu_relax();
-        found = atomic_load_explicit(&p->qlen, memory_order_relaxed) > 0;
+        found = atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0;
         stop = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
       }
     } while (!found && !stop && cf_now_ns() < end);
@@ -431,18 +598,15 @@ static bool idle(worker *w) {
     if (found)
       goto out; /* (on shutdown, fall through to the exit check) */
   }
-  atomic_fetch_add(&p->sleepers, 1);
-  uint32_t e = atomic_load(&p->epoch);
-  if (!work_available(p)) {
-    if (atomic_load(&p->shutdown) || atomic_load(&p->broken))
-      exit_now = true;
-    else
-      cf__park_wait(&p->epoch, e, CF_FOREVER);
+  if (stop_ready(w, NULL)) {
+    /* Exit once nothing is left; queued work still runs after shutdown. */
+    keep = atomic_load(&p->qlen_pub) > 0 || anything_stealable(p);
+    goto out;
   }
-  atomic_fetch_sub(&p->sleepers, 1);
+  park_worker(w, CF_FOREVER, stop_ready, NULL);
 out:
   atomic_fetch_sub(&p->idle_now, 1);
-  return !exit_now;
+  return keep;
 }
 
 static void *worker_main(void *arg) {
@@ -523,17 +687,39 @@ static int adjust_workers(pool *p) {
 static void fail_queued_no_workers(pool *p, int rc) {
   char *msg = cf__asprintf("cannot start a worker thread: %s",
                            cf_strerror(rc));
-  cf_future *list = take_everything(p);
-  while (list != NULL) {
-    cf_future *next = list->qnext;
-    settle(p, list, rc, msg);
-    list = next;
-  }
+  settle_everything(p, rc, msg);
   free(msg);
 }
 
 /* ---------------------------------------------------------------------- */
 /* The executor interface                                                  */
+
+/* Waits for room in a bounded queue (called without qlock). Returns 0 to
+ * retry, or CF_EAGAIN at the deadline. */
+static int wait_for_room(pool *p, int64_t deadline) {
+  if (is_own_worker(p)) {
+    /* Backpressure inside our own worker: make room by running work. */
+    cf_future *t = next_task(current_worker);
+    if (t != NULL)
+      run_one(current_worker, t);
+    else if (cf_now_ns() >= deadline)
+      return CF_EAGAIN;
+    else
+      sched_yield();
+    return 0;
+  }
+  if (cf_now_ns() >= deadline)
+    return CF_EAGAIN;
+  /* Announce ourselves, re-check, then park; a worker that takes work
+   * (and shutdown) bumps space_seq after a full fence. */
+  atomic_fetch_add(&p->space_waiters, 1);
+  uint32_t seq = atomic_load(&p->space_seq);
+  if ((int64_t)atomic_load(&p->qlen_pub) >= p->max_queued &&
+      !atomic_load(&p->shutdown) && !atomic_load(&p->broken))
+    cf__park_wait(&p->space_seq, seq, deadline);
+  atomic_fetch_sub(&p->space_waiters, 1);
+  return 0;
+}
 
 static int pool_submit(cf_executor *ex, const cf_task *task,
                        int64_t deadline, cf_future **out) {
@@ -545,78 +731,68 @@ static int pool_submit(cf_executor *ex, const cf_task *task,
   cf_future *f = cf__future_alloc(out != NULL ? 2 : 1);
   if (f == NULL)
     return CF_ENOMEM;
-  f->fn = task->fn;
-  f->arg = task->arg;
+  f->u.task.fn = task->fn;
+  f->u.task.arg = task->arg;
   f->owner = p;
 
-  pthread_mutex_lock(&p->qlock);
+  worker *wake = NULL;
+  int rc = 0;
+  cf__spin_lock(&p->qlock);
   for (;;) {
-    int rc = 0;
     if (atomic_load_explicit(&p->broken, memory_order_relaxed))
       rc = CF_EBROKEN;
     else if (atomic_load_explicit(&p->shutdown, memory_order_relaxed))
       rc = CF_ESHUTDOWN;
-    else if (p->max_queued == 0 ||
-             (int64_t)atomic_load_explicit(&p->qlen, memory_order_relaxed) <
-                 p->max_queued)
+    if (rc != 0)
       break;
-    else if (is_own_worker(p)) {
-      /* Backpressure inside our own worker: make room by running work. */
-      pthread_mutex_unlock(&p->qlock);
-      cf_future *t = next_task(current_worker);
-      if (t != NULL)
-        run_one(current_worker, t);
-      else if (cf_now_ns() >= deadline)
-        rc = CF_EAGAIN;
-      else
-        sched_yield();
-      pthread_mutex_lock(&p->qlock);
-      if (rc == 0)
-        continue;
-    } else if (cf_now_ns() >= deadline) {
-      rc = CF_EAGAIN;
-    } else {
-      p->qspace_waiters++;
-      if (deadline == CF_FOREVER) {
-        pthread_cond_wait(&p->qspace, &p->qlock);
-      } else {
-        struct timespec ts = {(time_t)(deadline / 1000000000),
-                              (long)(deadline % 1000000000)};
-        pthread_cond_timedwait(&p->qspace, &p->qlock, &ts);
-      }
-      p->qspace_waiters--;
+    if (p->max_queued != 0 && (int64_t)p->qlen >= p->max_queued) {
+      cf__spin_unlock(&p->qlock);
+      rc = wait_for_room(p, deadline);
+      cf__spin_lock(&p->qlock);
+      if (rc != 0)
+        break;
       continue;
     }
-    pthread_mutex_unlock(&p->qlock);
-    free(f); /* never published: no destructor, no listeners */
+    f->u.task.arg_dtor = task->arg_dtor;
+    if (fifo_push_locked(p, f))
+      break;
+    f->u.task.arg_dtor = NULL;
+    /* Needs a new segment: allocate it outside the spinlock. */
+    cf__spin_unlock(&p->qlock);
+    qseg *s = cf__fault(CF__FAULT_ALLOC) ? NULL : malloc(sizeof *s);
+    cf__spin_lock(&p->qlock);
+    if (s == NULL) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    if (p->spare == NULL)
+      p->spare = s;
+    else
+      free(s);
+  }
+  if (rc != 0) {
+    cf__spin_unlock(&p->qlock);
+    cf__fcache_free(f); /* never published: no destructor, no listeners */
     return rc;
   }
-  f->arg_dtor = task->arg_dtor;
-  if (p->qtail != NULL)
-    p->qtail->qnext = f;
-  else
-    p->qhead = f;
-  p->qtail = f;
-  atomic_store_explicit(&p->qlen,
-                        atomic_load_explicit(&p->qlen, memory_order_relaxed) +
-                            1,
-                        memory_order_relaxed);
+  set_qlen_locked(p, p->qlen + 1);
   atomic_store_explicit(
       &p->submitted,
       atomic_load_explicit(&p->submitted, memory_order_relaxed) + 1,
       memory_order_relaxed);
-  pthread_mutex_unlock(&p->qlock);
+  wake = claim_idle_locked(p);
+  cf__spin_unlock(&p->qlock);
+  wake_claimed(wake);
   if (out != NULL)
     *out = f;
   /* After the enqueue, as Python's _adjust_thread_count: a worker that
    * starts now finds this task, so idle tokens match queued work. */
   if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
       p->max_workers) {
-    int rc = adjust_workers(p);
+    rc = adjust_workers(p);
     if (rc != 0)
       fail_queued_no_workers(p, rc);
   }
-  wake_one_if_needed(p);
   return 0;
 }
 
@@ -644,20 +820,14 @@ static void join_all(pool *p) {
 static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pool *p = (pool *)ex;
   pthread_mutex_lock(&p->wlock); /* orders us against spawn_locked */
-  pthread_mutex_lock(&p->qlock);
+  cf__spin_lock(&p->qlock);
   atomic_store(&p->shutdown, true);
-  if (p->qspace_waiters > 0)
-    pthread_cond_broadcast(&p->qspace);
-  pthread_mutex_unlock(&p->qlock);
+  cf__spin_unlock(&p->qlock);
   pthread_mutex_unlock(&p->wlock);
+  wake_space_waiters(p);
   if (cancel_futures) {
     atomic_store(&p->cancelling, true);
-    cf_future *list = take_everything(p);
-    while (list != NULL) {
-      cf_future *next = list->qnext;
-      settle(p, list, CF_ECANCELLED, NULL);
-      list = next;
-    }
+    settle_everything(p, CF_ECANCELLED, NULL);
   }
   wake_all(p);
   if (!wait)
@@ -673,13 +843,17 @@ static int pool_destroy(cf_executor *ex) {
   if (is_own_worker(p))
     return CF_EDEADLOCK;
   pool_shutdown(ex, true, false);
-  pthread_mutex_destroy(&p->qlock);
-  pthread_cond_destroy(&p->qspace);
+  for (qseg *s = p->qfirst, *next; s != NULL; s = next) {
+    next = s->next;
+    free(s);
+  }
+  free(p->spare);
   pthread_mutex_destroy(&p->wlock);
   pthread_cond_destroy(&p->joined_cv);
   free(p->workers);
   free(p->prefix);
   free(p->broken_msg);
+  p->qfirst = p->qlast = p->spare = NULL;
   p->workers = NULL;
   p->prefix = NULL;
   p->broken_msg = NULL;
@@ -757,18 +931,12 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts) {
     p->prefix = cf__asprintf("%s", o.thread_name_prefix);
   else
     p->prefix = cf__asprintf("cfpool%d", atomic_fetch_add(&pool_counter, 1));
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  if (p->workers == NULL || p->prefix == NULL ||
-      pthread_cond_init(&p->qspace, &ca) != 0) {
-    pthread_condattr_destroy(&ca);
+  if (p->workers == NULL || p->prefix == NULL) {
     free(p->workers);
     free(p->prefix);
     free(p);
     return CF_ENOMEM;
   }
-  pthread_condattr_destroy(&ca);
   memset(p->workers, 0, wbytes);
   p->max_workers = o.max_workers;
   p->max_queued = o.max_queued;
@@ -779,13 +947,6 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts) {
   p->sink.fn = o.on_callback_error;
   p->sink.ctx = o.on_callback_error_ctx;
   p->sink.failed = &p->callbacks_failed;
-  pthread_mutexattr_t ma;
-  pthread_mutexattr_init(&ma);
-#if defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
-  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-  pthread_mutex_init(&p->qlock, &ma);
-  pthread_mutexattr_destroy(&ma);
   pthread_mutex_init(&p->wlock, NULL);
   pthread_cond_init(&p->joined_cv, NULL);
   cf__executor_init(&p->base, &pool_vtable);

@@ -1,5 +1,6 @@
 /* util.c - errors, time and the small helpers of common.h. */
 #define _GNU_SOURCE /* strerrordesc_np, strerrorname_np */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,4 +96,19 @@ int64_t cf_deadline_after(int64_t timeout_ns) {
   if (timeout_ns > 0 && now > CF_FOREVER - timeout_ns)
     return CF_FOREVER;
   return now + timeout_ns;
+}
+
+void cf__spin_lock_slow(cf__spinlock *l) {
+  for (unsigned n = 0;; n++) {
+    while (atomic_load_explicit(&l->locked, memory_order_relaxed)) {
+      if (++n < 256) {
+        cf__cpu_relax();
+      } else {
+        sched_yield(); /* the holder may have been preempted */
+        n = 0;
+      }
+    }
+    if (!atomic_exchange_explicit(&l->locked, 1, memory_order_acquire))
+      return;
+  }
 }

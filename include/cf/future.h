@@ -243,10 +243,13 @@ CF_EXTERN int cf_future_set_running(cf_future *f);
  * Completes a PENDING or RUNNING future with a value (copied; NULL means
  * a zero value). On success the future owns value->u.ptr (its dtor will
  * run exactly once). Waiters wake and callbacks run in this thread before
- * this returns.
+ * this returns. A future an executor is running can only be completed by
+ * its task's return; completing one still pending takes it from the
+ * executor (which then never runs it, as with cancel).
  *
- * Returns 0; CF_EINVALSTATE if the future is already done (the caller
- * keeps ownership of the value); CF_EINVAL for NULL f.
+ * Returns 0; CF_EINVALSTATE if the future is already done or its task is
+ * running on an executor (the caller keeps ownership of the value);
+ * CF_EINVAL for NULL f.
  */
 CF_EXTERN int cf_future_set_result(cf_future *f, const cf_value *value);
 
