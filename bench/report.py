@@ -1,0 +1,107 @@
+"""Turns the RESULT lines of bench/run.sh into bench/RESULTS.md."""
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+TARGETS = {"throughput": 100.0, "latency": 2.0}  # the issue's targets
+TITLES = {
+    "throughput": "(a) Throughput: N no-op tasks submitted, then all waited",
+    "latency": "(b) Latency: submit one task and wait for its result, N times",
+    "map": "(c) map of N tiny items, one task per item",
+    "map_chunked": "(c) map of N tiny items, chunksize=1000",
+}
+ORDER = ["cfutures", "glib", "libuv", "naive", "python"]
+NAMES = {
+    "cfutures": "cfutures thread pool",
+    "glib": "GLib GThreadPool",
+    "libuv": "libuv uv_queue_work",
+    "naive": "naive mutex+condvar pool",
+    "python": "Python ThreadPoolExecutor",
+}
+
+
+def parse(path):
+    rows = []
+    for line in open(path):
+        if not line.startswith("RESULT "):
+            continue
+        fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+        fields["median"] = float(fields["median"])
+        rows.append(fields)
+    return rows
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def commit():
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], text=True,
+            stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main():
+    rows = parse(sys.argv[1])
+    command = sys.argv[2]
+    out = []
+    out.append("# Benchmark results\n")
+    out.append("Written by `bench/run.sh` (do not edit by hand). Command:\n")
+    out.append(f"    {command}\n")
+    out.append(f"- date: {datetime.date.today().isoformat()}, commit {commit()}")
+    out.append(f"- machine: {os.cpu_count()} CPUs ({cpu_model()}), "
+               f"{platform.system()} {platform.release()}")
+    out.append(f"- Python: {platform.python_version()} (/usr/bin/python3)")
+    out.append("- figures are medians of the runs listed; ratio = other / "
+               "cfutures (higher is slower than cfutures)\n")
+    for bench in ["throughput", "latency", "map", "map_chunked"]:
+        bench_rows = [r for r in rows if r["bench"] == bench]
+        if not bench_rows:
+            continue
+        bench_rows.sort(key=lambda r: ORDER.index(r["impl"]))
+        ours = next((r for r in bench_rows if r["impl"] == "cfutures"), None)
+        unit = bench_rows[0]["unit"]
+        out.append(f"## {TITLES[bench]}\n")
+        if bench in TARGETS and ours:
+            ok = "met" if ours["median"] <= TARGETS[bench] else "NOT met"
+            out.append(f"Target: <= {TARGETS[bench]:g} {unit} for cfutures "
+                       f"({ok}: {ours['median']:.2f}).\n")
+        out.append(f"| implementation | N | workers | median {unit} | ratio | runs |")
+        out.append("| --- | ---: | ---: | ---: | ---: | --- |")
+        for r in bench_rows:
+            ratio = (f"{r['median'] / ours['median']:.1f}x"
+                     if ours and ours["median"] > 0 else "-")
+            out.append(f"| {NAMES.get(r['impl'], r['impl'])} | {r['n']} | "
+                       f"{r['workers']} | {r['median']:.2f} | {ratio} | "
+                       f"{r['runs'].replace(',', ', ')} |")
+        out.append("")
+    out.append("Notes:\n")
+    out.append("- GLib and libuv have no futures: their tasks signal "
+               "completion through a counter and a condition variable "
+               "(GLib) or the loop's after-work callback (libuv), which is "
+               "how their users wait. The naive pool has a done flag per "
+               "task and one shared condition variable. cfutures and "
+               "Python create, complete and wait on a real future per "
+               "task.")
+    out.append("- Python's ThreadPoolExecutor accepts chunksize but ignores "
+               "it, so its two map rows measure the same thing.")
+    out.append("- The first run of each C benchmark in a fresh process pays "
+               "for faulting in the memory of a million live tasks (about "
+               "12 us per 4 KiB page on this VM; see bench/NOTES.md); the "
+               "median reflects the warm steady state.")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
