@@ -3,9 +3,11 @@
  *
  * Data flow. submit() allocates the future (which is also the task record:
  * one allocation per task) and appends a pointer to it to the pool's FIFO,
- * a list of array segments, under qlock. A worker that runs dry takes
- * everything queued, up to BATCH_MAX, in one critical section: the first
- * item to run now, the rest into its `slots`. The lock is taken once per
+ * a list of array segments, under qlock. A worker that runs dry takes one
+ * task if another worker is idle (so tasks start in submission order, as
+ * with Python's single queue), or, when all are busy, everything queued up
+ * to BATCH_MAX in one critical section: the first item to run now, the
+ * rest into its `slots`. The lock is taken once per
  * batch and a batch is copied from contiguous memory, because on the
  * target machines moving one cache line between cores costs ~220 ns
  * (bench/NOTES.md): every line both sides touch must be paid for once per
@@ -65,6 +67,8 @@
 #define MAX_DEPTH 32
 #define IDLE_SPIN_NS 50000
 #define SEG_CAP 254 /* a segment is 2 KiB */
+/* Tasks shorter than this on average are batched (see next_task). */
+#define SHORT_TASK_NS 2000
 
 typedef struct pool pool;
 
@@ -78,13 +82,21 @@ typedef struct qseg {
 
 typedef struct worker {
   /* Tasks this worker took from the FIFO and has not started. The owner
-   * takes slot_pos..slot_end in order; stealers take from the end. */
+   * takes slot_pos..slot_end in order; stealers take the oldest too. */
   _Atomic(cf_future *) slots[BATCH_MAX];
-  /* Counters: written by this worker only, read by stats. */
-  _Atomic uint64_t started, completed, failed, cancelled;
+  /* Counters: written by this worker only (per task), read by stats;
+   * on their own line, away from the fields other workers poll. */
+  _Atomic uint64_t started __attribute__((aligned(CF__CACHELINE)));
+  _Atomic uint64_t completed, failed, cancelled;
   /* Owner-only fields. */
-  int slot_pos, slot_end;
+  int slot_pos __attribute__((aligned(CF__CACHELINE)));
+  int slot_end;
   bool token_given; /* offered an idle token since its last task */
+  /* When this worker last took from the FIFO, and how many tasks: the
+   * time to its next take gives the length of its tasks. */
+  int64_t take_ns;
+  int take_n;
+  bool short_tasks; /* its recent tasks averaged under SHORT_TASK_NS */
   int depth;        /* nesting of tasks run on this stack */
   cf_future *running[MAX_DEPTH]; /* the futures being run, outermost first */
   /* 1 while parked and unclaimed; a waker sets 0 and wakes it. */
@@ -171,7 +183,14 @@ static bool is_own_worker(pool *p) {
 
 static void set_qlen_locked(pool *p, size_t n) {
   p->qlen = n;
-  atomic_store_explicit(&p->qlen_pub, n, memory_order_relaxed);
+  /* seq_cst only for bounded queues: it pairs with a blocked producer's
+   * announce-then-recheck in wait_for_room (wake_space_waiters). Two
+   * calls, not a computed order: compilers treat a non-constant order as
+   * seq_cst, a locked instruction on every submit. */
+  if (p->max_queued != 0)
+    atomic_store_explicit(&p->qlen_pub, n, memory_order_seq_cst);
+  else
+    atomic_store_explicit(&p->qlen_pub, n, memory_order_relaxed);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -257,8 +276,10 @@ static bool anything_stealable(pool *p) {
 /* Wakes producers blocked on a full queue (call after making room or
  * changing state, without qlock). */
 static void wake_space_waiters(pool *p) {
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&p->space_waiters, memory_order_relaxed) > 0) {
+  /* Dekker with wait_for_room: we stored qlen_pub (or shutdown/broken)
+   * seq_cst, then load space_waiters seq_cst; the producer increments
+   * space_waiters, then loads qlen_pub. One of us sees the other. */
+  if (atomic_load(&p->space_waiters) > 0) {
     atomic_fetch_add(&p->space_seq, 1);
     cf__park_wake(&p->space_seq, INT32_MAX);
   }
@@ -367,48 +388,27 @@ static void settle_everything(pool *p, int err, const char *msg) {
 
 /* The next task for worker w: its own slots, then a batch from the FIFO,
  * then one stolen from another worker. NULL if there is none. */
-static cf_future *next_task(worker *w) {
+/* Moves a batch taken from the FIFO into w's (empty) slots: the first
+ * task is returned, the others are slotted for w to run next. */
+static cf_future *slot_batch(worker *w, cf_future **batch, size_t k) {
+  for (size_t i = 1; i < k; i++)
+    /* Release: a stealer's exchange must see the task's fields. */
+    atomic_store_explicit(&w->slots[i - 1], batch[i], memory_order_release);
+  w->slot_pos = 0;
+  w->slot_end = (int)k - 1;
+  return batch[0];
+}
+
+/* Takes a task from another worker's slots (and runs it rather than
+ * slotting it, so stolen work never hides from other workers). Slots
+ * only ever hold short tasks (see next_task), so their order matters
+ * little; taking the youngest keeps the thief off the cache line the
+ * owner is working through. */
+static cf_future *steal(worker *w) {
   pool *p = w->p;
-  while (w->slot_pos < w->slot_end) {
-    cf_future *f = atomic_exchange_explicit(&w->slots[w->slot_pos++], NULL,
-                                            memory_order_acquire);
-    if (f != NULL)
-      return f;
-  }
-  if (atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0) {
-    cf_future *batch[BATCH_MAX];
-    cf__spin_lock(&p->qlock);
-    size_t k = fifo_take_locked(p, batch, BATCH_MAX);
-    worker *wake = NULL;
-    if (k > 0) {
-      for (size_t i = 1; i < k; i++)
-        /* Release: a stealer's exchange must see the task's fields. */
-        atomic_store_explicit(&w->slots[i - 1], batch[i],
-                              memory_order_release);
-      w->slot_pos = 0;
-      w->slot_end = (int)k - 1;
-      /* Work is left (queued, or in our slots): let another worker in.
-       * Under the lock, so a parking worker either is seen here or sees
-       * our slots when it re-checks. */
-      if (p->qlen > 0 || k > 1)
-        wake = claim_idle_locked(p);
-    }
-    cf__spin_unlock(&p->qlock);
-    if (k > 0) {
-      wake_claimed(wake);
-      if (p->max_queued != 0)
-        wake_space_waiters(p);
-      for (size_t i = 0; i < k && i < 4; i++)
-        __builtin_prefetch(batch[i], 1);
-      return batch[0];
-    }
-  }
-  /* Steal from the end of another worker's slots. */
   int n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
-  for (int i = 0; i < n; i++) {
-    worker *v = &p->workers[(w->index + 1 + i) % n];
-    if (v == w)
-      continue;
+  for (int i = 1; i < n; i++) {
+    worker *v = &p->workers[(w->index + i) % n];
     for (int j = BATCH_MAX - 1; j >= 0; j--) {
       if (atomic_load_explicit(&v->slots[j], memory_order_relaxed) == NULL)
         continue;
@@ -419,6 +419,67 @@ static cf_future *next_task(worker *w) {
     }
   }
   return NULL;
+}
+
+/* The next task for worker w: its own slots, then the FIFO, then the
+ * oldest task in another worker's slots. NULL if there is none.
+ *
+ * Batching. Taking one task per lock costs a cache-line transfer per task
+ * between the submitter and the workers (~220 ns here), which dominates
+ * short tasks; so a worker whose recent tasks were short (measured: the
+ * time between its FIFO takes over the tasks taken) takes up to
+ * BATCH_MAX at once. A worker running longer tasks takes one at a time,
+ * which costs nothing noticeable and keeps Python's behaviour exactly:
+ * tasks start in submission order, and none waits in a busy worker's
+ * slots. No batching either while the pool is still starting workers
+ * (the worker being started must find the task it was started for). The
+ * one compromise: a long task that arrives inside a batch of short ones
+ * delays the rest of that batch until the FIFO is empty (then other
+ * workers steal it) or the long task ends. */
+static cf_future *next_task(worker *w) {
+  pool *p = w->p;
+  while (w->slot_pos < w->slot_end) {
+    cf_future *f = atomic_exchange_explicit(&w->slots[w->slot_pos++], NULL,
+                                            memory_order_acquire);
+    if (f != NULL)
+      return f;
+  }
+  if (atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0) {
+    int64_t now = cf_now_ns();
+    if (w->take_n > 0)
+      w->short_tasks = now - w->take_ns < (int64_t)w->take_n * SHORT_TASK_NS;
+    size_t max =
+        w->short_tasks && atomic_load_explicit(&p->nworkers,
+                                               memory_order_relaxed) ==
+                              p->max_workers
+            ? BATCH_MAX
+            : 1;
+    cf_future *batch[BATCH_MAX];
+    cf__spin_lock(&p->qlock);
+    size_t k = fifo_take_locked(p, batch, max);
+    worker *wake = NULL;
+    if (k > 0) {
+      slot_batch(w, batch, k);
+      /* Work is left (queued, or in our slots): let another worker in.
+       * Under the lock, so a parking worker either is seen here or sees
+       * our slots when it re-checks. */
+      if (p->qlen > 0 || k > 1)
+        wake = claim_idle_locked(p);
+    }
+    cf__spin_unlock(&p->qlock);
+    if (k > 0) {
+      w->take_ns = now;
+      w->take_n = (int)k;
+      wake_claimed(wake);
+      if (p->max_queued != 0)
+        wake_space_waiters(p);
+      for (size_t i = 0; i < k && i < 4; i++)
+        __builtin_prefetch(batch[i], 1);
+      return batch[0];
+    }
+  }
+  w->take_n = 0; /* the FIFO ran dry: the next gap is idle time */
+  return steal(w);
 }
 
 static inline void bump(_Atomic uint64_t *c) {
@@ -575,14 +636,15 @@ static bool stop_ready(worker *w, void *ctx) {
 static bool idle(worker *w) {
   pool *p = w->p;
   bool keep = true;
-  atomic_fetch_add(&p->idle_now, 1);
   /* One token per idle period (Python's idle semaphore): a submit that
    * claims it does not start a thread. The worker never takes it back:
-   * if it finds the work itself, the claim was still right. */
+   * if it finds the work itself, the claim was still right. Offered
+   * before idle_now counts us, so whoever sees us idle finds the token. */
   if (!w->token_given) {
     w->token_given = true;
     atomic_fetch_add(&p->idle_tokens, 1);
   }
+  atomic_fetch_add(&p->idle_now, 1);
   int zero = 0;
   if (atomic_compare_exchange_strong(&p->spinning, &zero, 1)) {
     int64_t end = cf_now_ns() + IDLE_SPIN_NS;
