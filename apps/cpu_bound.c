@@ -14,11 +14,11 @@
  * ThreadPoolExecutor default, min(32, cpus + 4); --quick uses fib(30)
  * instead of fib(35), for the test suite)
  */
-#include <string.h>
 #include <cf/cfutures.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static long fib(long n) { return n < 2 ? n : fib(n - 2) + fib(n - 1); }
@@ -108,7 +108,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   printf("CPU-bound workloads: sequential vs a cfutures thread pool of %d "
-         "workers on %ld CPUs\n\n", workers, cpus);
+         "workers on %ld CPUs\n\n",
+         workers, cpus);
   cf_thread_pool_opts opts = {.max_workers = workers};
   cf_executor *ex;
   int rc = cf_thread_pool_new(&ex, &opts);

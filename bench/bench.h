@@ -52,13 +52,20 @@ typedef struct bench_args {
 
 static inline bench_args bench_parse(int argc, char **argv) {
   bench_args a = {1000000, 20000, 5, 2};
-  if (argc > 1) a.n_tasks = atol(argv[1]);
-  if (argc > 2) a.n_rounds = atol(argv[2]);
-  if (argc > 3) a.runs = atoi(argv[3]);
-  if (argc > 4) a.workers = atoi(argv[4]);
-  if (a.runs < 1) a.runs = 1;
-  if (a.runs > 64) a.runs = 64;
-  if (a.workers < 1) a.workers = 1;
+  if (argc > 1)
+    a.n_tasks = atol(argv[1]);
+  if (argc > 2)
+    a.n_rounds = atol(argv[2]);
+  if (argc > 3)
+    a.runs = atoi(argv[3]);
+  if (argc > 4)
+    a.workers = atoi(argv[4]);
+  if (a.runs < 1)
+    a.runs = 1;
+  if (a.runs > 64)
+    a.runs = 64;
+  if (a.workers < 1)
+    a.workers = 1;
   return a;
 }
 

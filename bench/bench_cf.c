@@ -71,8 +71,8 @@ int main(int argc, char **argv) {
     v[r] = (double)(bench_now_ns() - t0) / (double)a.n_rounds / 1000.0;
     cf_executor_free(ex);
   }
-  bench_report("cfutures", "latency", a.n_rounds, a.workers, "us/roundtrip",
-               v, a.runs);
+  bench_report("cfutures", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
+               a.runs);
 
   for (int chunked = 0; chunked < 2; chunked++) {
     for (int r = 0; r < a.runs; r++) {

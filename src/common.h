@@ -13,17 +13,17 @@
 
 /* Invariant checks that stay on in release builds: a failure is a bug in
  * cfutures, never a user error (those get CF_EINVAL). */
-#define CF__ASSERT(x)                                                        \
-  do {                                                                       \
-    if (__builtin_expect(!(x), 0))                                           \
-      cf__assert_fail(#x, __FILE__, __LINE__);                               \
+#define CF__ASSERT(x)                                                          \
+  do {                                                                         \
+    if (__builtin_expect(!(x), 0))                                             \
+      cf__assert_fail(#x, __FILE__, __LINE__);                                 \
   } while (0)
 
 #define CF__LIKELY(x) __builtin_expect(!!(x), 1)
 #define CF__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define cf__container_of(ptr, type, member)                                  \
-  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define cf__container_of(ptr, type, member)                                    \
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define CF__CACHELINE 64
 
@@ -51,8 +51,8 @@ typedef struct cf__spinlock {
 void cf__spin_lock_slow(cf__spinlock *l);
 
 static inline void cf__spin_lock(cf__spinlock *l) {
-  if (__builtin_expect(!atomic_exchange_explicit(&l->locked, 1,
-                                                 memory_order_acquire), 1))
+  if (__builtin_expect(
+          !atomic_exchange_explicit(&l->locked, 1, memory_order_acquire), 1))
     return;
   cf__spin_lock_slow(l);
 }
@@ -63,8 +63,7 @@ static inline void cf__spin_unlock(cf__spinlock *l) {
 
 /* malloc'ed printf; NULL on allocation failure or a NULL fmt. */
 char *cf__vasprintf(const char *fmt, va_list ap);
-char *cf__asprintf(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+char *cf__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* How long a waiter spins before it sleeps (ns). A cross-core round trip
  * (submit, run, complete) takes about a microsecond on the target

@@ -348,7 +348,8 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
   m->state = state;
   m->chunksize = (size_t)(o.chunksize > 1 ? o.chunksize : 1);
   m->window = (size_t)o.prefetch;
-  m->deadline = o.timeout_ns == 0 ? CF_FOREVER : cf_deadline_after(o.timeout_ns);
+  m->deadline =
+      o.timeout_ns == 0 ? CF_FOREVER : cf_deadline_after(o.timeout_ns);
   while (map_submit_one(m))
     ;
   /* If the very first submission was refused because of the executor's
@@ -420,9 +421,8 @@ int cf_map_next(cf_map *m, cf_value *out) {
     ;
   if (m->count == 0) {
     if (m->input_err < 0)
-      return map_fail(m, m->input_err, m->input_err == CF_ENOMEM
-                                           ? "map: out of memory"
-                                           : NULL);
+      return map_fail(m, m->input_err,
+                      m->input_err == CF_ENOMEM ? "map: out of memory" : NULL);
     return 0;
   }
   int rc = map_yield_head(m, out);

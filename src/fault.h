@@ -24,8 +24,8 @@ bool cf__fault_check(cf__fault_point point);
 
 /* True if this check must fail. Costs one relaxed load when disarmed. */
 static inline bool cf__fault(cf__fault_point point) {
-  if (__builtin_expect(atomic_load_explicit(&cf__fault_armed,
-                                            memory_order_relaxed) == 0, 1))
+  if (__builtin_expect(
+          atomic_load_explicit(&cf__fault_armed, memory_order_relaxed) == 0, 1))
     return false;
   return cf__fault_check(point);
 }

@@ -28,7 +28,8 @@
 static pthread_mutex_t stripes[NSTRIPES] = {
 #define M1 PTHREAD_MUTEX_INITIALIZER
 #define M8 M1, M1, M1, M1, M1, M1, M1, M1
-    M8, M8, M8, M8, M8, M8, M8, M8
+    M8, M8, M8, M8, M8,
+    M8, M8, M8
 #undef M8
 #undef M1
 };
@@ -173,8 +174,8 @@ void cf_future_unref(cf_future *f) {
       l = next;
     }
   }
-  uint32_t st = atomic_load_explicit(&f->state, memory_order_relaxed) &
-                CF__ST_MASK;
+  uint32_t st =
+      atomic_load_explicit(&f->state, memory_order_relaxed) & CF__ST_MASK;
   if (st == CF_PENDING) {
     /* A task that never left PENDING (its executor never took it). */
     if (f->u.task.arg_dtor != NULL)
@@ -210,15 +211,13 @@ bool cf_future_done(const cf_future *f) {
 }
 
 bool cf_future_running(const cf_future *f) {
-  return f != NULL &&
-         (atomic_load_explicit(&f->state, memory_order_acquire) &
-          CF__ST_MASK) == CF_RUNNING;
+  return f != NULL && (atomic_load_explicit(&f->state, memory_order_acquire) &
+                       CF__ST_MASK) == CF_RUNNING;
 }
 
 bool cf_future_cancelled(const cf_future *f) {
-  return f != NULL &&
-         (atomic_load_explicit(&f->state, memory_order_acquire) &
-          CF__ST_MASK) == CF_CANCELLED;
+  return f != NULL && (atomic_load_explicit(&f->state, memory_order_acquire) &
+                       CF__ST_MASK) == CF_CANCELLED;
 }
 
 const char *cf_future_state_name(cf_future_state state) {
@@ -426,8 +425,8 @@ int cf_future_set_running(cf_future *f) {
     return CF_EINVAL;
   if (cf__future_claim(f))
     return 0;
-  uint32_t st = atomic_load_explicit(&f->state, memory_order_acquire) &
-                CF__ST_MASK;
+  uint32_t st =
+      atomic_load_explicit(&f->state, memory_order_acquire) & CF__ST_MASK;
   return (st == CF_CANCELLED || st == CF__ST_CANCELLING) ? CF_ECANCELLED
                                                          : CF_EINVALSTATE;
 }
@@ -474,10 +473,9 @@ int cf__future_listen(cf_future *f, cf__listener *l) {
       return 1;
     }
     if ((s & CF__FL_LISTENERS) ||
-        atomic_compare_exchange_weak_explicit(&f->state, &s,
-                                              s | CF__FL_LISTENERS,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
+        atomic_compare_exchange_weak_explicit(
+            &f->state, &s, s | CF__FL_LISTENERS, memory_order_acq_rel,
+            memory_order_acquire))
       break;
   }
   /* The completer sees LISTENERS in its exchange and takes this lock, so
@@ -579,10 +577,9 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
     if (cf__state_final(s))
       return 0;
     if (!(s & CF__FL_WAITERS)) {
-      if (!atomic_compare_exchange_weak_explicit(&f->state, &s,
-                                                 s | CF__FL_WAITERS,
-                                                 memory_order_acquire,
-                                                 memory_order_acquire))
+      if (!atomic_compare_exchange_weak_explicit(
+              &f->state, &s, s | CF__FL_WAITERS, memory_order_acquire,
+              memory_order_acquire))
         continue;
       s |= CF__FL_WAITERS;
     }
@@ -610,8 +607,7 @@ int cf_future_wait(cf_future *f, int64_t timeout_ns) {
   return cf_future_wait_until(f, cf_deadline_after(timeout_ns));
 }
 
-int cf_future_result(cf_future *f, int64_t timeout_ns,
-                     const cf_value **value) {
+int cf_future_result(cf_future *f, int64_t timeout_ns, const cf_value **value) {
   if (value != NULL)
     *value = NULL;
   int rc = cf_future_wait(f, timeout_ns);

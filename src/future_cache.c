@@ -68,11 +68,11 @@ typedef struct block {
 _Static_assert(sizeof(block) <= BLOCK, "a free block fits in a future");
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static block *chains;       /* global stack of chains (guarded by mu) */
+static block *chains;         /* global stack of chains (guarded by mu) */
 static char *bump, *bump_end; /* the chunk being carved (guarded by mu) */
 
 typedef struct tcache {
-  block *cur;   /* free blocks, LIFO */
+  block *cur; /* free blocks, LIFO */
   uint32_t ncur;
   block *spare; /* a full chain (count == BATCH), or NULL */
   bool registered;

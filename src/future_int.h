@@ -82,9 +82,9 @@ typedef struct cf__cb_sink {
 struct cf_future {
   _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
-  void *owner; /* the executor that queued it, or NULL */
+  void *owner;             /* the executor that queued it, or NULL */
   cf__listener *listeners; /* first node of a circular list, or NULL */
-  int err; /* outcome: 0, a task code, or CF_ECANCELLED */
+  int err;                 /* outcome: 0, a task code, or CF_ECANCELLED */
   union {
     /* While PENDING/RUNNING: written by the executor before the future
      * is published; read by whoever takes it out of PENDING. */

@@ -31,15 +31,17 @@ int cf__park_wait(_Atomic uint32_t *addr, uint32_t seen, int64_t deadline_ns) {
     ts.tv_nsec = (long)(deadline_ns % 1000000000);
     tsp = &ts;
   }
-  long r = syscall(SYS_futex, (uint32_t *)(uintptr_t)addr, FUTEX_WAIT_BITSET_PRIVATE,
-                   seen, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+  long r =
+      syscall(SYS_futex, (uint32_t *)(uintptr_t)addr, FUTEX_WAIT_BITSET_PRIVATE,
+              seen, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
   if (r == -1 && errno == ETIMEDOUT)
     return CF_ETIMEDOUT;
   return 0; /* woken, EAGAIN (value changed) or EINTR: caller re-checks */
 }
 
 void cf__park_wake(_Atomic uint32_t *addr, int n) {
-  syscall(SYS_futex, (uint32_t *)(uintptr_t)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+  syscall(SYS_futex, (uint32_t *)(uintptr_t)addr, FUTEX_WAKE_PRIVATE, n, NULL,
+          NULL, 0);
 }
 
 #else /* portable fallback */

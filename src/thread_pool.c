@@ -267,8 +267,8 @@ static bool anything_stealable(pool *p) {
   int n = atomic_load_explicit(&p->nworkers, memory_order_acquire);
   for (int i = 0; i < n; i++)
     for (int j = 0; j < BATCH_MAX; j++)
-      if (atomic_load_explicit(&p->workers[i].slots[j],
-                               memory_order_relaxed) != NULL)
+      if (atomic_load_explicit(&p->workers[i].slots[j], memory_order_relaxed) !=
+          NULL)
         return true;
   return false;
 }
@@ -412,8 +412,8 @@ static cf_future *steal(worker *w) {
     for (int j = BATCH_MAX - 1; j >= 0; j--) {
       if (atomic_load_explicit(&v->slots[j], memory_order_relaxed) == NULL)
         continue;
-      cf_future *f = atomic_exchange_explicit(&v->slots[j], NULL,
-                                              memory_order_acquire);
+      cf_future *f =
+          atomic_exchange_explicit(&v->slots[j], NULL, memory_order_acquire);
       if (f != NULL)
         return f;
     }
@@ -448,12 +448,11 @@ static cf_future *next_task(worker *w) {
     int64_t now = cf_now_ns();
     if (w->take_n > 0)
       w->short_tasks = now - w->take_ns < (int64_t)w->take_n * SHORT_TASK_NS;
-    size_t max =
-        w->short_tasks && atomic_load_explicit(&p->nworkers,
-                                               memory_order_relaxed) ==
-                              p->max_workers
-            ? BATCH_MAX
-            : 1;
+    size_t max = w->short_tasks && atomic_load_explicit(&p->nworkers,
+                                                        memory_order_relaxed) ==
+                                       p->max_workers
+                     ? BATCH_MAX
+                     : 1;
     cf_future *batch[BATCH_MAX];
     cf__spin_lock(&p->qlock);
     size_t k = fifo_take_locked(p, batch, max);
@@ -500,8 +499,8 @@ static void run_claimed(worker *w, cf_future *f) {
 
 static void run_one(worker *w, cf_future *f) {
   pool *p = w->p;
-  if (CF__UNLIKELY(atomic_load_explicit(&p->cancelling,
-                                        memory_order_relaxed))) {
+  if (CF__UNLIKELY(
+          atomic_load_explicit(&p->cancelling, memory_order_relaxed))) {
     settle(p, f, CF_ECANCELLED, NULL);
     return;
   }
@@ -612,9 +611,9 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
 /* Workers                                                                 */
 
 static void break_pool(pool *p, int rc) {
-  char *msg = cf__asprintf(
-      "a worker initializer failed (%s); the pool is broken: %s",
-      cf_err_name(rc), cf_strerror(rc));
+  char *msg =
+      cf__asprintf("a worker initializer failed (%s); the pool is broken: %s",
+                   cf_err_name(rc), cf_strerror(rc));
   cf__spin_lock(&p->qlock);
   if (!atomic_load(&p->broken)) {
     p->broken_msg = msg;
@@ -747,8 +746,7 @@ static int adjust_workers(pool *p) {
 /* No worker exists and none could start: queued work cannot run, so it
  * fails (the task that triggered this included) instead of hanging. */
 static void fail_queued_no_workers(pool *p, int rc) {
-  char *msg = cf__asprintf("cannot start a worker thread: %s",
-                           cf_strerror(rc));
+  char *msg = cf__asprintf("cannot start a worker thread: %s", cf_strerror(rc));
   settle_everything(p, rc, msg);
   free(msg);
 }
@@ -783,8 +781,8 @@ static int wait_for_room(pool *p, int64_t deadline) {
   return 0;
 }
 
-static int pool_submit(cf_executor *ex, const cf_task *task,
-                       int64_t deadline, cf_future **out) {
+static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
+                       cf_future **out) {
   pool *p = (pool *)ex;
   if (atomic_load_explicit(&p->broken, memory_order_relaxed))
     return CF_EBROKEN;
@@ -931,15 +929,15 @@ static void pool_stats(cf_executor *ex, cf_executor_stats *st) {
   /* Read the later stages first so that, while tasks move on, derived
    * counts err towards zero rather than wrap. */
   for (int i = 0; i < n; i++) {
-    completed += atomic_load_explicit(&p->workers[i].completed,
-                                      memory_order_relaxed);
+    completed +=
+        atomic_load_explicit(&p->workers[i].completed, memory_order_relaxed);
     failed += atomic_load_explicit(&p->workers[i].failed, memory_order_relaxed);
   }
   for (int i = 0; i < n; i++) {
-    started += atomic_load_explicit(&p->workers[i].started,
-                                    memory_order_relaxed);
-    cancelled += atomic_load_explicit(&p->workers[i].cancelled,
-                                      memory_order_relaxed);
+    started +=
+        atomic_load_explicit(&p->workers[i].started, memory_order_relaxed);
+    cancelled +=
+        atomic_load_explicit(&p->workers[i].cancelled, memory_order_relaxed);
   }
   uint64_t settled_c = atomic_load(&p->settled_cancelled);
   uint64_t settled_f = atomic_load(&p->settled_failed);
@@ -949,7 +947,8 @@ static void pool_stats(cf_executor *ex, cf_executor_stats *st) {
   st->completed = completed;
   st->failed = failed + settled_f;
   st->cancelled = cancelled + settled_c;
-  st->queued = sub_floor(submitted, started + cancelled + settled_c + settled_f);
+  st->queued =
+      sub_floor(submitted, started + cancelled + settled_c + settled_f);
   st->callbacks_failed = atomic_load(&p->callbacks_failed);
   st->workers = (uint32_t)n;
   int idle_now = atomic_load(&p->idle_now);
@@ -962,8 +961,8 @@ static int pool_max_workers(cf_executor *ex) {
 }
 
 static const cf__executor_vtable pool_vtable = {
-    "thread_pool", pool_submit, pool_shutdown, pool_destroy, pool_stats,
-    pool_max_workers};
+    "thread_pool", pool_submit, pool_shutdown,
+    pool_destroy,  pool_stats,  pool_max_workers};
 
 int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts) {
   if (out != NULL)
@@ -977,18 +976,17 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts) {
     return CF_EINVAL;
   if (o.max_workers == 0)
     o.max_workers = cf_thread_pool_default_workers();
-  pool *p = cf__fault(CF__FAULT_ALLOC)
-                ? NULL
-                : aligned_alloc(CF__CACHELINE,
-                                (sizeof *p + CF__CACHELINE - 1) /
-                                    CF__CACHELINE * CF__CACHELINE);
+  pool *p =
+      cf__fault(CF__FAULT_ALLOC)
+          ? NULL
+          : aligned_alloc(CF__CACHELINE, (sizeof *p + CF__CACHELINE - 1) /
+                                             CF__CACHELINE * CF__CACHELINE);
   if (p == NULL)
     return CF_ENOMEM;
   memset(p, 0, sizeof *p);
   size_t wbytes = (size_t)o.max_workers * sizeof(worker);
-  p->workers = cf__fault(CF__FAULT_ALLOC)
-                   ? NULL
-                   : aligned_alloc(CF__CACHELINE, wbytes);
+  p->workers =
+      cf__fault(CF__FAULT_ALLOC) ? NULL : aligned_alloc(CF__CACHELINE, wbytes);
   if (o.thread_name_prefix != NULL)
     p->prefix = cf__asprintf("%s", o.thread_name_prefix);
   else

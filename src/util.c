@@ -43,8 +43,8 @@ const char *cf_strerror(int code) {
   switch (code) {
   case 0:
     return "success";
-#define CF__ERRNO_MSG(name, value, msg)                                      \
-  case value:                                                                \
+#define CF__ERRNO_MSG(name, value, msg)                                        \
+  case value:                                                                  \
     return msg;
     CF_ERRNO_MAP(CF__ERRNO_MSG)
 #undef CF__ERRNO_MSG
@@ -65,8 +65,8 @@ const char *cf_err_name(int code) {
   switch (code) {
   case 0:
     return "OK";
-#define CF__ERRNO_NAME(name, value, msg)                                     \
-  case value:                                                                \
+#define CF__ERRNO_NAME(name, value, msg)                                       \
+  case value:                                                                  \
     return "CF_" #name;
     CF_ERRNO_MAP(CF__ERRNO_NAME)
 #undef CF__ERRNO_NAME

@@ -16,10 +16,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "cf/executor.h"
 #include "common.h"
 #include "fault.h"
 #include "future_int.h"
-#include "cf/executor.h"
 
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
@@ -109,10 +109,10 @@ struct cf_as_completed {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   ac_node *nodes;
-  size_t n;                   /* distinct futures */
-  ac_node *done_head;         /* done, not yet yielded (guarded by mu) */
+  size_t n;           /* distinct futures */
+  ac_node *done_head; /* done, not yet yielded (guarded by mu) */
   ac_node **done_tail;
-  _Atomic size_t remaining;   /* not yet yielded (written under mu) */
+  _Atomic size_t remaining; /* not yet yielded (written under mu) */
   int64_t deadline;
   bool timed_out;
 };
@@ -255,8 +255,8 @@ void cf_as_completed_free(cf_as_completed *it) {
 typedef struct waiter {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  size_t done;       /* distinct futures done (guarded by mu) */
-  size_t failed;     /* of which finished with an error */
+  size_t done;   /* distinct futures done (guarded by mu) */
+  size_t failed; /* of which finished with an error */
 } waiter;
 
 typedef struct wait_node {

@@ -138,6 +138,17 @@ bool eventually(bool (*pred)(void *arg), void *arg) {
   return true;
 }
 
+cf_executor *make_pool_with(const cf_thread_pool_opts *opts) {
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&ex, opts), 0);
+  assert_non_null(ex);
+  return ex;
+}
+
+cf_executor *make_pool(int max_workers) {
+  return make_pool_with(&(cf_thread_pool_opts){.max_workers = max_workers});
+}
+
 pthread_t spawn(void *(*fn)(void *), void *arg) {
   pthread_t t;
   if (pthread_create(&t, NULL, fn, arg) != 0) {

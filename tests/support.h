@@ -13,6 +13,7 @@
 #ifndef CF_TEST_SUPPORT_H
 #define CF_TEST_SUPPORT_H
 
+/* cmocka needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,13 +28,12 @@
 #include "cf/cfutures.h"
 
 #define CF_TEST(name) static void name(void **state)
-#define CF_CASE(name)                                                        \
+#define CF_CASE(name)                                                          \
   cmocka_unit_test_setup_teardown(name, cf_test_setup, cf_test_teardown)
-#define CF_TEST_MAIN(...)                                                    \
-  int main(int argc, char **argv) {                                          \
-    static const struct CMUnitTest tests_[] = {__VA_ARGS__};                 \
-    return cf_test_main(argc, argv, tests_,                                  \
-                        sizeof tests_ / sizeof tests_[0]);                   \
+#define CF_TEST_MAIN(...)                                                      \
+  int main(int argc, char **argv) {                                            \
+    static const struct CMUnitTest tests_[] = {__VA_ARGS__};                   \
+    return cf_test_main(argc, argv, tests_, sizeof tests_ / sizeof tests_[0]); \
   }
 
 int cf_test_main(int argc, char **argv, const struct CMUnitTest *tests,
@@ -42,13 +42,13 @@ int cf_test_setup(void **state);
 int cf_test_teardown(void **state);
 
 extern _Atomic int cf_test_thread_failures;
-#define TCHECK(cond)                                                         \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: check failed in a thread: %s\n", __FILE__,    \
-              __LINE__, #cond);                                              \
-      atomic_fetch_add(&cf_test_thread_failures, 1);                         \
-    }                                                                        \
+#define TCHECK(cond)                                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: check failed in a thread: %s\n", __FILE__,       \
+              __LINE__, #cond);                                                \
+      atomic_fetch_add(&cf_test_thread_failures, 1);                           \
+    }                                                                          \
   } while (0)
 
 /* Generous limit for things that must happen "soon": a correctness bound,
@@ -84,13 +84,18 @@ void counter_destroy(counter *c);
  * conditions that have no event to wait on (pool statistics). */
 bool eventually(bool (*pred)(void *arg), void *arg);
 
+/* A thread pool with max_workers, or with options (asserts on failure;
+ * main thread only). */
+cf_executor *make_pool(int max_workers);
+cf_executor *make_pool_with(const cf_thread_pool_opts *opts);
+
 /* Starts a thread; aborts the test on failure. */
 pthread_t spawn(void *(*fn)(void *), void *arg);
 
 /* Common tasks. */
-int task_return_arg(void *arg, cf_value *result);   /* result.i = (intptr_t)arg */
-int task_wait_gate(void *arg, cf_value *result);    /* waits on (gate *)arg */
-int task_fail(void *arg, cf_value *result);         /* cf_raise((intptr_t)arg, ...) */
+int task_return_arg(void *arg, cf_value *result); /* result.i = (intptr_t)arg */
+int task_wait_gate(void *arg, cf_value *result);  /* waits on (gate *)arg */
+int task_fail(void *arg, cf_value *result); /* cf_raise((intptr_t)arg, ...) */
 int task_nop(void *arg, cf_value *result);
 
 /* A value destructor that counts its calls in a global. */

@@ -5,8 +5,8 @@
 
 CF_TEST(library_codes_have_names_and_messages) {
   (void)state;
-  const int codes[] = {CF_ETIMEDOUT, CF_ECANCELLED, CF_EBROKEN, CF_ESHUTDOWN,
-                       CF_EINVALSTATE, CF_EDEADLOCK, CF_ETASK};
+  const int codes[] = {CF_ETIMEDOUT,   CF_ECANCELLED, CF_EBROKEN, CF_ESHUTDOWN,
+                       CF_EINVALSTATE, CF_EDEADLOCK,  CF_ETASK};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     assert_true(codes[i] <= -3000 && codes[i] > -3100);
     assert_int_equal(strncmp(cf_err_name(codes[i]), "CF_E", 4), 0);

@@ -6,15 +6,6 @@
 #include "fault.h"
 #include "support.h"
 
-static cf_executor *make_pool(int max_workers) {
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = max_workers;
-  cf_executor *ex = NULL;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  return ex;
-}
-
 /* Later items finish first: results must still come in input order. */
 static int task_square_slow_first(void *arg, cf_value *result) {
   intptr_t n = (intptr_t)arg;
@@ -29,10 +20,9 @@ CF_TEST(results_come_in_input_order) {
   cf_executor *ex = make_pool(4);
   cf_range_iter r = cf_range_iter_init(0, 50, 1);
   cf_map *m = NULL;
-  assert_int_equal(
-      cf_executor_map(ex, task_square_slow_first, cf_range_iter_next, &r,
-                      NULL, &m),
-      0);
+  assert_int_equal(cf_executor_map(ex, task_square_slow_first,
+                                   cf_range_iter_next, &r, NULL, &m),
+                   0);
   cf_value v;
   int64_t n = 0;
   int rc;
@@ -86,7 +76,8 @@ static _Atomic long in_flight, max_in_flight;
 static int task_track(void *arg, cf_value *result) {
   long now = atomic_fetch_add(&in_flight, 1) + 1;
   long seen = atomic_load(&max_in_flight);
-  while (now > seen && !atomic_compare_exchange_weak(&max_in_flight, &seen, now))
+  while (now > seen &&
+         !atomic_compare_exchange_weak(&max_in_flight, &seen, now))
     ;
   result->u.i = (intptr_t)arg;
   return 0;
@@ -101,8 +92,7 @@ CF_TEST(map_is_lazy_on_endless_input) {
   cf_map_opts o = {.prefetch = 8};
   cf_map *m;
   assert_int_equal(
-      cf_executor_map(ex, task_track, cf_range_iter_next, &endless, &o, &m),
-      0);
+      cf_executor_map(ex, task_track, cf_range_iter_next, &endless, &o, &m), 0);
   cf_value v;
   for (int64_t i = 0; i < 100000; i++) {
     assert_int_equal(cf_map_next(m, &v), 1);
@@ -138,8 +128,7 @@ CF_TEST(first_error_surfaces_at_its_item) {
     cf_map_opts o = {.chunksize = chunks[c]};
     cf_map *m;
     assert_int_equal(
-        cf_executor_map(ex, task_fail_at_7, cf_range_iter_next, &r, &o, &m),
-        0);
+        cf_executor_map(ex, task_fail_at_7, cf_range_iter_next, &r, &o, &m), 0);
     cf_value v;
     for (int64_t i = 0; i < 7; i++) {
       assert_int_equal(cf_map_next(m, &v), 1);
@@ -266,8 +255,8 @@ CF_TEST(bad_arguments_and_shutdown) {
         CF_EINVAL);
     assert_null(m);
   }
-  assert_int_equal(
-      cf_executor_map(ex, NULL, cf_range_iter_next, &r, NULL, &m), CF_EINVAL);
+  assert_int_equal(cf_executor_map(ex, NULL, cf_range_iter_next, &r, NULL, &m),
+                   CF_EINVAL);
   assert_int_equal(cf_executor_map(ex, task_identity, NULL, &r, NULL, &m),
                    CF_EINVAL);
   assert_int_equal(

@@ -21,16 +21,8 @@ static unsigned rnd(unsigned *seed) {
   return (*seed >> 16) & 0x7fff;
 }
 
-static cf_executor *make_pool(int max_workers) {
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = max_workers;
-  cf_executor *ex = NULL;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  return ex;
-}
-
-/* ---- producers, cancellers and waiters on one pool ------------------------ */
+/* ---- producers, cancellers and waiters on one pool ------------------------
+ */
 
 #define STAMP_NEW 0xdeadu
 #define STAMP_RAN 0xbeefu
@@ -178,7 +170,8 @@ CF_TEST(stress_producers_cancellers_waiters) {
   free(w.slots);
 }
 
-/* ---- wake-ups: round trips that sometimes park ---------------------------- */
+/* ---- wake-ups: round trips that sometimes park ----------------------------
+ */
 
 static int task_jitter(void *arg, cf_value *result) {
   unsigned n = (unsigned)(uintptr_t)arg;
@@ -258,7 +251,8 @@ CF_TEST(stress_callbacks_race_completion) {
   pthread_barrier_destroy(&r.start);
 }
 
-/* ---- as_completed and wait over many futures ------------------------------ */
+/* ---- as_completed and wait over many futures ------------------------------
+ */
 
 CF_TEST(stress_as_completed_many) {
   (void)state;
@@ -266,8 +260,8 @@ CF_TEST(stress_as_completed_many) {
   long n = scaled(60000);
   cf_future **fs = calloc((size_t)n, sizeof *fs);
   for (long i = 0; i < n; i++)
-    assert_int_equal(
-        cf_executor_submit(ex, task_return_arg, (void *)i, &fs[i]), 0);
+    assert_int_equal(cf_executor_submit(ex, task_return_arg, (void *)i, &fs[i]),
+                     0);
   unsigned seed = 3;
   for (long i = 0; i < n; i += 1 + rnd(&seed) % 50)
     cf_future_cancel(fs[i]);
@@ -293,9 +287,8 @@ CF_TEST(stress_as_completed_many) {
   assert_int_equal(count, n);
   cf_as_completed_free(it);
   size_t nd, nn;
-  assert_int_equal(cf_wait(fs, (size_t)n, 0, CF_ALL_COMPLETED, NULL, &nd,
-                           NULL, &nn),
-                   0);
+  assert_int_equal(
+      cf_wait(fs, (size_t)n, 0, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn), 0);
   assert_int_equal(nd, n);
   for (long i = 0; i < n; i++)
     cf_future_unref(fs[i]);
@@ -304,7 +297,8 @@ CF_TEST(stress_as_completed_many) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
-/* ---- shutdown racing submitters -------------------------------------------- */
+/* ---- shutdown racing submitters --------------------------------------------
+ */
 
 typedef struct racer {
   cf_executor *ex;
@@ -369,7 +363,8 @@ CF_TEST(stress_shutdown_races_submitters) {
   }
 }
 
-/* ---- nested submission with waits inside workers ----------------------------- */
+/* ---- nested submission with waits inside workers
+ * ----------------------------- */
 
 typedef struct fib_arg {
   cf_executor *ex;
@@ -414,7 +409,8 @@ CF_TEST(stress_nested_fib_on_small_pools) {
   }
 }
 
-/* ---- a long map keeps its footprint flat -------------------------------------- */
+/* ---- a long map keeps its footprint flat
+ * -------------------------------------- */
 
 static _Atomic long live, peak;
 

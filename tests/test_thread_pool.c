@@ -6,16 +6,6 @@
 #include "fault.h"
 #include "support.h"
 
-static cf_executor *make_pool(int max_workers) {
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = max_workers;
-  cf_executor *ex = NULL;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  assert_non_null(ex);
-  return ex;
-}
-
 static cf_executor_stats stats(cf_executor *ex) {
   cf_executor_stats st;
   assert_int_equal(cf_executor_stats_get(ex, &st), 0);
@@ -29,10 +19,21 @@ static cf_future *submit(cf_executor *ex, cf_task_fn fn, void *arg) {
   return f;
 }
 
-/* Occupies every worker with a task blocked on g (libuv's
- * saturate_threadpool); returns their futures. */
-static void saturate(cf_executor *ex, gate *g, cf_future **fs, int n,
-                     counter *started);
+/* A gate that blocked tasks wait on, and a count of those that started. */
+typedef struct hold {
+  gate g;
+  counter started;
+} hold;
+
+static void hold_init(hold *h) {
+  gate_init(&h->g);
+  counter_init(&h->started);
+}
+
+static void hold_destroy(hold *h) {
+  gate_destroy(&h->g);
+  counter_destroy(&h->started);
+}
 
 typedef struct blocker {
   gate *g;
@@ -50,16 +51,17 @@ static int task_block(void *arg, cf_value *result) {
 static blocker blockers[256];
 static int nblockers; /* next free slot: a slot is never reused in a case */
 
-static void saturate(cf_executor *ex, gate *g, cf_future **fs, int n,
-                     counter *started) {
-  long before = counter_get(started);
+/* Occupies n workers with tasks blocked on h's gate (libuv's
+ * saturate_threadpool) and waits until all have started. */
+static void saturate(cf_executor *ex, hold *h, cf_future **fs, int n) {
+  long before = counter_get(&h->started);
   for (int i = 0; i < n; i++) {
     blocker *b = &blockers[nblockers++];
-    b->g = g;
-    b->started = started;
+    b->g = &h->g;
+    b->started = &h->started;
     fs[i] = submit(ex, task_block, b);
   }
-  assert_true(counter_wait_ge(started, before + n));
+  assert_true(counter_wait_ge(&h->started, before + n));
 }
 
 static void unref_all(cf_future **fs, int n) {
@@ -196,14 +198,12 @@ static bool one_idle(void *arg) {
 CF_TEST(workers_start_lazily_up_to_max_and_idle_ones_are_reused) {
   (void)state;
   cf_executor *ex = make_pool(3);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *fs[5];
-  saturate(ex, &g, fs, 1, &started);
+  saturate(ex, &h, fs, 1);
   assert_int_equal(stats(ex).workers, 1);
-  saturate(ex, &g, fs + 1, 2, &started);
+  saturate(ex, &h, fs + 1, 2);
   assert_int_equal(stats(ex).workers, 3);
   /* At the maximum: more work queues instead of starting threads. */
   fs[3] = submit(ex, task_return_arg, (void *)3);
@@ -212,7 +212,7 @@ CF_TEST(workers_start_lazily_up_to_max_and_idle_ones_are_reused) {
   assert_int_equal(st.workers, 3);
   assert_int_equal(st.running, 3);
   assert_int_equal(st.queued, 2);
-  gate_open(&g);
+  gate_open(&h.g);
   for (int i = 0; i < 5; i++)
     assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
   unref_all(fs, 5);
@@ -228,8 +228,7 @@ CF_TEST(workers_start_lazily_up_to_max_and_idle_ones_are_reused) {
   }
   assert_int_equal(stats(ex).workers, 1);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 static int task_thread_name(void *arg, cf_value *result) {
@@ -244,12 +243,8 @@ static int task_thread_name(void *arg, cf_value *result) {
 
 CF_TEST(threads_are_named_by_prefix) {
   (void)state;
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.thread_name_prefix = "flags";
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  cf_executor *ex = make_pool_with(
+      &(cf_thread_pool_opts){.max_workers = 1, .thread_name_prefix = "flags"});
   cf_future *f = submit(ex, task_thread_name, NULL);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, SOON, &v), 0);
@@ -298,21 +293,16 @@ static int task_read_token(void *arg, cf_value *result) {
 CF_TEST(initializer_and_finalizer_run_once_per_worker) {
   (void)state;
   init_state s = {0};
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 2;
-  o.initializer = initializer;
-  o.finalizer = finalizer;
-  o.initarg = &s;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 2,
+                                            .initializer = initializer,
+                                            .finalizer = finalizer,
+                                            .initarg = &s});
+  hold h;
+  hold_init(&h);
   cf_future *fs[2];
-  saturate(ex, &g, fs, 2, &started); /* forces both workers to start */
-  gate_open(&g);
+  saturate(ex, &h, fs, 2); /* forces both workers to start */
+  gate_open(&h.g);
   for (int i = 0; i < 10; i++) {
     cf_future *f = submit(ex, task_read_token, NULL);
     const cf_value *v;
@@ -325,28 +315,24 @@ CF_TEST(initializer_and_finalizer_run_once_per_worker) {
   assert_int_equal(atomic_load(&s.inits), 2);
   assert_int_equal(atomic_load(&s.finis), 2);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 CF_TEST(failing_initializer_breaks_the_pool) {
   (void)state;
-  gate hold;
-  gate_init(&hold);
-  init_state s = {.fail_with = -EPERM, .hold = &hold};
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.initializer = initializer;
-  o.finalizer = finalizer;
-  o.initarg = &s;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  gate init_gate;
+  gate_init(&init_gate);
+  init_state s = {.fail_with = -EPERM, .hold = &init_gate};
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1,
+                                            .initializer = initializer,
+                                            .finalizer = finalizer,
+                                            .initarg = &s});
   /* Queue work while the only worker is still initializing. */
   cf_future *fs[4];
   for (int i = 0; i < 4; i++)
     fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
-  gate_open(&hold);
+  gate_open(&init_gate);
   for (int i = 0; i < 4; i++) {
     assert_int_equal(cf_future_result(fs[i], SOON, NULL), CF_EBROKEN);
     const char *msg;
@@ -363,10 +349,11 @@ CF_TEST(failing_initializer_breaks_the_pool) {
   assert_int_equal(st.queued, 0);
   assert_int_equal(cf_executor_free(ex), 0);
   assert_int_equal(atomic_load(&s.finis), 0); /* no finalizer after failure */
-  gate_destroy(&hold);
+  gate_destroy(&init_gate);
 }
 
-/* ---- shutdown --------------------------------------------------------------- */
+/* ---- shutdown ---------------------------------------------------------------
+ */
 
 CF_TEST(shutdown_wait_runs_queued_work) {
   (void)state;
@@ -394,12 +381,10 @@ CF_TEST(shutdown_wait_runs_queued_work) {
 CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
   (void)state;
   cf_executor *ex = make_pool(2);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *running[2], *queued[10];
-  saturate(ex, &g, running, 2, &started);
+  saturate(ex, &h, running, 2);
   for (int i = 0; i < 10; i++)
     queued[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
   assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
@@ -408,7 +393,7 @@ CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
     assert_true(cf_future_cancelled(queued[i]));
   for (int i = 0; i < 2; i++)
     assert_int_equal(cf_future_get_state(running[i]), CF_RUNNING);
-  gate_open(&g);
+  gate_open(&h.g);
   assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
   for (int i = 0; i < 2; i++)
     assert_int_equal(cf_future_result(running[i], 0, NULL), 0);
@@ -419,8 +404,7 @@ CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
   unref_all(running, 2);
   unref_all(queued, 10);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 /* CPython #87893: futures cancelled by shutdown(cancel_futures=True) must
@@ -444,15 +428,13 @@ CF_TEST(as_completed_and_wait_see_shutdown_cancellations) {
   (void)state;
   for (int use_wait = 0; use_wait < 2; use_wait++) {
     cf_executor *ex = make_pool(1);
-    gate g;
-    counter started;
-    gate_init(&g);
-    counter_init(&started);
+    hold h;
+    hold_init(&h);
     cf_future *fs[8];
-    saturate(ex, &g, fs, 1, &started);
+    saturate(ex, &h, fs, 1);
     for (int i = 1; i < 8; i++)
       fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
-    shutdown_later s = {ex, &started, &g};
+    shutdown_later s = {ex, &h.started, &h.g};
     pthread_t t = spawn(do_shutdown_cancel, &s);
     if (use_wait) {
       size_t nd, nn;
@@ -479,8 +461,7 @@ CF_TEST(as_completed_and_wait_see_shutdown_cancellations) {
     pthread_join(t, NULL);
     unref_all(fs, 8);
     assert_int_equal(cf_executor_free(ex), 0);
-    gate_destroy(&g);
-    counter_destroy(&started);
+    hold_destroy(&h);
   }
 }
 
@@ -492,7 +473,7 @@ CF_TEST(no_future_left_pending_after_shutdown) {
     cf_future *fs[M];
     for (int i = 0; i < M; i++) {
       fs[i] = submit(ex, i % 7 == 3 ? task_fail : task_return_arg,
-                     (void *)(intptr_t)-(i + 1));
+                     (void *)(intptr_t) - (i + 1));
       if (i % 5 == 0)
         cf_future_cancel(fs[i]);
     }
@@ -664,7 +645,8 @@ CF_TEST(shutdown_or_free_from_own_worker_is_refused) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
-/* ---- backpressure ------------------------------------------------------------ */
+/* ---- backpressure
+ * ------------------------------------------------------------ */
 
 typedef struct late_submit {
   cf_executor *ex;
@@ -680,18 +662,12 @@ static void *submit_blocking(void *arg) {
 
 CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
   (void)state;
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.max_queued = 2;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 2});
+  hold h;
+  hold_init(&h);
   cf_future *fs[3];
-  saturate(ex, &g, fs, 1, &started);
+  saturate(ex, &h, fs, 1);
   fs[1] = submit(ex, task_return_arg, (void *)1);
   fs[2] = submit(ex, task_return_arg, (void *)2);
   cf_task t = {task_return_arg, (void *)3, counting_dtor, 0};
@@ -706,7 +682,7 @@ CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
   late_submit ls = {ex, 1, NULL};
   pthread_t th = spawn(submit_blocking, &ls);
   usleep(5000);
-  gate_open(&g);
+  gate_open(&h.g);
   pthread_join(th, NULL);
   assert_int_equal(ls.rc, 0);
   const cf_value *v;
@@ -715,8 +691,7 @@ CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
   cf_future_unref(ls.f);
   unref_all(fs, 3);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 static void *shutdown_soon(void *arg) {
@@ -727,29 +702,22 @@ static void *shutdown_soon(void *arg) {
 
 CF_TEST(blocked_submit_wakes_on_shutdown) {
   (void)state;
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.max_queued = 1;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
+  hold h;
+  hold_init(&h);
   cf_future *fs[2];
-  saturate(ex, &g, fs, 1, &started);
+  saturate(ex, &h, fs, 1);
   fs[1] = submit(ex, task_nop, NULL);
   pthread_t th = spawn(shutdown_soon, ex);
   cf_future *f;
   assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ESHUTDOWN);
   pthread_join(th, NULL);
-  gate_open(&g);
+  gate_open(&h.g);
   assert_true(cf_future_cancelled(fs[1]));
   unref_all(fs, 2);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 typedef struct flood {
@@ -768,12 +736,8 @@ static int task_flood_own_pool(void *arg, cf_value *result) {
 
 CF_TEST(bounded_queue_inside_own_worker_makes_progress) {
   (void)state;
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.max_queued = 4;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 4});
   flood fl = {ex, 100};
   cf_future *f = submit(ex, task_flood_own_pool, &fl);
   const cf_value *v;
@@ -785,7 +749,8 @@ CF_TEST(bounded_queue_inside_own_worker_makes_progress) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
-/* ---- thread creation failure ------------------------------------------------ */
+/* ---- thread creation failure ------------------------------------------------
+ */
 
 CF_TEST(thread_creation_failure_fails_the_future_not_the_process) {
   (void)state;
@@ -816,28 +781,26 @@ CF_TEST(thread_creation_failure_fails_the_future_not_the_process) {
 CF_TEST(partial_thread_creation_failure_keeps_working) {
   (void)state;
   cf_executor *ex = make_pool(4);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *first;
-  saturate(ex, &g, &first, 1, &started);
+  saturate(ex, &h, &first, 1);
   cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, -1);
   cf_future *fs[6];
   for (int i = 0; i < 6; i++)
     fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
   assert_int_equal(stats(ex).workers, 1);
-  gate_open(&g);
+  gate_open(&h.g);
   for (int i = 0; i < 6; i++)
     assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
   unref_all(fs, 6);
   cf_future_unref(first);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
-/* ---- callbacks, counters, handles ------------------------------------------ */
+/* ---- callbacks, counters, handles ------------------------------------------
+ */
 
 static _Atomic int hook_calls;
 static void on_cb_error(void *ctx, cf_future *f, int rc) {
@@ -867,27 +830,22 @@ CF_TEST(callback_failures_are_counted_and_reported) {
   (void)state;
   atomic_store(&hook_calls, 0);
   atomic_store(&cb_ok, 0);
-  cf_thread_pool_opts o;
-  memset(&o, 0, sizeof o);
-  o.max_workers = 1;
-  o.thread_name_prefix = "cbpool";
-  o.on_callback_error = on_cb_error;
-  o.on_callback_error_ctx = &hook_calls;
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  cf_executor *ex = make_pool_with(
+      &(cf_thread_pool_opts){.max_workers = 1,
+                             .thread_name_prefix = "cbpool",
+                             .on_callback_error = on_cb_error,
+                             .on_callback_error_ctx = &hook_calls});
+  hold h;
+  hold_init(&h);
   cf_future *fs[3];
-  saturate(ex, &g, fs, 1, &started);
+  saturate(ex, &h, fs, 1);
   fs[1] = submit(ex, task_nop, NULL);
   fs[2] = submit(ex, task_nop, NULL);
   for (int i = 0; i < 3; i++) {
     assert_int_equal(cf_future_add_done_callback(fs[i], cb_bad, NULL), 0);
     assert_int_equal(cf_future_add_done_callback(fs[i], cb_good, NULL), 0);
   }
-  gate_open(&g);
+  gate_open(&h.g);
   assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
   /* Callbacks ran in the worker; a failing one never stopped the next. */
   assert_int_equal(atomic_load(&cb_ok), 3);
@@ -895,30 +853,27 @@ CF_TEST(callback_failures_are_counted_and_reported) {
   assert_int_equal(stats(ex).callbacks_failed, 3);
   unref_all(fs, 3);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 CF_TEST(counters_are_exact_when_idle) {
   (void)state;
   cf_executor *ex = make_pool(3);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *block[3];
-  saturate(ex, &g, block, 3, &started);
+  saturate(ex, &h, block, 3);
   cf_future *fs[30];
   for (int i = 0; i < 30; i++)
-    fs[i] = submit(ex, i < 10 ? task_return_arg : task_fail,
-                   (void *)(intptr_t)-1);
+    fs[i] =
+        submit(ex, i < 10 ? task_return_arg : task_fail, (void *)(intptr_t)-1);
   for (int i = 20; i < 30; i++)
     assert_int_equal(cf_future_cancel(fs[i]), 0);
   cf_executor_stats st = stats(ex);
   assert_int_equal(st.submitted, 33);
   assert_int_equal(st.running, 3);
   assert_int_equal(st.queued, 30); /* cancelled ones count until discarded */
-  gate_open(&g);
+  gate_open(&h.g);
   assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
   st = stats(ex);
   assert_int_equal(st.submitted, 33);
@@ -931,8 +886,7 @@ CF_TEST(counters_are_exact_when_idle) {
   unref_all(block, 3);
   unref_all(fs, 30);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 CF_TEST(freed_handle_is_detected) {
@@ -972,12 +926,10 @@ CF_TEST(arg_destructor_runs_exactly_once) {
   (void)state;
   atomic_store(&arg_dtors, 0);
   cf_executor *ex = make_pool(1);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *block;
-  saturate(ex, &g, &block, 1, &started);
+  saturate(ex, &h, &block, 1);
   /* arg = the number of arg destructor calls the task expects to see. */
   cf_task ran = {task_check_arg_alive, (void *)1, count_arg_dtor, 0};
   cf_task cancelled = {task_check_arg_alive, (void *)0, count_arg_dtor, 0};
@@ -987,7 +939,7 @@ CF_TEST(arg_destructor_runs_exactly_once) {
   assert_int_equal(cf_future_cancel(b), 0);
   /* Released by the canceller before cancel returned. */
   assert_int_equal(atomic_load(&arg_dtors), 1);
-  gate_open(&g);
+  gate_open(&h.g);
   /* Released before the future is seen done. */
   assert_int_equal(cf_future_result(a, SOON, NULL), 0);
   assert_int_equal(atomic_load(&arg_dtors), 2);
@@ -996,8 +948,7 @@ CF_TEST(arg_destructor_runs_exactly_once) {
   cf_future_unref(a);
   cf_future_unref(b);
   cf_future_unref(block);
-  gate_destroy(&g);
-  counter_destroy(&started);
+  hold_destroy(&h);
 }
 
 static counter fire_and_forget_runs;
@@ -1024,39 +975,33 @@ CF_TEST(long_tasks_spread_over_all_workers) {
   /* With a batch-taking queue, a burst must still reach every worker:
    * 4 blocking tasks on 4 workers all start before any is released. */
   cf_executor *ex = make_pool(4);
-  gate g;
-  counter started;
-  gate_init(&g);
-  counter_init(&started);
+  hold h;
+  hold_init(&h);
   cf_future *fs[4];
-  saturate(ex, &g, fs, 4, &started); /* asserts all 4 started */
-  gate_open(&g);
+  saturate(ex, &h, fs, 4); /* asserts all 4 started */
+  gate_open(&h.g);
   for (int i = 0; i < 4; i++)
     assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
   unref_all(fs, 4);
   /* Queue 64 blocking tasks at once on a warm pool: all 4 workers get
    * some (stealing or small batches), so 4 start before release. */
-  gate g2;
-  counter started2;
-  gate_init(&g2);
-  counter_init(&started2);
+  hold h2;
+  hold_init(&h2);
   cf_future *many[64];
   for (int i = 0; i < 64; i++) {
     blocker *b = &blockers[nblockers++];
-    b->g = &g2;
-    b->started = &started2;
+    b->g = &h2.g;
+    b->started = &h2.started;
     many[i] = submit(ex, task_block, b);
   }
-  assert_true(counter_wait_ge(&started2, 4));
-  gate_open(&g2);
+  assert_true(counter_wait_ge(&h2.started, 4));
+  gate_open(&h2.g);
   for (int i = 0; i < 64; i++)
     assert_int_equal(cf_future_result(many[i], SOON, NULL), 0);
   unref_all(many, 64);
   assert_int_equal(cf_executor_free(ex), 0);
-  gate_destroy(&g);
-  gate_destroy(&g2);
-  counter_destroy(&started);
-  counter_destroy(&started2);
+  hold_destroy(&h);
+  hold_destroy(&h2);
 }
 
 typedef struct ordered {
@@ -1092,29 +1037,25 @@ CF_TEST(tasks_start_in_submission_order) {
    * the first three of five long tasks on three workers are 0, 1, 2. */
   for (int round = 0; round < 20; round++) {
     cf_executor *ex = make_pool(3);
-    gate g;
-    counter started;
-    gate_init(&g);
-    counter_init(&started);
+    hold h;
+    hold_init(&h);
     cf_future *warm[3];
-    saturate(ex, &g, warm, 3, &started); /* start all three workers */
-    gate_open(&g);
+    saturate(ex, &h, warm, 3); /* start all three workers */
+    gate_open(&h.g);
     for (int i = 0; i < 3; i++)
       assert_int_equal(cf_future_result(warm[i], SOON, NULL), 0);
     unref_all(warm, 3);
     assert_true(eventually(all_idle, ex));
-    gate g2;
-    counter started2;
-    gate_init(&g2);
-    counter_init(&started2);
+    hold h2;
+    hold_init(&h2);
     _Atomic int log[5], next = 0;
     ordered o[5];
     cf_future *fs[5];
     for (int i = 0; i < 5; i++) {
-      o[i] = (ordered){&g2, &started2, log, &next, i};
+      o[i] = (ordered){&h2.g, &h2.started, log, &next, i};
       fs[i] = submit(ex, task_log_start, &o[i]);
     }
-    assert_true(counter_wait_ge(&started2, 3));
+    assert_true(counter_wait_ge(&h2.started, 3));
     usleep(2000); /* a wrongly started 4th task would show up here */
     assert_int_equal(atomic_load(&next), 3);
     int seen = 0;
@@ -1122,43 +1063,44 @@ CF_TEST(tasks_start_in_submission_order) {
       seen |= 1 << atomic_load(&log[k]);
     if (seen != 7)
       fail_msg("round %d: first tasks to start were %d (%s), %d (%s), "
-               "%d (%s)", round, atomic_load(&log[0]), who[0],
-               atomic_load(&log[1]), who[1], atomic_load(&log[2]), who[2]);
-    gate_open(&g2);
+               "%d (%s)",
+               round, atomic_load(&log[0]), who[0], atomic_load(&log[1]),
+               who[1], atomic_load(&log[2]), who[2]);
+    gate_open(&h2.g);
     for (int i = 0; i < 5; i++)
       assert_int_equal(cf_future_result(fs[i], SOON, NULL), 0);
     unref_all(fs, 5);
     assert_int_equal(cf_executor_free(ex), 0);
-    gate_destroy(&g);
-    gate_destroy(&g2);
-    counter_destroy(&started);
-    counter_destroy(&started2);
+    hold_destroy(&h);
+    hold_destroy(&h2);
   }
 }
 
-CF_TEST_MAIN(
-    CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
-    CF_CASE(bad_submissions), CF_CASE(task_errors_surface_in_the_future),
-    CF_CASE(failed_task_value_is_released),
-    CF_CASE(workers_start_lazily_up_to_max_and_idle_ones_are_reused),
-    CF_CASE(threads_are_named_by_prefix),
-    CF_CASE(initializer_and_finalizer_run_once_per_worker),
-    CF_CASE(failing_initializer_breaks_the_pool),
-    CF_CASE(shutdown_wait_runs_queued_work),
-    CF_CASE(shutdown_cancel_futures_cancels_pending_only),
-    CF_CASE(as_completed_and_wait_see_shutdown_cancellations),
-    CF_CASE(no_future_left_pending_after_shutdown),
-    CF_CASE(task_waits_for_tasks_it_submits_even_with_one_worker),
-    CF_CASE(waiting_for_own_future_is_a_deadlock_error),
-    CF_CASE(waits_inside_workers_time_out_and_wake),
-    CF_CASE(shutdown_or_free_from_own_worker_is_refused),
-    CF_CASE(bounded_queue_blocks_or_fails_with_eagain),
-    CF_CASE(blocked_submit_wakes_on_shutdown),
-    CF_CASE(bounded_queue_inside_own_worker_makes_progress),
-    CF_CASE(thread_creation_failure_fails_the_future_not_the_process),
-    CF_CASE(partial_thread_creation_failure_keeps_working),
-    CF_CASE(callback_failures_are_counted_and_reported),
-    CF_CASE(counters_are_exact_when_idle), CF_CASE(freed_handle_is_detected),
-    CF_CASE(arg_destructor_runs_exactly_once), CF_CASE(fire_and_forget),
-    CF_CASE(long_tasks_spread_over_all_workers),
-    CF_CASE(tasks_start_in_submission_order))
+CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
+             CF_CASE(bad_submissions),
+             CF_CASE(task_errors_surface_in_the_future),
+             CF_CASE(failed_task_value_is_released),
+             CF_CASE(workers_start_lazily_up_to_max_and_idle_ones_are_reused),
+             CF_CASE(threads_are_named_by_prefix),
+             CF_CASE(initializer_and_finalizer_run_once_per_worker),
+             CF_CASE(failing_initializer_breaks_the_pool),
+             CF_CASE(shutdown_wait_runs_queued_work),
+             CF_CASE(shutdown_cancel_futures_cancels_pending_only),
+             CF_CASE(as_completed_and_wait_see_shutdown_cancellations),
+             CF_CASE(no_future_left_pending_after_shutdown),
+             CF_CASE(task_waits_for_tasks_it_submits_even_with_one_worker),
+             CF_CASE(waiting_for_own_future_is_a_deadlock_error),
+             CF_CASE(waits_inside_workers_time_out_and_wake),
+             CF_CASE(shutdown_or_free_from_own_worker_is_refused),
+             CF_CASE(bounded_queue_blocks_or_fails_with_eagain),
+             CF_CASE(blocked_submit_wakes_on_shutdown),
+             CF_CASE(bounded_queue_inside_own_worker_makes_progress),
+             CF_CASE(thread_creation_failure_fails_the_future_not_the_process),
+             CF_CASE(partial_thread_creation_failure_keeps_working),
+             CF_CASE(callback_failures_are_counted_and_reported),
+             CF_CASE(counters_are_exact_when_idle),
+             CF_CASE(freed_handle_is_detected),
+             CF_CASE(arg_destructor_runs_exactly_once),
+             CF_CASE(fire_and_forget),
+             CF_CASE(long_tasks_spread_over_all_workers),
+             CF_CASE(tasks_start_in_submission_order))

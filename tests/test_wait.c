@@ -226,7 +226,8 @@ CF_TEST(as_completed_free_early_then_complete) {
   unref_all(fs, 3);
 }
 
-/* ---- wait ----------------------------------------------------------------- */
+/* ---- wait -----------------------------------------------------------------
+ */
 
 CF_TEST(wait_first_completed) {
   (void)state;
@@ -257,9 +258,8 @@ CF_TEST(wait_first_exception) {
   assert_int_equal(cf_future_cancel(fs[0]), 0);
   finish(fs[1], 1);
   size_t nd, nn;
-  assert_int_equal(cf_wait(fs, 4, CF_MSEC(10), CF_FIRST_EXCEPTION, done, &nd,
-                           NULL, &nn),
-                   0);
+  assert_int_equal(
+      cf_wait(fs, 4, CF_MSEC(10), CF_FIRST_EXCEPTION, done, &nd, NULL, &nn), 0);
   assert_int_equal(nd, 2);
   assert_int_equal(nn, 2);
   assert_int_equal(cf_future_set_error(fs[3], -EIO, "boom"), 0);
@@ -302,9 +302,9 @@ CF_TEST(wait_all_completed_and_timeout) {
   finish(gs[0], 0);
   int64_t t0 = cf_now_ns();
   cf_future *not_done[2];
-  assert_int_equal(cf_wait(gs, 2, CF_MSEC(20), CF_ALL_COMPLETED, NULL, &nd,
-                           not_done, &nn),
-                   0);
+  assert_int_equal(
+      cf_wait(gs, 2, CF_MSEC(20), CF_ALL_COMPLETED, NULL, &nd, not_done, &nn),
+      0);
   assert_true(cf_now_ns() - t0 >= CF_MSEC(20));
   assert_int_equal(nd, 1);
   assert_int_equal(nn, 1);
@@ -332,8 +332,8 @@ CF_TEST(wait_duplicates_empty_bad_arguments) {
                    CF_EINVAL);
   assert_int_equal(cf_wait(fs, 2, 0, (cf_return_when)7, NULL, NULL, NULL, NULL),
                    CF_EINVAL);
-  assert_int_equal(cf_wait(NULL, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),
-                   CF_EINVAL);
+  assert_int_equal(
+      cf_wait(NULL, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL), CF_EINVAL);
   cf_future *with_null[] = {fs[0], NULL};
   assert_int_equal(
       cf_wait(with_null, 2, 0, CF_ALL_COMPLETED, NULL, NULL, NULL, NULL),

@@ -33,13 +33,13 @@ extern "C" {
  * The library's own codes: XX(name, value, message). One list generates
  * the enum, cf_strerror() and cf_err_name().
  */
-#define CF_ERRNO_MAP(XX)                                                      \
-  XX(ETIMEDOUT, -3001, "timed out")                                           \
-  XX(ECANCELLED, -3002, "cancelled")                                          \
-  XX(EBROKEN, -3003, "executor is broken (a worker initializer failed)")      \
-  XX(ESHUTDOWN, -3004, "executor has been shut down")                         \
-  XX(EINVALSTATE, -3005, "future is not in a state that allows this")         \
-  XX(EDEADLOCK, -3006, "waiting here would deadlock")                         \
+#define CF_ERRNO_MAP(XX)                                                       \
+  XX(ETIMEDOUT, -3001, "timed out")                                            \
+  XX(ECANCELLED, -3002, "cancelled")                                           \
+  XX(EBROKEN, -3003, "executor is broken (a worker initializer failed)")       \
+  XX(ESHUTDOWN, -3004, "executor has been shut down")                          \
+  XX(EINVALSTATE, -3005, "future is not in a state that allows this")          \
+  XX(EDEADLOCK, -3006, "waiting here would deadlock")                          \
   XX(ETASK, -3007, "task failed")
 
 /** Library error codes. All are negative. */

@@ -32,8 +32,8 @@ typedef struct cf_executor cf_executor;
 
 /** A task to submit, for cf_executor_submit_task(). Zero-initialise it. */
 typedef struct cf_task {
-  cf_task_fn fn;              /**< required */
-  void *arg;                  /**< passed to fn */
+  cf_task_fn fn; /**< required */
+  void *arg;     /**< passed to fn */
   /**
    * If non-NULL, called with arg exactly once when the executor is done
    * with it: after fn returns, or when the task is cancelled or fails
@@ -96,12 +96,13 @@ CF_EXTERN int cf_executor_free(cf_executor *ex);
 
 /** Counters, readable at any time (cf_executor_stats). */
 typedef struct cf_executor_stats {
-  uint64_t submitted;        /**< tasks accepted by submit */
-  uint64_t queued;           /**< accepted, not yet started or discarded */
-  uint64_t running;          /**< running now */
-  uint64_t completed;        /**< finished with a value */
-  uint64_t failed;           /**< finished with an error (incl. broken pool) */
-  uint64_t cancelled;        /**< cancelled before they ran (as seen by the executor) */
+  uint64_t submitted; /**< tasks accepted by submit */
+  uint64_t queued;    /**< accepted, not yet started or discarded */
+  uint64_t running;   /**< running now */
+  uint64_t completed; /**< finished with a value */
+  uint64_t failed;    /**< finished with an error (incl. broken pool) */
+  uint64_t
+      cancelled; /**< cancelled before they ran (as seen by the executor) */
   uint64_t callbacks_failed; /**< done callbacks that returned non-zero */
   uint32_t workers;          /**< worker threads/processes started */
   uint32_t idle_workers;     /**< of which waiting for work right now */
@@ -244,9 +245,9 @@ CF_EXTERN void cf_as_completed_free(cf_as_completed *it);
 
 /** When cf_wait returns (Python's FIRST_COMPLETED etc.). */
 typedef enum cf_return_when {
-  CF_FIRST_COMPLETED = 0,  /**< any future done (finished or cancelled) */
-  CF_FIRST_EXCEPTION = 1,  /**< any future failed, or all done */
-  CF_ALL_COMPLETED = 2     /**< all done */
+  CF_FIRST_COMPLETED = 0, /**< any future done (finished or cancelled) */
+  CF_FIRST_EXCEPTION = 1, /**< any future failed, or all done */
+  CF_ALL_COMPLETED = 2    /**< all done */
 } cf_return_when;
 
 /**

@@ -46,7 +46,8 @@ extern "C" {
 
 typedef struct cf_future cf_future;
 
-/** The four states of a future (Python's PENDING/RUNNING/FINISHED/CANCELLED). */
+/** The four states of a future (Python's PENDING/RUNNING/FINISHED/CANCELLED).
+ */
 typedef enum cf_future_state {
   CF_PENDING = 0,
   CF_RUNNING = 1,
@@ -69,13 +70,14 @@ typedef struct cf_value {
     int64_t i;
     double d;
   } u;
-  size_t size;               /**< byte length when u.ptr is a buffer, else 0 */
-  void (*dtor)(void *ptr);   /**< frees u.ptr, or NULL */
-  const char *type;          /**< static type label for descriptions ("str"), or NULL */
+  size_t size;             /**< byte length when u.ptr is a buffer, else 0 */
+  void (*dtor)(void *ptr); /**< frees u.ptr, or NULL */
+  const char *type; /**< static type label for descriptions ("str"), or NULL */
 } cf_value;
 
 /** A zero value (NULL pointer, no destructor). */
-#define CF_VALUE_INIT {{NULL}, 0, NULL, NULL}
+#define CF_VALUE_INIT                                                          \
+  { {NULL}, 0, NULL, NULL }
 
 /**
  * Runs the value's destructor (if any) and clears it, so a second call is

@@ -29,9 +29,9 @@ extern "C" {
 #define CF_FOREVER INT64_MAX
 
 /** Convenience conversions to nanoseconds (integer arguments). */
-#define CF_USEC(n) ((int64_t)(n) * INT64_C(1000))
-#define CF_MSEC(n) ((int64_t)(n) * INT64_C(1000000))
-#define CF_SEC(n) ((int64_t)(n) * INT64_C(1000000000))
+#define CF_USEC(n) ((int64_t)(n)*INT64_C(1000))
+#define CF_MSEC(n) ((int64_t)(n)*INT64_C(1000000))
+#define CF_SEC(n) ((int64_t)(n)*INT64_C(1000000000))
 
 /** The monotonic clock in nanoseconds. Thread-safe, never fails. */
 CF_EXTERN int64_t cf_now_ns(void);
