@@ -153,26 +153,40 @@ int cf_range_iter_next(void *state, void **item) {
 typedef struct chunk {
   _Atomic int refs;
   cf_task_fn fn;
-  size_t n;          /* items */
-  size_t nok;        /* results produced */
-  size_t next;       /* next result to yield (map only) */
-  int err;           /* failure of item nok, or 0 */
-  char *errmsg;      /* its message, or NULL */
-  void **items;      /* n items */
-  cf_value *results; /* n results */
+  size_t n;     /* items */
+  size_t nok;   /* results produced */
+  size_t next;  /* next result to yield (map only) */
+  int err;      /* failure of item nok, or 0 */
+  char *errmsg; /* its message, or NULL */
+  void **items; /* n items (cap allocated, grown as items arrive) */
+  size_t cap;
+  cf_value *results; /* n results, allocated when the chunk is complete */
 } chunk;
 
-static chunk *chunk_new(cf_task_fn fn, size_t cap) {
-  if (cf__fault(CF__FAULT_ALLOC))
-    return NULL;
-  chunk *c = calloc(1, sizeof *c + cap * (sizeof(void *) + sizeof(cf_value)));
+static chunk *chunk_new(cf_task_fn fn) {
+  chunk *c = cf__fault(CF__FAULT_ALLOC) ? NULL : calloc(1, sizeof *c);
   if (c == NULL)
     return NULL;
   atomic_init(&c->refs, 2);
   c->fn = fn;
-  c->results = (cf_value *)(void *)(c + 1);
-  c->items = (void **)(void *)(c->results + cap);
   return c;
+}
+
+/* Appends an item, growing the array with the items actually read (a
+ * huge chunksize costs nothing until the input provides the items). */
+static int chunk_add(chunk *c, void *item) {
+  if (c->n == c->cap) {
+    size_t cap = c->cap != 0 ? 2 * c->cap : 16;
+    void **items = cap > SIZE_MAX / sizeof *items || cf__fault(CF__FAULT_ALLOC)
+                       ? NULL
+                       : realloc(c->items, cap * sizeof *items);
+    if (items == NULL)
+      return CF_ENOMEM;
+    c->items = items;
+    c->cap = cap;
+  }
+  c->items[c->n++] = item;
+  return 0;
 }
 
 static void chunk_unref(void *arg) {
@@ -182,6 +196,8 @@ static void chunk_unref(void *arg) {
   for (size_t i = c->next; i < c->nok; i++)
     cf_value_release(&c->results[i]);
   free(c->errmsg);
+  free(c->items);
+  free(c->results);
   free(c);
 }
 
@@ -224,8 +240,9 @@ struct cf_map {
   entry *ring;
   size_t head, count;
   bool input_done;
-  int input_err; /* error to report once the ring drains, or 0 */
-  int err;       /* sticky error once the map failed */
+  int input_err;      /* error to report once the ring drains, or 0 */
+  bool submit_failed; /* input_err came from the executor, not the input */
+  int err;            /* sticky error once the map failed */
   char *errmsg;
 };
 
@@ -270,7 +287,7 @@ static int map_submit_one(cf_map *m) {
     }
     t.arg = item;
   } else {
-    e.c = chunk_new(m->fn, m->chunksize);
+    e.c = chunk_new(m->fn);
     if (e.c == NULL) {
       m->input_done = true;
       m->input_err = CF_ENOMEM;
@@ -283,10 +300,22 @@ static int map_submit_one(cf_map *m) {
         m->input_err = rc;
         break;
       }
-      e.c->items[e.c->n++] = item;
+      if (chunk_add(e.c, item) != 0) {
+        /* This item is lost to the map: end it here with the error. */
+        m->input_done = true;
+        m->input_err = CF_ENOMEM;
+        break;
+      }
     }
-    if (e.c->n == 0) {
-      free(e.c);
+    if (e.c->n > 0 && !cf__fault(CF__FAULT_ALLOC))
+      e.c->results = calloc(e.c->n, sizeof *e.c->results);
+    if (e.c->n == 0 || e.c->results == NULL) {
+      if (e.c->n > 0) {
+        m->input_done = true;
+        m->input_err = CF_ENOMEM;
+      }
+      atomic_store(&e.c->refs, 1);
+      chunk_unref(e.c);
       return 0;
     }
     t.fn = chunk_task;
@@ -308,6 +337,7 @@ static int map_submit_one(cf_map *m) {
     /* Report it at this position, after what is already in flight. */
     m->input_done = true;
     m->input_err = rc;
+    m->submit_failed = true;
     return 0;
   }
   m->ring[(m->head + m->count) % m->window] = e;
@@ -352,13 +382,11 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
       o.timeout_ns == 0 ? CF_FOREVER : cf_deadline_after(o.timeout_ns);
   while (map_submit_one(m))
     ;
-  /* If the very first submission was refused because of the executor's
-   * state, report it from this call, like Python's map(). Input iterator
-   * errors and later refusals are reported by cf_map_next at their
-   * position. */
+  /* If the very first submission failed, report it from this call, like
+   * Python's map(). Input iterator errors and later failures are reported
+   * by cf_map_next at their position. */
   rc = m->input_err;
-  if (m->count == 0 &&
-      (rc == CF_ESHUTDOWN || rc == CF_EBROKEN || rc == CF_EBADF)) {
+  if (m->count == 0 && m->submit_failed) {
     cf_map_free(m);
     return rc;
   }

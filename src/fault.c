@@ -2,8 +2,16 @@
 #include "fault.h"
 
 #include <pthread.h>
+#include <time.h>
 
 _Atomic int cf__fault_armed;
+_Atomic int cf__fault_paused;
+
+void cf__fault_pause(void) {
+  atomic_fetch_add(&cf__fault_paused, 1);
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
 
 static pthread_mutex_t fault_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {

@@ -12,6 +12,8 @@
 typedef enum cf__fault_point {
   CF__FAULT_THREAD_CREATE = 0, /* pthread_create fails with EAGAIN */
   CF__FAULT_ALLOC = 1,         /* library allocations return NULL */
+  CF__FAULT_SUBMIT_PAUSE = 2,  /* submit pauses between enqueue and
+                                  starting a worker (race tests) */
   CF__FAULT_NPOINTS
 } cf__fault_point;
 
@@ -21,6 +23,11 @@ void cf__fault_arm(cf__fault_point point, int skip, int count);
 
 extern _Atomic int cf__fault_armed; /* any point armed: the cheap test */
 bool cf__fault_check(cf__fault_point point);
+
+/* Pauses the caller (for CF__FAULT_SUBMIT_PAUSE): counts the pause in
+ * cf__fault_paused, then sleeps 20 ms. */
+extern _Atomic int cf__fault_paused;
+void cf__fault_pause(void);
 
 /* True if this check must fail. Costs one relaxed load when disarmed. */
 static inline bool cf__fault(cf__fault_point point) {

@@ -371,10 +371,21 @@ int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
   return rc;
 }
 
-/* The future whose arg destructor this thread is running while
- * cancelling it (so a destructor that cancels it again does not wait for
- * itself). */
-static _Thread_local cf_future *cancelling_here;
+/* The futures whose arg destructors this thread is running while
+ * cancelling them, innermost first (a chain on the stack), so that a
+ * destructor that cancels one of them again does not wait for itself. */
+typedef struct cancel_frame {
+  cf_future *f;
+  struct cancel_frame *up;
+} cancel_frame;
+static _Thread_local cancel_frame *cancelling_here;
+
+static bool cancelling_on_this_thread(const cf_future *f) {
+  for (cancel_frame *c = cancelling_here; c != NULL; c = c->up)
+    if (c->f == f)
+      return true;
+  return false;
+}
 
 static int cancel(cf_future *f, const cf__cb_sink *sink) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
@@ -385,7 +396,7 @@ static int cancel(cf_future *f, const cf__cb_sink *sink) {
     if (st == CF__ST_CANCELLING) {
       /* Another canceller won and is releasing the task's arg: "0" must
        * mean "is cancelled", so wait for it to publish. */
-      if (cancelling_here != f)
+      if (!cancelling_on_this_thread(f))
         cf_future_wait_blocking(f, CF_FOREVER);
       return 0;
     }
@@ -397,10 +408,10 @@ static int cancel(cf_future *f, const cf__cb_sink *sink) {
       break;
   }
   if (f->u.task.arg_dtor != NULL) {
-    cf_future *outer = cancelling_here;
-    cancelling_here = f;
+    cancel_frame fr = {f, cancelling_here};
+    cancelling_here = &fr;
     f->u.task.arg_dtor(f->u.task.arg);
-    cancelling_here = outer;
+    cancelling_here = fr.up;
   }
   f->err = CF_ECANCELLED;
   end_complete(f, CF_CANCELLED, sink);
@@ -423,6 +434,8 @@ int cf_future_cancel(cf_future *f) {
 int cf_future_set_running(cf_future *f) {
   if (f == NULL)
     return CF_EINVAL;
+  if (f->owner != NULL)
+    return CF_EINVALSTATE; /* its executor decides when it runs */
   if (cf__future_claim(f))
     return 0;
   uint32_t st =

@@ -122,6 +122,9 @@ static void thread_exit(void *unused) {
   pthread_mutex_unlock(&mu);
   tc.spare = tc.cur = NULL;
   tc.ncur = 0;
+  /* A future freed later in this thread's teardown (another destructor)
+   * registers again, so its block is not stranded. */
+  tc.registered = false;
 }
 
 static void make_exit_key(void) { pthread_key_create(&exit_key, thread_exit); }

@@ -29,9 +29,10 @@
  *
  * Waiting inside a worker. Each worker installs a wait hook: a task that
  * waits on a future runs that future's task inline if it is still queued
- * in this pool, runs other queued work meanwhile otherwise (nested on its
- * stack, at most MAX_DEPTH deep), and gets CF_EDEADLOCK if it waits for a
- * future this very thread is running.
+ * in this pool (bounded by the stack: HELP_STACK_RESERVE stays free),
+ * runs other queued work meanwhile only if no other worker is free (at
+ * most MAX_HELP_DEPTH deep), and gets CF_EDEADLOCK if it waits for a
+ * future this very thread is running (a frame list on its stack).
  *
  * Locks (none is held while user code runs):
  *   qlock  (a spinlock) the FIFO, qlen, submitted, the idle stack, and
@@ -64,13 +65,24 @@
 #include "park.h"
 
 #define BATCH_MAX 32
-#define MAX_DEPTH 32
+/* Helping with other queued work nests it on the waiting task's stack:
+ * at most this deep, and never with less than HELP_STACK_RESERVE bytes
+ * of stack left (running the awaited task itself is bounded by the stack
+ * only, since it follows the program's own dependency chain). */
+#define MAX_HELP_DEPTH 32
+#define HELP_STACK_RESERVE (64 * 1024)
 #define IDLE_SPIN_NS 50000
 #define SEG_CAP 254 /* a segment is 2 KiB */
 /* Tasks shorter than this on average are batched (see next_task). */
 #define SHORT_TASK_NS 2000
 
 typedef struct pool pool;
+
+/* A task being run by a worker, on that worker's stack. */
+typedef struct frame {
+  cf_future *f;
+  struct frame *up;
+} frame;
 
 /* A piece of the FIFO. items[head..tail) are queued; the producer fills
  * at tail, consumers take from head (all under qlock). */
@@ -82,7 +94,7 @@ typedef struct qseg {
 
 typedef struct worker {
   /* Tasks this worker took from the FIFO and has not started. The owner
-   * takes slot_pos..slot_end in order; stealers take the oldest too. */
+   * takes slot_pos..slot_end in order; thieves take the youngest. */
   _Atomic(cf_future *) slots[BATCH_MAX];
   /* Counters: written by this worker only (per task), read by stats;
    * on their own line, away from the fields other workers poll. */
@@ -96,9 +108,10 @@ typedef struct worker {
    * time to its next take gives the length of its tasks. */
   int64_t take_ns;
   int take_n;
-  bool short_tasks; /* its recent tasks averaged under SHORT_TASK_NS */
-  int depth;        /* nesting of tasks run on this stack */
-  cf_future *running[MAX_DEPTH]; /* the futures being run, outermost first */
+  bool short_tasks;   /* its recent tasks averaged under SHORT_TASK_NS */
+  int depth;          /* nesting of tasks run on this stack */
+  struct frame *top;  /* the futures being run, innermost first */
+  uintptr_t stack_lo; /* lowest usable stack address, or 0 */
   /* 1 while parked and unclaimed; a waker sets 0 and wakes it. */
   _Atomic uint32_t parked;
   struct worker *idle_next; /* idle stack link (guarded by qlock) */
@@ -358,20 +371,34 @@ static size_t fifo_take_locked(pool *p, cf_future **out, size_t max) {
   return n;
 }
 
+/* Detaches the whole FIFO (a chain of segments); qlock held. */
+static qseg *fifo_detach_locked(pool *p) {
+  qseg *chain = p->qfirst;
+  p->qfirst = p->qlast = NULL;
+  set_qlen_locked(p, 0);
+  return chain;
+}
+
+/* Settles every task of a detached FIFO and frees its segments. */
+static void settle_chain(pool *p, qseg *chain, int err, const char *msg) {
+  while (chain != NULL) {
+    for (uint32_t i = chain->head; i < chain->tail; i++)
+      settle(p, chain->items[i], err, msg);
+    qseg *next = chain->next;
+    free(chain);
+    chain = next;
+  }
+}
+
 /* Settles every queued and slotted task with err (CF_ECANCELLED for
  * shutdown(cancel_futures), CF_EBROKEN, or a thread creation error),
- * a batch at a time, with no lock held while settling (it runs user
- * callbacks and arg destructors). */
+ * with no lock held while settling (it runs user callbacks and arg
+ * destructors). */
 static void settle_everything(pool *p, int err, const char *msg) {
-  cf_future *buf[64];
-  size_t n;
-  do {
-    cf__spin_lock(&p->qlock);
-    n = fifo_take_locked(p, buf, 64);
-    cf__spin_unlock(&p->qlock);
-    for (size_t i = 0; i < n; i++)
-      settle(p, buf[i], err, msg);
-  } while (n == 64);
+  cf__spin_lock(&p->qlock);
+  qseg *chain = fifo_detach_locked(p);
+  cf__spin_unlock(&p->qlock);
+  settle_chain(p, chain, err, msg);
   wake_space_waiters(p);
   int nw = atomic_load_explicit(&p->nworkers, memory_order_acquire);
   for (int i = 0; i < nw; i++) {
@@ -489,12 +516,40 @@ static inline void bump(_Atomic uint64_t *c) {
 
 /* Runs a future this worker has claimed. */
 static void run_claimed(worker *w, cf_future *f) {
+  frame fr = {f, w->top};
   w->token_given = false;
   bump(&w->started);
-  w->running[w->depth++] = f;
+  w->top = &fr;
+  w->depth++;
   int rc = cf__future_run(f, &w->p->sink);
   w->depth--;
+  w->top = fr.up;
   bump(rc == 0 ? &w->completed : &w->failed);
+}
+
+/* Whether this worker may nest one more task on its stack. */
+static bool stack_allows_nesting(worker *w) {
+  if (w->stack_lo == 0)
+    return w->depth < MAX_HELP_DEPTH;
+  /* The frame address, not a local's: sanitizers may move locals to a
+   * heap-allocated fake stack. */
+#if defined(__GNUC__) || defined(__clang__)
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+#else
+  char local;
+  uintptr_t here = (uintptr_t)&local;
+#endif
+  return here > w->stack_lo + HELP_STACK_RESERVE;
+}
+
+/* Whether this worker should run unrelated queued work while it waits:
+ * only if it can nest and no other worker is free to run it (Python would
+ * leave it queued; we run it so a saturated pool cannot deadlock). */
+static bool should_help(worker *w) {
+  pool *p = w->p;
+  return w->depth < MAX_HELP_DEPTH && stack_allows_nesting(w) &&
+         atomic_load_explicit(&p->spinning, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&p->idle_now, memory_order_relaxed) == 0;
 }
 
 static void run_one(worker *w, cf_future *f) {
@@ -565,11 +620,11 @@ static bool future_done_ready(worker *w, void *ctx) {
 static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
   worker *w = ctx;
   pool *p = w->p;
-  for (int i = 0; i < w->depth; i++)
-    if (w->running[i] == f)
+  /* Waiting for a task this thread is running (itself, or one below it
+   * on this stack) can never end. */
+  for (frame *fr = w->top; fr != NULL; fr = fr->up)
+    if (fr->f == f)
       return CF_EDEADLOCK;
-  if (w->depth >= MAX_DEPTH)
-    return cf_future_wait_blocking(f, deadline);
   help_listener h = {{0}, w};
   h.l.notify = help_notify;
   bool listening = false;
@@ -577,21 +632,24 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
   for (;;) {
     if (cf_future_done(f))
       break;
+    if (cf_now_ns() >= deadline) {
+      rc = cf_future_done(f) ? 0 : CF_ETIMEDOUT;
+      break;
+    }
     /* Still queued in this pool: run it here and now (the queue entry
      * is discarded later). This keeps nested waits as deep as the
      * dependency chain, not as the queue. */
-    if (f->owner == p && cf__future_claim_inline(f)) {
+    if (f->owner == p && stack_allows_nesting(w) &&
+        cf__future_claim_inline(f)) {
       run_claimed(w, f);
       continue;
     }
-    cf_future *t = next_task(w);
-    if (t != NULL) {
-      run_one(w, t);
-      continue;
-    }
-    if (cf_now_ns() >= deadline) {
-      rc = CF_ETIMEDOUT;
-      break;
+    if (should_help(w)) {
+      cf_future *t = next_task(w);
+      if (t != NULL) {
+        run_one(w, t);
+        continue;
+      }
     }
     if (!listening) {
       if (cf__future_listen(f, &h.l) == 1)
@@ -679,6 +737,16 @@ static void *worker_main(void *arg) {
   pthread_setname_np(pthread_self(), name);
 #endif
   current_worker = w;
+#if defined(__linux__) && defined(__GLIBC__)
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void *addr;
+    size_t size;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0)
+      w->stack_lo = (uintptr_t)addr; /* stacks grow down on Linux targets */
+    pthread_attr_destroy(&attr);
+  }
+#endif
   cf_wait_hook hook = {help_wait, w};
   cf_wait_hook_swap(&hook, NULL);
   if (p->initializer != NULL) {
@@ -744,11 +812,24 @@ static int adjust_workers(pool *p) {
 }
 
 /* No worker exists and none could start: queued work cannot run, so it
- * fails (the task that triggered this included) instead of hanging. */
+ * fails (the task that triggered this included) instead of hanging.
+ * Under wlock, so a worker another submitter starts meanwhile is either
+ * seen (and nothing fails) or starts after the queue was taken. */
 static void fail_queued_no_workers(pool *p, int rc) {
+  qseg *chain = NULL;
+  pthread_mutex_lock(&p->wlock);
+  if (atomic_load(&p->nworkers) == 0) {
+    cf__spin_lock(&p->qlock);
+    chain = fifo_detach_locked(p);
+    cf__spin_unlock(&p->qlock);
+  }
+  pthread_mutex_unlock(&p->wlock);
+  if (chain == NULL)
+    return;
   char *msg = cf__asprintf("cannot start a worker thread: %s", cf_strerror(rc));
-  settle_everything(p, rc, msg);
+  settle_chain(p, chain, rc, msg);
   free(msg);
+  wake_space_waiters(p);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -757,19 +838,18 @@ static void fail_queued_no_workers(pool *p, int rc) {
 /* Waits for room in a bounded queue (called without qlock). Returns 0 to
  * retry, or CF_EAGAIN at the deadline. */
 static int wait_for_room(pool *p, int64_t deadline) {
-  if (is_own_worker(p)) {
-    /* Backpressure inside our own worker: make room by running work. */
+  if (cf_now_ns() >= deadline)
+    return CF_EAGAIN;
+  if (is_own_worker(p) && stack_allows_nesting(current_worker)) {
+    /* Backpressure inside our own worker: make room by running work (if
+     * every worker blocked here, nothing would ever drain the queue). */
     cf_future *t = next_task(current_worker);
     if (t != NULL)
       run_one(current_worker, t);
-    else if (cf_now_ns() >= deadline)
-      return CF_EAGAIN;
     else
       sched_yield();
     return 0;
   }
-  if (cf_now_ns() >= deadline)
-    return CF_EAGAIN;
   /* Announce ourselves, re-check, then park; a worker that takes work
    * (and shutdown) bumps space_seq after a full fence. */
   atomic_fetch_add(&p->space_waiters, 1);
@@ -845,6 +925,8 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   wake_claimed(wake);
   if (out != NULL)
     *out = f;
+  if (cf__fault(CF__FAULT_SUBMIT_PAUSE))
+    cf__fault_pause();
   /* After the enqueue, as Python's _adjust_thread_count: a worker that
    * starts now finds this task, so idle tokens match queued work. */
   if (atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
@@ -880,10 +962,26 @@ static void join_all(pool *p) {
 static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pool *p = (pool *)ex;
   pthread_mutex_lock(&p->wlock); /* orders us against spawn_locked */
+  /* A submit may have queued a task and not yet started the worker for
+   * it: start one now, so queued work runs as Python's shutdown would. */
+  int spawn_rc = 0;
+  if (atomic_load(&p->nworkers) == 0 && atomic_load(&p->qlen_pub) > 0 &&
+      !cancel_futures)
+    spawn_rc = spawn_locked(p);
   cf__spin_lock(&p->qlock);
   atomic_store(&p->shutdown, true);
+  qseg *orphans = atomic_load(&p->nworkers) == 0 ? fifo_detach_locked(p) : NULL;
   cf__spin_unlock(&p->qlock);
   pthread_mutex_unlock(&p->wlock);
+  /* Still no worker (none could start, or a submit queued after our
+   * check): nothing will run what is queued; settle it. */
+  if (orphans != NULL) {
+    char *msg = spawn_rc != 0 ? cf__asprintf("cannot start a worker thread: %s",
+                                             cf_strerror(spawn_rc))
+                              : NULL;
+    settle_chain(p, orphans, spawn_rc != 0 ? spawn_rc : CF_ECANCELLED, msg);
+    free(msg);
+  }
   wake_space_waiters(p);
   if (cancel_futures) {
     atomic_store(&p->cancelling, true);

@@ -350,6 +350,41 @@ CF_TEST(map_inside_a_task_of_the_same_pool) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+CF_TEST(huge_chunksize_allocates_only_what_is_read) {
+  (void)state;
+  /* chunksize * item size used to overflow the chunk allocation. */
+  cf_executor *ex = make_pool(2);
+  cf_range_iter r = cf_range_iter_init(0, 10, 1);
+  cf_map_opts o = {.chunksize = INT64_MAX};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
+  cf_value v;
+  int64_t sum = 0, n = 0;
+  while (cf_map_next(m, &v) == 1) {
+    sum += v.u.i;
+    n++;
+  }
+  assert_int_equal(n, 10);
+  assert_int_equal(sum, 45);
+  cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(first_submission_failure_is_returned_by_map) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_range_iter r = cf_range_iter_init(0, 3, 1);
+  cf_map *m = (cf_map *)ex;
+  /* Allocations: the map, its ring, then the first future. */
+  cf__fault_arm(CF__FAULT_ALLOC, 2, 1);
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
+      CF_ENOMEM);
+  assert_null(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(chunksize_keeps_order_and_counts_tasks),
              CF_CASE(map_is_lazy_on_endless_input),
@@ -359,4 +394,6 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(values_are_moved_to_the_caller),
              CF_CASE(bad_arguments_and_shutdown),
              CF_CASE(empty_input_and_describe), CF_CASE(iterators),
-             CF_CASE(map_inside_a_task_of_the_same_pool))
+             CF_CASE(map_inside_a_task_of_the_same_pool),
+             CF_CASE(huge_chunksize_allocates_only_what_is_read),
+             CF_CASE(first_submission_failure_is_returned_by_map))

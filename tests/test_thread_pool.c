@@ -1076,6 +1076,249 @@ CF_TEST(tasks_start_in_submission_order) {
   }
 }
 
+/* ---- regressions from review ------------------------------------------- */
+
+typedef struct chain_arg {
+  cf_executor *ex;
+  int depth;
+} chain_arg;
+
+/* Submits its child and a filler into a one-slot queue, then waits for
+ * the child: the filler's submit finds the queue full and the worker
+ * makes room by running the child nested, which does the same, so the
+ * nesting follows the whole chain. */
+static int task_chain_full_queue(void *arg, cf_value *result) {
+  chain_arg *a = arg;
+  if (a->depth == 0) {
+    result->u.i = 0;
+    return 0;
+  }
+  chain_arg *child = malloc(sizeof *child);
+  *child = (chain_arg){a->ex, a->depth - 1};
+  cf_task t = {task_chain_full_queue, child, free, 0};
+  cf_future *f = NULL;
+  TCHECK(cf_executor_submit_task(a->ex, &t, CF_FOREVER, &f) == 0);
+  TCHECK(cf_executor_submit(a->ex, task_nop, NULL, NULL) == 0);
+  const cf_value *v;
+  int rc = cf_future_result(f, SOON, &v);
+  TCHECK(rc == 0);
+  result->u.i = rc == 0 ? v->u.i + 1 : -1;
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(deep_nesting_through_a_full_queue_is_safe) {
+  (void)state;
+  /* Used to overflow a fixed array of running tasks at depth 33. */
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
+  chain_arg root = {ex, 200};
+  cf_future *f = submit(ex, task_chain_full_queue, &root);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 200);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int task_chain_wait(void *arg, cf_value *result) {
+  chain_arg *a = arg;
+  if (a->depth == 0) {
+    result->u.i = 0;
+    return 0;
+  }
+  chain_arg child = {a->ex, a->depth - 1};
+  cf_future *f = NULL;
+  TCHECK(cf_executor_submit(a->ex, task_chain_wait, &child, &f) == 0);
+  const cf_value *v;
+  int rc = cf_future_result(f, SOON, &v);
+  TCHECK(rc == 0);
+  result->u.i = rc == 0 ? v->u.i + 1 : -1;
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(deep_recursion_on_one_worker) {
+  (void)state;
+  /* Each level waits for the next: the waiting worker runs the awaited
+   * task inline, as deep as the dependency chain (it used to stop at 32
+   * levels and block for good). */
+  cf_executor *ex = make_pool(1);
+  chain_arg root = {ex, 500};
+  cf_future *f = submit(ex, task_chain_wait, &root);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 500);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+typedef struct room_probe {
+  cf_executor *ex;
+  _Atomic int filler_ran;
+} room_probe;
+
+static int task_mark(void *arg, cf_value *result) {
+  (void)result;
+  atomic_store((_Atomic int *)arg, 1);
+  return 0;
+}
+
+static int task_try_submit_full(void *arg, cf_value *result) {
+  room_probe *r = arg;
+  TCHECK(cf_executor_submit(r->ex, task_mark, &r->filler_ran, NULL) == 0);
+  cf_task t = {task_nop, NULL, NULL, 0};
+  int64_t t0 = cf_now_ns();
+  result->u.i = cf_executor_submit_task(r->ex, &t, 0, NULL);
+  /* Timeout 0 fails at once: it must not run the queued filler first. */
+  TCHECK(atomic_load(&r->filler_ran) == 0);
+  TCHECK(cf_now_ns() - t0 < CF_SEC(5));
+  return 0;
+}
+
+CF_TEST(zero_timeout_submit_in_worker_fails_at_once) {
+  (void)state;
+  cf_executor *ex =
+      make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
+  room_probe r = {ex, 0};
+  cf_future *f = submit(ex, task_try_submit_full, &r);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, CF_EAGAIN);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_int_equal(atomic_load(&r.filler_ran), 1);
+}
+
+typedef struct race {
+  cf_executor *ex;
+  pthread_barrier_t go;
+  cf_future *f;
+  int rc;
+} race;
+
+static void *race_submit(void *arg) {
+  race *r = arg;
+  pthread_barrier_wait(&r->go);
+  r->rc = cf_executor_submit(r->ex, task_return_arg, (void *)5, &r->f);
+  return NULL;
+}
+
+static bool submit_paused(void *arg) {
+  (void)arg;
+  return atomic_load(&cf__fault_paused) > 0;
+}
+
+CF_TEST(shutdown_between_enqueue_and_worker_start) {
+  (void)state;
+  /* A submit that queued its task but had not yet started the worker for
+   * it when shutdown ran used to leave the future pending for ever. The
+   * fault point holds the submit in exactly that window. */
+  for (int cancel = 0; cancel < 2; cancel++) {
+    atomic_store(&cf__fault_paused, 0);
+    race r = {.ex = make_pool(1)};
+    pthread_barrier_init(&r.go, NULL, 2);
+    cf__fault_arm(CF__FAULT_SUBMIT_PAUSE, 0, 1);
+    pthread_t t = spawn(race_submit, &r);
+    pthread_barrier_wait(&r.go);
+    assert_true(eventually(submit_paused, NULL));
+    assert_int_equal(cf_executor_shutdown(r.ex, true, cancel), 0);
+    /* shutdown(wait) returned: the queued task ran or was cancelled. */
+    pthread_join(t, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(cf_future_done(r.f));
+    assert_int_equal(cf_future_get_state(r.f),
+                     cancel ? CF_CANCELLED : CF_FINISHED);
+    cf_future_unref(r.f);
+    assert_int_equal(cf_executor_free(r.ex), 0);
+    pthread_barrier_destroy(&r.go);
+  }
+}
+
+CF_TEST(stress_shutdown_racing_the_first_submit) {
+  (void)state;
+  long rounds = getenv("CF_STRESS_DIV") != NULL ? 300 : 2000;
+  for (long i = 0; i < rounds; i++) {
+    race r = {.ex = make_pool(1)};
+    pthread_barrier_init(&r.go, NULL, 2);
+    pthread_t t = spawn(race_submit, &r);
+    pthread_barrier_wait(&r.go);
+    assert_int_equal(cf_executor_shutdown(r.ex, true, false), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(cf_executor_shutdown(r.ex, true, false), 0);
+    if (r.rc == 0) {
+      if (!cf_future_done(r.f))
+        fail_msg("round %ld: future still %s after shutdown", i,
+                 cf_future_state_name(cf_future_get_state(r.f)));
+      cf_future_unref(r.f);
+    } else {
+      assert_int_equal(r.rc, CF_ESHUTDOWN);
+    }
+    assert_int_equal(cf_executor_free(r.ex), 0);
+    pthread_barrier_destroy(&r.go);
+  }
+}
+
+CF_TEST(set_running_on_an_executor_future_is_refused) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  hold h;
+  hold_init(&h);
+  cf_future *block;
+  saturate(ex, &h, &block, 1);
+  cf_future *f = submit(ex, task_return_arg, (void *)1);
+  assert_int_equal(cf_future_set_running(f), CF_EINVALSTATE);
+  assert_int_equal(cf_future_get_state(f), CF_PENDING);
+  gate_open(&h.g);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  cf_future_unref(f);
+  cf_future_unref(block);
+  assert_int_equal(cf_executor_free(ex), 0);
+  hold_destroy(&h);
+}
+
+typedef struct cross {
+  cf_future *other;
+  _Atomic int *calls;
+} cross;
+
+static void cancel_other(void *arg) {
+  cross *c = arg;
+  atomic_fetch_add(c->calls, 1);
+  int rc = cf_future_cancel(c->other);
+  TCHECK(rc == 0 || rc == CF_EBUSY);
+}
+
+CF_TEST(arg_destructors_that_cancel_each_other) {
+  (void)state;
+  /* f's destructor cancels g, whose destructor cancels f again: the
+   * inner cancel must see f is being cancelled by this thread. */
+  cf_executor *ex = make_pool(1);
+  hold h;
+  hold_init(&h);
+  cf_future *block;
+  saturate(ex, &h, &block, 1);
+  _Atomic int calls = 0;
+  cross cf_ = {NULL, &calls}, cg = {NULL, &calls};
+  cf_task tf = {task_nop, &cf_, cancel_other, 0};
+  cf_task tg = {task_nop, &cg, cancel_other, 0};
+  cf_future *f, *g;
+  assert_int_equal(cf_executor_submit_task(ex, &tf, 0, &f), 0);
+  assert_int_equal(cf_executor_submit_task(ex, &tg, 0, &g), 0);
+  cf_.other = g;
+  cg.other = f;
+  assert_int_equal(cf_future_cancel(f), 0);
+  assert_true(cf_future_cancelled(f));
+  assert_true(cf_future_cancelled(g));
+  assert_int_equal(atomic_load(&calls), 2);
+  gate_open(&h.g);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_future_unref(block);
+  assert_int_equal(cf_executor_free(ex), 0);
+  hold_destroy(&h);
+}
+
 CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(bad_submissions),
              CF_CASE(task_errors_surface_in_the_future),
@@ -1103,4 +1346,11 @@ CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(arg_destructor_runs_exactly_once),
              CF_CASE(fire_and_forget),
              CF_CASE(long_tasks_spread_over_all_workers),
-             CF_CASE(tasks_start_in_submission_order))
+             CF_CASE(tasks_start_in_submission_order),
+             CF_CASE(deep_nesting_through_a_full_queue_is_safe),
+             CF_CASE(deep_recursion_on_one_worker),
+             CF_CASE(zero_timeout_submit_in_worker_fails_at_once),
+             CF_CASE(shutdown_between_enqueue_and_worker_start),
+             CF_CASE(stress_shutdown_racing_the_first_submit),
+             CF_CASE(set_running_on_an_executor_future_is_refused),
+             CF_CASE(arg_destructors_that_cancel_each_other))

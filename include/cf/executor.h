@@ -74,10 +74,11 @@ CF_EXTERN int cf_executor_submit_task(cf_executor *ex, const cf_task *task,
 /**
  * Stops accepting work (Python's shutdown). Later submits fail with
  * CF_ESHUTDOWN. Work already queued still runs unless cancel_futures is
- * true, in which case every future that has not started is cancelled
- * before this returns (its waiters and as_completed/wait see it). With
- * wait, returns once every task has finished and every worker has exited.
- * May be called more than once, from any thread.
+ * true, in which case every queued future is cancelled before this
+ * returns (its waiters and as_completed/wait see it); a task a worker was
+ * taking at that very instant may still start, as in Python. With wait,
+ * returns once every task has finished or been cancelled and every
+ * worker has exited. May be called more than once, from any thread.
  *
  * Returns 0, CF_EINVAL, CF_EBADF, or CF_EDEADLOCK if wait is true and the
  * caller is one of this executor's own workers (it cannot wait for itself;

@@ -20,15 +20,19 @@
  * of several racing completers (set_result, set_error, cancel) wins.
  *
  * Waiting never loses a wake-up and never spins without bound: a waiter
- * spins for at most a few microseconds, then sleeps in the kernel until the
- * future completes or the deadline passes. Waiting allocates nothing.
+ * spins for at most 20 us (a cross-thread round trip takes about one),
+ * then sleeps in the kernel until the future completes or the deadline
+ * passes. Waiting allocates nothing.
  *
  * Callbacks. A done callback runs exactly once: in the thread that
  * completes the future, after the state is published and with no library
  * lock held; or at once in the caller of cf_future_add_done_callback if
- * the future is already done. Callbacks run in the order they were added.
- * When cf_future_add_done_callback returns an error the callback is never
- * called.
+ * the future is already done. Callbacks added before the future completes
+ * run in the order they were added; one added while it is completing may
+ * run (in the adder's thread) before them. When
+ * cf_future_add_done_callback returns an error the callback is never
+ * called. If the last reference to a future that never completes is
+ * dropped, its callbacks are freed without running.
  */
 #ifndef CF_FUTURE_H
 #define CF_FUTURE_H
@@ -192,10 +196,11 @@ CF_EXTERN int cf_future_wait_until(cf_future *f, int64_t deadline_ns);
  * Returns 0 and sets *value (if value is non-NULL) to the result, which
  * the future keeps owning: it stays valid while you hold a reference.
  * Otherwise returns the task's own negative code (see cf_future_error for
- * its message), CF_ECANCELLED, CF_ETIMEDOUT if the wait expired (then
- * cf_future_done(f) is false, which tells it apart from a task that itself
- * failed with CF_ETIMEDOUT), CF_EDEADLOCK, or CF_EINVAL. On error *value is
- * set to NULL.
+ * its message), CF_ECANCELLED, CF_ETIMEDOUT if the wait expired,
+ * CF_EDEADLOCK, or CF_EINVAL. On error *value is set to NULL. A task may
+ * itself fail with CF_ETIMEDOUT; to tell the two apart, wait with
+ * cf_future_wait (whose CF_ETIMEDOUT is always the wait's own), then
+ * read the outcome with cf_future_result(f, 0, ...) or cf_future_error.
  */
 CF_EXTERN int cf_future_result(cf_future *f, int64_t timeout_ns,
                                const cf_value **value);
@@ -223,10 +228,12 @@ typedef void (*cf_callback_error_fn)(void *ctx, cf_future *f, int rc);
 
 /**
  * Sets the process-wide handler for failed done callbacks that ran
- * outside an executor (cf_future_set_result from user code, or a callback
- * added to an already-done future). NULL restores the default, which
- * prints one line to stderr, like Python's logger. Thread-safe; the
- * handler may be called from any thread.
+ * outside an executor's threads (completion or cancellation by user code,
+ * or a callback added to an already-done future). NULL restores the
+ * default, which prints one line to stderr, like Python's logger.
+ * Thread-safe; the handler may be called from any thread, and a handler
+ * that was just replaced may still be running or about to run in another
+ * thread, so keep its ctx valid.
  */
 CF_EXTERN void cf_set_callback_error_handler(cf_callback_error_fn fn,
                                              void *ctx);

@@ -12,15 +12,29 @@
  *   - max_queued bounds the queue: submit then blocks, with a timeout, or
  *     fails with CF_EAGAIN (backpressure).
  *   - A task that waits on a future (cf_future_wait/result) while running
- *     on a worker does not idle that worker: it runs queued work of this
- *     pool while it waits, so a task may wait for tasks it submitted even
- *     with max_workers = 1. Waiting on its own future returns
- *     CF_EDEADLOCK.
+ *     on a worker does not idle that worker. If the awaited task is still
+ *     queued in this pool, the worker runs it right there (so a task may
+ *     wait for tasks it submitted, even recursively, with max_workers =
+ *     1; nesting is bounded by the worker's stack, 64 KiB of which are
+ *     kept free). If no other worker is free, it also runs other queued
+ *     work meanwhile (at most 32 deep), so a saturated pool cannot
+ *     deadlock on waits. Consequences: such a wait may return later than
+ *     its deadline by the length of a task it ran; a task run this way
+ *     sits above the waiting one on the same stack, so if it waits for
+ *     that task it gets CF_EDEADLOCK, and if it blocks on something only
+ *     that task would provide (a semaphore, a lock), the thread hangs.
+ *     Waiting on a future this very thread is running returns
+ *     CF_EDEADLOCK. Cycles across workers are not detected.
+ *   - A full bounded queue makes a submit from one of the pool's own
+ *     workers run queued work instead of blocking (unless its timeout is
+ *     0: then it fails at once with CF_EAGAIN).
  *   - If a worker thread cannot be created, the pool carries on with the
  *     workers it has; if it has none, the task's future fails with
  *     -EAGAIN. The library never aborts for that.
- *   - A done callback that fails is counted (stats.callbacks_failed) and
- *     reported to on_callback_error.
+ *   - A done callback that fails while this pool completes or cancels a
+ *     future is counted (stats.callbacks_failed) and reported to
+ *     on_callback_error (callbacks run by other threads, as when user code
+ *     cancels a future, go to the process-wide handler).
  *   - A finalizer undoes the initializer in each worker before it exits.
  *
  * Threads are named "<prefix>_<n>" (Linux truncates to 15 bytes).

@@ -6,7 +6,9 @@
  *
  *   CF_FOREVER   wait without limit (the only spelling of "forever")
  *   0            do not wait: poll once
- *   > 0          wait at most this long
+ *   > 0          wait at most this long (but see thread_pool.h: a wait
+ *                inside one of a pool's own workers may run a task
+ *                meanwhile and return up to that task's length late)
  *   < 0          invalid: the call returns CF_EINVAL and does nothing
  *
  * Internally a timeout is turned once into an absolute deadline on the
