@@ -10,12 +10,17 @@
  * In Python, threads cannot speed these up (the GIL); here they can: the
  * speedup is bounded by the number of CPUs. Exits 1 if a result is wrong.
  *
+ * Each time printed is the median of three runs (a single run of a few
+ * milliseconds is mostly noise on a shared machine); every run's result
+ * is checked.
+ *
  * Usage: cpu_bound [--quick] [WORKERS]   (WORKERS default: Python's
  * ThreadPoolExecutor default, min(32, cpus + 4); --quick uses fib(30)
  * instead of fib(35), for the test suite)
  */
 #include <cf/cfutures.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +98,95 @@ static void report(const char *what, double seq, double par) {
          what, seq, par, par > 0 ? seq / par : 0.0);
 }
 
+/* One workload: computes its answer sequentially or on the pool. */
+typedef struct job {
+  const char *what;
+  int64_t (*seq)(const struct job *j);
+  int64_t (*par)(const struct job *j, cf_executor *ex, int *err);
+  long n;           /* fib's argument */
+  int64_t chunksize; /* map's chunksize (0: one task per item) */
+  int64_t want;
+  bool show_sum; /* print the pool's answer after the timing line */
+} job;
+
+#define RUNS 3
+
+static int64_t fib_seq(const job *j) {
+  int64_t sum = 0;
+  for (int i = 0; i < 20; i++)
+    sum += fib(j->n);
+  return sum;
+}
+
+static int64_t fib_par(const job *j, cf_executor *ex, int *err) {
+  void *args[20];
+  for (int i = 0; i < 20; i++)
+    args[i] = (void *)(intptr_t)j->n;
+  cf_array_iter items = {args, 20, 0};
+  return map_sum(ex, fib_task, cf_array_iter_next, &items, 0, err);
+}
+
+static int64_t large_seq(const job *j) {
+  (void)j;
+  int64_t sum = 0;
+  for (int i = 0; i < NLARGE; i++)
+    sum += sum_of_factors(large_numbers[i]);
+  return sum;
+}
+
+static int64_t large_par(const job *j, cf_executor *ex, int *err) {
+  void *args[NLARGE];
+  for (int i = 0; i < NLARGE; i++)
+    args[i] = (void *)(intptr_t)large_numbers[i];
+  cf_array_iter items = {args, NLARGE, 0};
+  return map_sum(ex, factors_task, cf_array_iter_next, &items, j->chunksize,
+                 err);
+}
+
+static int64_t small_seq(const job *j) {
+  (void)j;
+  int64_t sum = 0;
+  for (int64_t n = 1; n < 40000; n++)
+    sum += sum_of_factors(n);
+  return sum;
+}
+
+static int64_t small_par(const job *j, cf_executor *ex, int *err) {
+  cf_range_iter items = cf_range_iter_init(1, 40000, 1);
+  return map_sum(ex, factors_task, cf_range_iter_next, &items, j->chunksize,
+                 err);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return v[n / 2];
+}
+
+/* Times the job RUNS times each way, checks every answer, prints the
+ * medians (and the pool's answer if the job shows it). */
+static void run_job(const job *j, cf_executor *ex, int *err) {
+  double seq[RUNS], par[RUNS];
+  int64_t answer = 0;
+  for (int r = 0; r < RUNS; r++) {
+    double t0 = seconds();
+    int64_t got = j->seq(j);
+    seq[r] = seconds() - t0;
+    check(j->what, got, j->want);
+    t0 = seconds();
+    answer = j->par(j, ex, err);
+    par[r] = seconds() - t0;
+    check(j->what, answer, j->want);
+  }
+  report(j->what, median(seq, RUNS), median(par, RUNS));
+  if (j->show_sum)
+    printf("%-36s = %lld\n", "  sum of their factors", (long long)answer);
+}
+
 int main(int argc, char **argv) {
   int fib_n = 35;
   if (argc > 1 && strcmp(argv[1], "--quick") == 0) {
@@ -108,8 +202,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   printf("CPU-bound workloads: sequential vs a cfutures thread pool of %d "
-         "workers on %ld CPUs\n\n",
-         workers, cpus);
+         "workers on %ld CPUs (median of %d runs each)\n\n",
+         workers, cpus, RUNS);
   cf_thread_pool_opts opts = {.max_workers = workers};
   cf_executor *ex;
   int rc = cf_thread_pool_new(&ex, &opts);
@@ -118,71 +212,27 @@ int main(int argc, char **argv) {
     return 1;
   }
   int err = 0;
-
-  /* fib(35) x 20 */
-  const int64_t fib_value = fib_n == 35 ? 9227465 : 832040;
-  double t0 = seconds();
-  int64_t seq = 0;
-  for (int i = 0; i < 20; i++)
-    seq += fib(fib_n);
-  double t_seq = seconds() - t0;
-  void *fib_args[20];
-  for (int i = 0; i < 20; i++)
-    fib_args[i] = (void *)(intptr_t)fib_n;
-  cf_array_iter fib_items = {fib_args, 20, 0};
-  t0 = seconds();
-  int64_t par = map_sum(ex, fib_task, cf_array_iter_next, &fib_items, 0, &err);
-  double t_par = seconds() - t0;
-  char what[32];
-  snprintf(what, sizeof what, "fib(%d) x 20", fib_n);
-  report(what, t_seq, t_par);
-  check("20 * fib(n)", seq, 20 * fib_value);
-  check("20 * fib(n) on the pool", par, 20 * fib_value);
-
-  /* Six large numbers. */
-  t0 = seconds();
-  seq = 0;
-  for (int i = 0; i < NLARGE; i++)
-    seq += sum_of_factors(large_numbers[i]);
-  t_seq = seconds() - t0;
-  void *large_args[NLARGE];
-  for (int i = 0; i < NLARGE; i++)
-    large_args[i] = (void *)(intptr_t)large_numbers[i];
-  cf_array_iter large_items = {large_args, NLARGE, 0};
-  t0 = seconds();
-  par = map_sum(ex, factors_task, cf_array_iter_next, &large_items, 0, &err);
-  t_par = seconds() - t0;
-  report("factors of 6 large numbers", t_seq, t_par);
-  printf("%-36s = %lld\n", "  sum of their factors", (long long)par);
-  check("factors of the large numbers", seq, 568206055343329);
-  check("factors of the large numbers on the pool", par, 568206055343329);
-
-  /* range(1, 40000), without and with chunksize. */
-  t0 = seconds();
-  seq = 0;
-  for (int64_t n = 1; n < 40000; n++)
-    seq += sum_of_factors(n);
-  t_seq = seconds() - t0;
-  cf_range_iter small = cf_range_iter_init(1, 40000, 1);
-  t0 = seconds();
-  par = map_sum(ex, factors_task, cf_range_iter_next, &small, 0, &err);
-  t_par = seconds() - t0;
-  report("factors of 1..39999, map()", t_seq, t_par);
-  check("factors of 1..39999", seq, 139614694);
-  check("factors of 1..39999 on the pool", par, 139614694);
-  small = cf_range_iter_init(1, 40000, 1);
-  t0 = seconds();
-  par = map_sum(ex, factors_task, cf_range_iter_next, &small, 1000, &err);
-  t_par = seconds() - t0;
-  report("factors of 1..39999, chunksize=1000", t_seq, t_par);
-  printf("%-36s = %lld\n", "  sum of their factors", (long long)par);
-  check("factors of 1..39999 with chunks", par, 139614694);
-
+  char fib_what[32];
+  snprintf(fib_what, sizeof fib_what, "fib(%d) x 20", fib_n);
+  const job jobs[] = {
+      {fib_what, fib_seq, fib_par, fib_n, 0,
+       20 * (fib_n == 35 ? 9227465 : 832040), false},
+      {"factors of 6 large numbers", large_seq, large_par, 0, 0,
+       568206055343329, true},
+      {"factors of 1..39999, map()", small_seq, small_par, 0, 0, 139614694,
+       false},
+      {"factors of 1..39999, chunksize=1000", small_seq, small_par, 0, 1000,
+       139614694, true},
+  };
+  for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++)
+    run_job(&jobs[i], ex, &err);
   cf_executor_free(ex);
   if (err != 0) {
     printf("a map failed: %s\n", cf_strerror(err));
     return 1;
   }
+  if (failures != 0)
+    return 1;
   printf("\nAll results match the seeds (568206055343329, 139614694).\n");
-  return failures != 0 ? 1 : 0;
+  return 0;
 }

@@ -149,9 +149,14 @@ int cf_range_iter_next(void *state, void **item) {
 
 /* A chunk: several items run by one task. The task writes nok, results,
  * err and errmsg; the map reads them after the chunk's future is done
- * (the future's release/acquire orders it). */
+ * (the future's release/acquire orders it). Two references: the task's
+ * (dropped when the task is done or discarded) and the map's. If the map
+ * drops the last one, it keeps the chunk and its buffers for the next
+ * chunk of the same map: fresh memory costs a page fault per 4 KiB, which
+ * on a VM can cost more than the items' work (bench/NOTES.md). */
 typedef struct chunk {
   _Atomic int refs;
+  struct chunk *spare_next; /* in the map's spare list */
   cf_task_fn fn;
   size_t n;     /* items */
   size_t nok;   /* results produced */
@@ -160,7 +165,8 @@ typedef struct chunk {
   char *errmsg; /* its message, or NULL */
   void **items; /* n items (cap allocated, grown as items arrive) */
   size_t cap;
-  cf_value *results; /* n results, allocated when the chunk is complete */
+  cf_value *results; /* results_cap slots, allocated by the chunk's task */
+  size_t results_cap;
 } chunk;
 
 static chunk *chunk_new(cf_task_fn fn) {
@@ -189,13 +195,19 @@ static int chunk_add(chunk *c, void *item) {
   return 0;
 }
 
+/* Releases the results not yet yielded and the error message. */
+static void chunk_clear(chunk *c) {
+  for (size_t i = c->next; i < c->nok; i++)
+    cf_value_release(&c->results[i]);
+  free(c->errmsg);
+  c->errmsg = NULL;
+}
+
 static void chunk_unref(void *arg) {
   chunk *c = arg;
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
     return;
-  for (size_t i = c->next; i < c->nok; i++)
-    cf_value_release(&c->results[i]);
-  free(c->errmsg);
+  chunk_clear(c);
   free(c->items);
   free(c->results);
   free(c);
@@ -204,6 +216,23 @@ static void chunk_unref(void *arg) {
 static int chunk_task(void *arg, cf_value *result) {
   (void)result;
   chunk *c = arg;
+  /* The worker allocates the results, not the map's consumer: the memory
+   * is first touched (and page-faulted) in parallel, by the threads that
+   * write it. Each slot is written before nok moves past it. */
+  if (c->results_cap < c->n) {
+    free(c->results);
+    c->results_cap = 0;
+    c->results = c->n > SIZE_MAX / sizeof *c->results ||
+                         cf__fault(CF__FAULT_ALLOC)
+                     ? NULL
+                     : malloc(c->n * sizeof *c->results);
+    if (c->results == NULL) {
+      c->err = CF_ENOMEM;
+      c->nok = 0;
+      return CF_ENOMEM;
+    }
+    c->results_cap = c->n;
+  }
   for (size_t i = 0; i < c->n; i++) {
     cf_value v = CF_VALUE_INIT;
     cf__raise_clear();
@@ -244,11 +273,34 @@ struct cf_map {
   bool submit_failed; /* input_err came from the executor, not the input */
   int err;            /* sticky error once the map failed */
   char *errmsg;
+  chunk *spare; /* chunks to reuse, linked by spare_next */
 };
 
-static void map_drop_entry(entry *e) {
+/* A chunk for the next task: a spare one of this map, or a new one. */
+static chunk *map_chunk_get(cf_map *m) {
+  chunk *c = m->spare;
+  if (c == NULL)
+    return chunk_new(m->fn);
+  m->spare = c->spare_next;
+  c->spare_next = NULL;
+  c->n = c->nok = c->next = 0;
+  c->err = 0;
+  atomic_store_explicit(&c->refs, 2, memory_order_relaxed);
+  return c;
+}
+
+/* Drops the map's reference to a chunk; keeps it if it was the last. */
+static void map_chunk_put(cf_map *m, chunk *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    return; /* the task still holds it and frees it when done */
+  chunk_clear(c);
+  c->spare_next = m->spare;
+  m->spare = c;
+}
+
+static void map_drop_entry(cf_map *m, entry *e) {
   if (e->c != NULL)
-    chunk_unref(e->c);
+    map_chunk_put(m, e->c);
   cf_future_unref(e->f);
   e->f = NULL;
   e->c = NULL;
@@ -262,7 +314,7 @@ static int map_fail(cf_map *m, int err, const char *msg) {
   while (m->count > 0) {
     entry *e = &m->ring[m->head];
     cf_future_cancel(e->f);
-    map_drop_entry(e);
+    map_drop_entry(m, e);
     m->head = (m->head + 1) % m->window;
     m->count--;
   }
@@ -287,7 +339,7 @@ static int map_submit_one(cf_map *m) {
     }
     t.arg = item;
   } else {
-    e.c = chunk_new(m->fn);
+    e.c = map_chunk_get(m);
     if (e.c == NULL) {
       m->input_done = true;
       m->input_err = CF_ENOMEM;
@@ -307,15 +359,9 @@ static int map_submit_one(cf_map *m) {
         break;
       }
     }
-    if (e.c->n > 0 && !cf__fault(CF__FAULT_ALLOC))
-      e.c->results = calloc(e.c->n, sizeof *e.c->results);
-    if (e.c->n == 0 || e.c->results == NULL) {
-      if (e.c->n > 0) {
-        m->input_done = true;
-        m->input_err = CF_ENOMEM;
-      }
+    if (e.c->n == 0) {
       atomic_store(&e.c->refs, 1);
-      chunk_unref(e.c);
+      map_chunk_put(m, e.c);
       return 0;
     }
     t.fn = chunk_task;
@@ -332,7 +378,7 @@ static int map_submit_one(cf_map *m) {
   if (rc != 0) {
     if (e.c != NULL) {
       atomic_store(&e.c->refs, 1); /* the task never got its reference */
-      chunk_unref(e.c);
+      map_chunk_put(m, e.c);
     }
     /* Report it at this position, after what is already in flight. */
     m->input_done = true;
@@ -359,8 +405,14 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
       o.prefetch < 0 || o.timeout_ns < 0)
     return CF_EINVAL;
   if (o.prefetch == 0) {
-    int w = cf_executor_max_workers(ex);
-    o.prefetch = w > 16 ? 4 * (int64_t)w : 64;
+    /* Enough single tasks to amortise each worker's queue round trip;
+     * chunks are long tasks, so two per worker keep every worker busy
+     * while the map's buffers stay few and get reused. */
+    int64_t w = cf_executor_max_workers(ex);
+    if (o.chunksize > 1)
+      o.prefetch = w > 2 ? 2 * w : 4;
+    else
+      o.prefetch = w > 16 ? 4 * w : 64;
   }
   cf_map *m = cf__fault(CF__FAULT_ALLOC) ? NULL : calloc(1, sizeof *m);
   if (m == NULL)
@@ -421,8 +473,8 @@ static int map_yield_head(cf_map *m, cf_value *out) {
     if (c->next >= c->nok) {
       if (c->err != 0)
         return map_fail(m, c->err, c->errmsg);
-      /* The chunk task itself failed before running items (not expected:
-       * chunk_task cannot fail otherwise); report the future's error. */
+      /* No item failed: the chunk's task never ran its items (it was
+       * cancelled or failed on its own); report the future's error. */
       rc = cf_future_error(e->f, &msg);
       return map_fail(m, rc != 0 ? rc : CF_ETASK, msg);
     }
@@ -432,7 +484,7 @@ static int map_yield_head(cf_map *m, cf_value *out) {
     last = c->next == c->n;
   }
   if (last) {
-    map_drop_entry(e);
+    map_drop_entry(m, e);
     m->head = (m->head + 1) % m->window;
     m->count--;
   }
@@ -476,9 +528,15 @@ void cf_map_free(cf_map *m) {
   while (m->count > 0) {
     entry *e = &m->ring[m->head];
     cf_future_cancel(e->f);
-    map_drop_entry(e);
+    map_drop_entry(m, e);
     m->head = (m->head + 1) % m->window;
     m->count--;
+  }
+  while (m->spare != NULL) {
+    chunk *c = m->spare;
+    m->spare = c->spare_next;
+    atomic_store_explicit(&c->refs, 1, memory_order_relaxed);
+    chunk_unref(c);
   }
   free(m->errmsg);
   free(m->ring);

@@ -385,6 +385,89 @@ CF_TEST(first_submission_failure_is_returned_by_map) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+static bool three_finished(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_stats_get(arg, &st) == 0 && st.completed + st.failed >= 3;
+}
+
+CF_TEST(chunk_result_allocation_failure_surfaces_at_its_item) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *hold;
+  assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &hold), 0);
+  /* Two chunks of 4, both submitted by cf_executor_map while the only
+   * worker is held. */
+  cf_range_iter r = cf_range_iter_init(0, 8, 1);
+  cf_map_opts o = {.chunksize = 4};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
+  /* The next allocation is the first chunk's results, in the worker. */
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
+  gate_open(&g);
+  assert_true(eventually(three_finished, ex));
+  cf__fault_arm(CF__FAULT_ALLOC, 0, 0);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_stats_get(ex, &st), 0);
+  assert_int_equal(st.failed, 1);
+  cf_value v;
+  assert_int_equal(cf_map_next(m, &v), CF_ENOMEM);
+  assert_string_not_equal(cf_map_error_message(m), "");
+  assert_int_equal(cf_map_next(m, &v), CF_ENOMEM);
+  cf_map_free(m);
+  cf_future_unref(hold);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+static _Atomic long owned_made;
+
+static int task_owned_index(void *arg, cf_value *result) {
+  int64_t *p = malloc(sizeof *p);
+  if (p == NULL)
+    return cf_raise(CF_ENOMEM, "no memory");
+  *p = (int64_t)(intptr_t)arg;
+  atomic_fetch_add(&owned_made, 1);
+  result->u.ptr = p;
+  result->dtor = count_and_free;
+  return 0;
+}
+
+/* A small look-ahead makes the map reuse its chunks many times over:
+ * order, values and destructor counts must survive the reuse, also when
+ * the map is freed with chunks in flight. */
+CF_TEST(reused_chunks_keep_order_and_release_values_once) {
+  (void)state;
+  for (int rep = 0; rep < 20; rep++) {
+    atomic_store(&dtor_calls, 0);
+    atomic_store(&owned_made, 0);
+    cf_executor *ex = make_pool(2);
+    const int64_t n = 5000, stop_at = rep % 2 == 0 ? n : 1234;
+    cf_range_iter r = cf_range_iter_init(0, n, 1);
+    cf_map_opts o = {.chunksize = 7 + rep % 5, .prefetch = 2};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_owned_index, cf_range_iter_next, &r, &o, &m),
+        0);
+    cf_value v;
+    int64_t i = 0;
+    for (; i < stop_at; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(*(int64_t *)v.u.ptr, i);
+      cf_value_release(&v);
+    }
+    if (stop_at == n)
+      assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_true(atomic_load(&owned_made) >= stop_at);
+    assert_int_equal(atomic_load(&dtor_calls), atomic_load(&owned_made));
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
 CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(chunksize_keeps_order_and_counts_tasks),
              CF_CASE(map_is_lazy_on_endless_input),
@@ -396,4 +479,6 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(empty_input_and_describe), CF_CASE(iterators),
              CF_CASE(map_inside_a_task_of_the_same_pool),
              CF_CASE(huge_chunksize_allocates_only_what_is_read),
-             CF_CASE(first_submission_failure_is_returned_by_map))
+             CF_CASE(first_submission_failure_is_returned_by_map),
+             CF_CASE(chunk_result_allocation_failure_surfaces_at_its_item),
+             CF_CASE(reused_chunks_keep_order_and_release_values_once))

@@ -158,7 +158,8 @@ typedef struct cf_map_opts {
    * Negative: CF_EINVAL. */
   int64_t chunksize;
   /** Look-ahead: the most tasks (chunks) submitted but not yet yielded.
-   * 0: 4 * max_workers, at least 64. Negative: CF_EINVAL. */
+   * 0: 4 * max_workers, at least 64; with chunks (chunksize > 1),
+   * 2 * max_workers, at least 4. Negative: CF_EINVAL. */
   int64_t prefetch;
   /** Deadline for the whole map, from the call to cf_executor_map
    * (Python's timeout). 0: none (same as CF_FOREVER). Negative:
