@@ -1078,23 +1078,18 @@ CF_TEST(tasks_start_in_submission_order) {
 
 /* ---- regressions from review ------------------------------------------- */
 
-typedef struct chain_arg {
-  cf_executor *ex;
-  int depth;
-} chain_arg;
-
 /* Submits its child and a filler into a one-slot queue, then waits for
  * the child: the filler's submit finds the queue full and the worker
  * makes room by running the child nested, which does the same, so the
  * nesting follows the whole chain. */
 static int task_chain_full_queue(void *arg, cf_value *result) {
-  chain_arg *a = arg;
+  nest *a = arg;
   if (a->depth == 0) {
     result->u.i = 0;
     return 0;
   }
-  chain_arg *child = malloc(sizeof *child);
-  *child = (chain_arg){a->ex, a->depth - 1};
+  nest *child = malloc(sizeof *child);
+  *child = (nest){a->ex, a->depth - 1};
   cf_task t = {task_chain_full_queue, child, free, 0};
   cf_future *f = NULL;
   TCHECK(cf_executor_submit_task(a->ex, &t, CF_FOREVER, &f) == 0);
@@ -1112,7 +1107,7 @@ CF_TEST(deep_nesting_through_a_full_queue_is_safe) {
   /* Used to overflow a fixed array of running tasks at depth 33. */
   cf_executor *ex =
       make_pool_with(&(cf_thread_pool_opts){.max_workers = 1, .max_queued = 1});
-  chain_arg root = {ex, 200};
+  nest root = {ex, 200};
   cf_future *f = submit(ex, task_chain_full_queue, &root);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, SOON, &v), 0);
@@ -1122,12 +1117,12 @@ CF_TEST(deep_nesting_through_a_full_queue_is_safe) {
 }
 
 static int task_chain_wait(void *arg, cf_value *result) {
-  chain_arg *a = arg;
+  nest *a = arg;
   if (a->depth == 0) {
     result->u.i = 0;
     return 0;
   }
-  chain_arg child = {a->ex, a->depth - 1};
+  nest child = {a->ex, a->depth - 1};
   cf_future *f = NULL;
   TCHECK(cf_executor_submit(a->ex, task_chain_wait, &child, &f) == 0);
   const cf_value *v;
@@ -1144,7 +1139,7 @@ CF_TEST(deep_recursion_on_one_worker) {
    * task inline, as deep as the dependency chain (it used to stop at 32
    * levels and block for good). */
   cf_executor *ex = make_pool(1);
-  chain_arg root = {ex, 500};
+  nest root = {ex, 500};
   cf_future *f = submit(ex, task_chain_wait, &root);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, SOON, &v), 0);
