@@ -71,6 +71,9 @@
  * only, since it follows the program's own dependency chain). */
 #define MAX_HELP_DEPTH 32
 #define HELP_STACK_RESERVE (64 * 1024)
+/* A waiting worker that leaves queued work to a free worker looks again
+ * after this long. */
+#define HELP_RECHECK_NS CF_MSEC(1)
 #define IDLE_SPIN_NS 50000
 #define SEG_CAP 254 /* a segment is 2 KiB */
 /* Tasks shorter than this on average are batched (see next_task). */
@@ -644,12 +647,25 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
       run_claimed(w, f);
       continue;
     }
+    if (w->depth >= MAX_HELP_DEPTH || !stack_allows_nesting(w)) {
+      /* Too deep to run anything more on this stack: block like any
+       * other thread (parking below would return at once while work is
+       * queued, and the loop would spin). */
+      rc = cf_future_wait_blocking(f, deadline);
+      break;
+    }
     if (should_help(w)) {
       cf_future *t = next_task(w);
       if (t != NULL) {
         run_one(w, t);
         continue;
       }
+    } else if (atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0) {
+      /* Work is queued but another worker is free to take it: wait a
+       * slice, then look again (that worker may have become busy). */
+      int64_t slice = cf_now_ns() + HELP_RECHECK_NS;
+      cf_future_wait_blocking(f, slice < deadline ? slice : deadline);
+      continue;
     }
     if (!listening) {
       if (cf__future_listen(f, &h.l) == 1)

@@ -1,5 +1,6 @@
 /* test_thread_pool.c - the thread-pool executor. */
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -1314,6 +1315,53 @@ CF_TEST(arg_destructors_that_cancel_each_other) {
   hold_destroy(&h);
 }
 
+static bool many_running(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_stats_get(arg, &st) == 0 && st.running >= 20;
+}
+
+static int64_t cpu_time_ns(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * CF_SEC(1) +
+         ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+/* One worker, 40 tasks all waiting for a future nobody in the pool will
+ * complete: the worker nests queued tasks while it waits, up to its depth
+ * limit, and must then sleep. It used to spin at full speed (it tried to
+ * park, saw the queue non-empty and looped). */
+CF_TEST(worker_at_its_nesting_limit_sleeps_instead_of_spinning) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *foreign;
+  assert_int_equal(cf_future_new(&foreign), 0);
+  enum { N = 40 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit(ex, task_wait_foreign_then_done, foreign);
+  assert_true(eventually(many_running, ex));
+  usleep(50000);
+  int64_t cpu0 = cpu_time_ns(), wall0 = cf_now_ns();
+  usleep(300000);
+  int64_t cpu = cpu_time_ns() - cpu0, wall = cf_now_ns() - wall0;
+  /* Sleeping costs next to nothing; a spinning thread would use most of
+   * the interval (even on a busy machine, far more than a fifth). */
+  if (cpu > wall / 5)
+    fail_msg("the waiting worker used %lld ns of CPU in %lld ns",
+             (long long)cpu, (long long)wall);
+  cf_value v = CF_VALUE_INIT;
+  assert_int_equal(cf_future_set_result(foreign, &v), 0);
+  for (int i = 0; i < N; i++) {
+    const cf_value *r;
+    assert_int_equal(cf_future_result(fs[i], SOON, &r), 0);
+    assert_int_equal(r->u.i, 0); /* the task's own wait succeeded */
+  }
+  unref_all(fs, N);
+  cf_future_unref(foreign);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(bad_submissions),
              CF_CASE(task_errors_surface_in_the_future),
@@ -1348,4 +1396,5 @@ CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(shutdown_between_enqueue_and_worker_start),
              CF_CASE(stress_shutdown_racing_the_first_submit),
              CF_CASE(set_running_on_an_executor_future_is_refused),
-             CF_CASE(arg_destructors_that_cancel_each_other))
+             CF_CASE(arg_destructors_that_cancel_each_other),
+             CF_CASE(worker_at_its_nesting_limit_sleeps_instead_of_spinning))
