@@ -10,8 +10,17 @@
  * Because cancelling a future fires its listeners like any completion,
  * futures cancelled by an executor's shutdown are yielded and counted
  * (unlike CPython, issue #87893).
+ *
+ * On a thread with a wait hook (a pool worker; later an event loop) the
+ * condition variable would block the thread without the hook's say, so
+ * both wait through the hook instead, on one pending future at a time:
+ * until it is done for ALL_COMPLETED, else in slices of HOOK_SLICE_NS
+ * after which the whole set is looked at again. A listener cannot wake
+ * such a waiter: it runs under a stripe lock and may not complete
+ * another future.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +29,9 @@
 #include "common.h"
 #include "fault.h"
 #include "future_int.h"
+
+/* How often a hooked wait for any of several futures looks at the set. */
+#define HOOK_SLICE_NS CF_MSEC(1)
 
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
@@ -57,6 +69,12 @@ static int cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
                         (long)(deadline % 1000000000)};
   pthread_cond_timedwait(cv, mu, &ts);
   return 0;
+}
+
+/* The deadline for the next hooked wait on one future of a set. */
+static int64_t hook_slice_end(int64_t deadline) {
+  int64_t end = cf_now_ns() + HOOK_SLICE_NS;
+  return end < deadline ? end : deadline;
 }
 
 static size_t hash_ptr(const void *p) {
@@ -115,6 +133,7 @@ struct cf_as_completed {
   _Atomic size_t remaining; /* not yet yielded (written under mu) */
   int64_t deadline;
   bool timed_out;
+  size_t scan; /* hooked waits: nodes before this are yielded or done */
 };
 
 static void ac_push_done(cf_as_completed *it, ac_node *node) {
@@ -190,12 +209,38 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, int64_t timeout_ns,
   return 0;
 }
 
+/* A future of the iterator not yet done (only the consumer calls this:
+ * node->f changes only in cf_as_completed_next), or NULL. */
+static cf_future *ac_pending(cf_as_completed *it) {
+  while (it->scan < it->n && (it->nodes[it->scan].f == NULL ||
+                              cf_future_done(it->nodes[it->scan].f)))
+    it->scan++;
+  return it->scan < it->n ? it->nodes[it->scan].f : NULL;
+}
+
+/* On a thread with a wait hook: waits through the hook until a node is
+ * done, the deadline passes or the hook fails. Called without it->mu. */
+static int ac_wait_hooked(cf_as_completed *it) {
+  cf_future *f = ac_pending(it);
+  if (f == NULL) {
+    /* All done; their listeners are about to queue them. */
+    sched_yield();
+    return 0;
+  }
+  int64_t end = hook_slice_end(it->deadline);
+  int rc = cf_future_wait_until(f, end);
+  if (rc == CF_ETIMEDOUT && end != it->deadline)
+    rc = 0; /* a slice, not the deadline */
+  return rc;
+}
+
 int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   if (out != NULL)
     *out = NULL;
   if (it == NULL || out == NULL)
     return CF_EINVAL;
   int rc;
+  bool hooked = cf__wait_hook_current() != NULL;
   pthread_mutex_lock(&it->mu);
   for (;;) {
     if (it->timed_out) {
@@ -217,8 +262,19 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
       rc = 0;
       break;
     }
-    if (cond_wait_until(&it->cv, &it->mu, it->deadline) == CF_ETIMEDOUT &&
-        it->done_head == NULL) {
+    if (hooked) {
+      pthread_mutex_unlock(&it->mu);
+      int hrc = ac_wait_hooked(it);
+      pthread_mutex_lock(&it->mu);
+      if (hrc == CF_ETIMEDOUT && it->done_head == NULL)
+        it->timed_out = true;
+      else if (hrc != 0 && hrc != CF_ETIMEDOUT) {
+        rc = hrc; /* CF_EDEADLOCK: a future is the caller's own task */
+        break;
+      }
+    } else if (cond_wait_until(&it->cv, &it->mu, it->deadline) ==
+                   CF_ETIMEDOUT &&
+               it->done_head == NULL) {
       it->timed_out = true;
     }
   }
@@ -282,6 +338,35 @@ static void wait_notify(cf__listener *l, cf_future *f) {
 }
 
 static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,
+                           size_t total);
+
+/* cf_wait on a thread with a wait hook: 0 when the condition holds or the
+ * deadline passes, or the hook's error. */
+static int wait_hooked(cf_future *const *fs, size_t n, cf_return_when when,
+                       int64_t deadline) {
+  for (;;) {
+    size_t done = 0, failed = 0;
+    cf_future *pending = NULL;
+    for (size_t i = 0; i < n; i++) {
+      if (cf_future_done(fs[i])) {
+        done++;
+        failed += failed_future(fs[i]);
+      } else if (pending == NULL) {
+        pending = fs[i];
+      }
+    }
+    if (wait_satisfied(when, done, failed, n))
+      return 0;
+    int64_t end = when == CF_ALL_COMPLETED ? deadline : hook_slice_end(deadline);
+    int rc = cf_future_wait_until(pending, end);
+    if (rc == CF_ETIMEDOUT && end == deadline)
+      return 0; /* the caller's timeout: not an error */
+    if (rc != 0 && rc != CF_ETIMEDOUT)
+      return rc;
+  }
+}
+
+static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,
                            size_t total) {
   if (done == total)
     return true;
@@ -327,7 +412,14 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
   }
   int rc = 0;
   if (!wait_satisfied(return_when, ndone0, nfailed0, total) &&
-      deadline > cf_now_ns()) {
+      deadline > cf_now_ns() && cf__wait_hook_current() != NULL) {
+    rc = wait_hooked(uniq, total, return_when, deadline);
+    if (rc != 0) {
+      free(uniq);
+      return rc;
+    }
+  } else if (!wait_satisfied(return_when, ndone0, nfailed0, total) &&
+             deadline > cf_now_ns()) {
     waiter w;
     wait_node *nodes = alloc_array(total, sizeof *nodes);
     rc = nodes == NULL ? CF_ENOMEM : cond_init_monotonic(&w.cv);

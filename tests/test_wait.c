@@ -358,6 +358,113 @@ CF_TEST(wait_returns_at_once_when_satisfied) {
   unref_all(fs, 2);
 }
 
+/* ---- waits inside a pool worker (through the wait hook) ------------------ */
+
+typedef struct inner {
+  cf_executor *ex;
+  int mode; /* 0: wait ALL, 1: wait FIRST_COMPLETED, 2: as_completed */
+} inner;
+
+/* Submits three children to its own pool and waits for them with
+ * cf_wait or as_completed. With one worker, only the waiting worker can
+ * run them: a wait that blocked the thread would never return. */
+static int task_wait_for_children(void *arg, cf_value *result) {
+  inner *in = arg;
+  cf_future *kids[3];
+  for (intptr_t i = 0; i < 3; i++)
+    TCHECK(cf_executor_submit(in->ex, task_return_arg, (void *)(i + 1),
+                              &kids[i]) == 0);
+  int64_t sum = 0;
+  if (in->mode < 2) {
+    cf_future *done[3];
+    size_t nd = 0, nn = 0;
+    cf_return_when when = in->mode == 0 ? CF_ALL_COMPLETED : CF_FIRST_COMPLETED;
+    TCHECK(cf_wait(kids, 3, SOON, when, done, &nd, NULL, &nn) == 0);
+    TCHECK(in->mode == 0 ? nd == 3 && nn == 0 : nd >= 1 && nd + nn == 3);
+    for (size_t i = 0; i < nd; i++)
+      sum += cf_future_done(done[i]) ? 1 : 0;
+    sum = sum == (int64_t)nd ? (int64_t)nd : -1;
+  } else {
+    cf_as_completed *it;
+    TCHECK(cf_as_completed_new(kids, 3, SOON, &it) == 0);
+    cf_future *f;
+    int rc;
+    while ((rc = cf_as_completed_next(it, &f)) == 1) {
+      const cf_value *v;
+      TCHECK(cf_future_result(f, 0, &v) == 0);
+      sum += v->u.i;
+      cf_future_unref(f);
+    }
+    TCHECK(rc == 0);
+    cf_as_completed_free(it);
+  }
+  for (int i = 0; i < 3; i++)
+    cf_future_unref(kids[i]);
+  result->u.i = sum;
+  return 0;
+}
+
+CF_TEST(wait_and_as_completed_inside_a_worker_run_the_work) {
+  (void)state;
+  for (int mode = 0; mode < 3; mode++) {
+    cf_executor *ex = make_pool(1);
+    inner in = {ex, mode};
+    cf_future *f;
+    assert_int_equal(cf_executor_submit(ex, task_wait_for_children, &in, &f),
+                     0);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON, &v), 0);
+    if (mode == 0)
+      assert_int_equal(v->u.i, 3); /* all three done */
+    else if (mode == 1)
+      assert_true(v->u.i >= 1);
+    else
+      assert_int_equal(v->u.i, 1 + 2 + 3);
+    cf_future_unref(f);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+typedef struct self_wait {
+  gate g;
+  cf_future *self;
+  int wait_rc, ac_rc;
+} self_wait;
+
+/* Waits on a set that holds its own future: can never complete. */
+static int task_wait_on_itself(void *arg, cf_value *result) {
+  (void)result;
+  self_wait *sw = arg;
+  TCHECK(gate_wait(&sw->g));
+  size_t nd = 99, nn = 99;
+  sw->wait_rc =
+      cf_wait(&sw->self, 1, SOON, CF_ALL_COMPLETED, NULL, &nd, NULL, &nn);
+  TCHECK(nd == 0 && nn == 0);
+  cf_as_completed *it;
+  TCHECK(cf_as_completed_new(&sw->self, 1, SOON, &it) == 0);
+  cf_future *f = NULL;
+  sw->ac_rc = cf_as_completed_next(it, &f);
+  TCHECK(f == NULL);
+  cf_as_completed_free(it);
+  return 0;
+}
+
+CF_TEST(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  self_wait sw = {.wait_rc = 1, .ac_rc = 1};
+  gate_init(&sw.g);
+  assert_int_equal(
+      cf_executor_submit(ex, task_wait_on_itself, &sw, &sw.self), 0);
+  gate_open(&sw.g);
+  assert_int_equal(cf_future_result(sw.self, SOON, NULL), 0);
+  assert_int_equal(sw.wait_rc, CF_EDEADLOCK);
+  assert_int_equal(sw.ac_rc, CF_EDEADLOCK);
+  cf_future_unref(sw.self);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&sw.g);
+}
+
 CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
              CF_CASE(as_completed_duplicates_once),
              CF_CASE(as_completed_timeout_is_sticky),
@@ -369,4 +476,6 @@ CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
              CF_CASE(wait_first_completed), CF_CASE(wait_first_exception),
              CF_CASE(wait_all_completed_and_timeout),
              CF_CASE(wait_duplicates_empty_bad_arguments),
-             CF_CASE(wait_returns_at_once_when_satisfied))
+             CF_CASE(wait_returns_at_once_when_satisfied),
+             CF_CASE(wait_and_as_completed_inside_a_worker_run_the_work),
+             CF_CASE(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error))

@@ -234,15 +234,26 @@ CF_EXTERN int cf_as_completed_new(cf_future *const *fs, size_t n,
  * generator is finished by its TimeoutError), CF_EINVAL for NULL
  * arguments. Cancelled futures are yielded like any other done future,
  * including those cancelled by cf_executor_shutdown(..., true).
- * Not thread-safe: one consumer per iterator.
+ *
+ * On a thread with a wait hook (a thread-pool worker) the wait goes
+ * through the hook, one pending future at a time, so the worker keeps
+ * running queued work; a completion elsewhere in the set is then noticed
+ * within about a millisecond. The hook's errors are returned:
+ * CF_EDEADLOCK if a pending future is a task the calling worker is
+ * itself running.
+ *
+ * Not thread-safe: one consumer per iterator (cf_as_completed_remaining
+ * may be called from any thread).
  */
 CF_EXTERN int cf_as_completed_next(cf_as_completed *it, cf_future **out);
 
-/** How many futures have not been yielded yet. */
+/** How many futures have not been yielded yet (0 for NULL). Safe to call
+ * from any thread while the consumer iterates. */
 CF_EXTERN size_t cf_as_completed_remaining(const cf_as_completed *it);
 
 /** Drops the references still held and frees the iterator. NULL is
- * ignored. Futures are not cancelled. */
+ * ignored. Futures are not cancelled. Must not run concurrently with
+ * cf_as_completed_next on the same iterator. */
 CF_EXTERN void cf_as_completed_free(cf_as_completed *it);
 
 /** When cf_wait returns (Python's FIRST_COMPLETED etc.). */
@@ -260,9 +271,16 @@ typedef enum cf_return_when {
  * not wanted (its count is still set if its count pointer is non-NULL);
  * each must have room for n entries. Pointers are borrowed (no
  * references added). A timeout is not an error: check *nnot_done.
+ * Thread-safe: any number of threads may wait on overlapping sets.
+ *
+ * On a thread with a wait hook (a thread-pool worker) the wait goes
+ * through the hook like cf_as_completed_next's, so the worker keeps
+ * running queued work instead of blocking the pool.
  *
  * Returns 0, CF_EINVAL (bad arguments, negative timeout, unknown
- * return_when), CF_ENOMEM.
+ * return_when), CF_ENOMEM, or the hook's error (CF_EDEADLOCK: a future
+ * in the set is a task the calling worker is itself running; the output
+ * sets are then not written).
  */
 CF_EXTERN int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
                       cf_return_when return_when, cf_future **done,
