@@ -186,3 +186,11 @@ void counting_dtor(void *p) {
   (void)p;
   atomic_fetch_add(&dtor_calls, 1);
 }
+
+long stress_div(void) {
+  const char *d = getenv("CF_STRESS_DIV");
+  long div = d != NULL ? atol(d) : 1;
+  return div > 1 ? div : 1;
+}
+
+long scaled(long n) { return n / stress_div(); }

@@ -89,6 +89,11 @@ bool eventually(bool (*pred)(void *arg), void *arg);
 cf_executor *make_pool(int max_workers);
 cf_executor *make_pool_with(const cf_thread_pool_opts *opts);
 
+/* Stress sizes: CF_STRESS_DIV (> 1 in the slow sanitizer builds, 1 or
+ * unset otherwise) divides them. */
+long stress_div(void);
+long scaled(long n);
+
 /* Starts a thread; aborts the test on failure. */
 pthread_t spawn(void *(*fn)(void *), void *arg);
 

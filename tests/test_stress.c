@@ -10,12 +10,6 @@
 
 #include "support.h"
 
-static long scaled(long n) {
-  const char *d = getenv("CF_STRESS_DIV");
-  long div = d != NULL ? atol(d) : 1;
-  return div > 1 ? n / div : n;
-}
-
 static unsigned rnd(unsigned *seed) {
   *seed = *seed * 1103515245u + 12345u;
   return (*seed >> 16) & 0x7fff;
@@ -392,7 +386,7 @@ static int task_fib(void *arg, cf_value *result) {
 
 CF_TEST(stress_nested_fib_on_small_pools) {
   (void)state;
-  int n = getenv("CF_STRESS_DIV") != NULL ? 16 : 20; /* 3k / 22k tasks */
+  int n = stress_div() > 1 ? 16 : 20; /* 3k / 22k tasks */
   long expect[21] = {0, 1};
   for (int i = 2; i <= 20; i++)
     expect[i] = expect[i - 1] + expect[i - 2];

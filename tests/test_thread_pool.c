@@ -1233,7 +1233,7 @@ CF_TEST(shutdown_between_enqueue_and_worker_start) {
 
 CF_TEST(stress_shutdown_racing_the_first_submit) {
   (void)state;
-  long rounds = getenv("CF_STRESS_DIV") != NULL ? 300 : 2000;
+  long rounds = stress_div() > 1 ? 300 : 2000;
   for (long i = 0; i < rounds; i++) {
     race r = {.ex = make_pool(1)};
     pthread_barrier_init(&r.go, NULL, 2);
