@@ -9,6 +9,7 @@
 #include <cf/cfutures.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -82,9 +83,17 @@ int main(int argc, char **argv) {
   display("results: %s", desc);
   display("Waiting for individual results:");
   cf_value v;
-  for (long i = 0; (rc = cf_map_next(results, &v)) == 1; i++)
+  long i = 0;
+  bool wrong = false;
+  for (; (rc = cf_map_next(results, &v)) == 1; i++) {
     display("result %ld: %lld", i, (long long)v.u.i);
-  if (rc < 0)
+    wrong |= v.u.i != i * 10; /* loiter(n) returns n * 10 */
+  }
+  if (rc == 0 && (wrong || i != count)) {
+    fprintf(stderr, "wrong results: expected 0, 10, ... %ld\n",
+            (count - 1) * 10);
+    rc = -1;
+  } else if (rc < 0)
     fprintf(stderr, "map failed: %s: %s\n", cf_strerror(rc),
             cf_map_error_message(results));
   cf_map_free(results);

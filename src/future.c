@@ -202,6 +202,8 @@ static cf_future_state public_state(uint32_t s) {
 }
 
 cf_future_state cf_future_get_state(const cf_future *f) {
+  if (f == NULL)
+    return CF_STATE_INVALID;
   return public_state(atomic_load_explicit(&f->state, memory_order_acquire));
 }
 
@@ -230,6 +232,8 @@ const char *cf_future_state_name(cf_future_state state) {
     return "finished";
   case CF_CANCELLED:
     return "cancelled";
+  case CF_STATE_INVALID:
+    break;
   }
   return "invalid";
 }

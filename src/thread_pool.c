@@ -1085,7 +1085,8 @@ int cf_thread_pool_new(cf_executor **out, const cf_thread_pool_opts *opts) {
   memset(&o, 0, sizeof o);
   if (opts != NULL)
     o = *opts;
-  if (out == NULL || o.max_workers < 0 || o.max_queued < 0 ||
+  if (out == NULL || o.max_workers < 0 ||
+      o.max_workers > CF_THREAD_POOL_MAX_WORKERS || o.max_queued < 0 ||
       (o.stack_size != 0 && o.stack_size < 65536))
     return CF_EINVAL;
   if (o.max_workers == 0)

@@ -48,6 +48,8 @@ CF_TEST(bad_arguments) {
   assert_int_equal(cf_future_add_done_callback(NULL, NULL, NULL), CF_EINVAL);
   assert_int_equal(cf_future_describe(NULL, NULL, 0), CF_EINVAL);
   assert_false(cf_future_done(NULL));
+  assert_int_equal(cf_future_get_state(NULL), CF_STATE_INVALID);
+  assert_string_equal(cf_future_state_name(CF_STATE_INVALID), "invalid");
   assert_false(cf_future_running(NULL));
   assert_false(cf_future_cancelled(NULL));
   assert_null(cf_future_ref(NULL));
@@ -309,9 +311,27 @@ CF_TEST(default_handler_reports_to_stderr) {
   the_log = &log;
   cf_future *f = new_future();
   assert_int_equal(cf_future_set_result(f, NULL), 0);
-  /* Must not crash or stop: it prints one line to stderr. */
-  assert_int_equal(cf_future_add_done_callback(f, cb_fail, (void *)9), 0);
+  /* It prints one line to stderr (captured in a file here). */
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  fflush(stderr);
+  int saved = dup(2);
+  assert_true(saved >= 0);
+  assert_true(dup2(fileno(tmp), 2) == 2);
+  int rc = cf_future_add_done_callback(f, cb_fail, (void *)9);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  assert_int_equal(rc, 0);
   assert_int_equal(log.n, 1);
+  char line[512] = "";
+  rewind(tmp);
+  assert_non_null(fgets(line, sizeof line, tmp));
+  fclose(tmp);
+  assert_non_null(strstr(line, "cfutures: exception calling callback for "
+                               "<Future at 0x"));
+  assert_non_null(strstr(line, "state=finished"));
+  assert_non_null(strstr(line, "(-5)")); /* -EIO */
   cf_future_unref(f);
 }
 

@@ -101,6 +101,12 @@ CF_TEST(bad_options) {
   o.max_workers = -1;
   assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);
   assert_null(ex);
+  o.max_workers = CF_THREAD_POOL_MAX_WORKERS + 1;
+  assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);
+  o.max_workers = CF_THREAD_POOL_MAX_WORKERS; /* accepted; starts lazily */
+  assert_int_equal(cf_thread_pool_new(&ex, &o), 0);
+  assert_int_equal(cf_executor_max_workers(ex), CF_THREAD_POOL_MAX_WORKERS);
+  assert_int_equal(cf_executor_free(ex), 0);
   o.max_workers = 1;
   o.max_queued = -3;
   assert_int_equal(cf_thread_pool_new(&ex, &o), CF_EINVAL);

@@ -53,6 +53,7 @@ typedef struct cf_future cf_future;
 /** The four states of a future (Python's PENDING/RUNNING/FINISHED/CANCELLED).
  */
 typedef enum cf_future_state {
+  CF_STATE_INVALID = -1, /**< only from cf_future_get_state(NULL) */
   CF_PENDING = 0,
   CF_RUNNING = 1,
   CF_FINISHED = 2,
@@ -146,7 +147,7 @@ CF_EXTERN void cf_future_unref(cf_future *f);
 /* ---------------------------------------------------------------------- */
 /* Queries (non-blocking; a snapshot that may change right after)        */
 
-/** The current state. f must not be NULL. */
+/** The current state; CF_STATE_INVALID for NULL. Thread-safe. */
 CF_EXTERN cf_future_state cf_future_get_state(const cf_future *f);
 /** True once FINISHED or CANCELLED. False for NULL. */
 CF_EXTERN bool cf_future_done(const cf_future *f);

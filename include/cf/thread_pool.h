@@ -53,10 +53,15 @@
 extern "C" {
 #endif
 
+/** The largest max_workers accepted (the pool reserves a slot per
+ * possible worker up front, and Linux caps threads well below this). */
+#define CF_THREAD_POOL_MAX_WORKERS 65536
+
 /** Options. Zero-initialise; every zero field means its default. */
 typedef struct cf_thread_pool_opts {
   /** Maximum worker threads. 0: min(32, cpus + 4) as in Python, where
-   * cpus is the number of CPUs this process may run on. < 0: CF_EINVAL. */
+   * cpus is the number of CPUs this process may run on. < 0 or above
+   * CF_THREAD_POOL_MAX_WORKERS: CF_EINVAL. */
   int max_workers;
   /** Thread name prefix (copied). NULL: "cfpool<k>", k counting pools. */
   const char *thread_name_prefix;
