@@ -140,6 +140,9 @@ typedef struct cf_array_iter {
   size_t count;
   size_t next; /**< index of the next item; start at 0 */
 } cf_array_iter;
+/** A cf_iter_fn over a cf_array_iter: returns 1 and items[next++] (the
+ * pointer is passed on, not copied or owned), 0 past the end, CF_EINVAL
+ * for NULL arguments. Not thread-safe: one map per iterator state. */
 CF_EXTERN int cf_array_iter_next(void *state, void **item);
 
 /** Python's range(start, stop, step) as items (void *)(intptr_t)i:
@@ -148,8 +151,12 @@ typedef struct cf_range_iter {
   int64_t start, stop, step;
   int64_t next; /**< set to start before use (cf_range_iter_init) */
 } cf_range_iter;
+/** A cf_range_iter positioned at start. Pure; cannot fail. */
 CF_EXTERN cf_range_iter cf_range_iter_init(int64_t start, int64_t stop,
                                            int64_t step);
+/** A cf_iter_fn over a cf_range_iter: returns 1 and the next number as
+ * (void *)(intptr_t)n, 0 past the end (or at once for step 0), CF_EINVAL
+ * for NULL arguments. Not thread-safe: one map per iterator state. */
 CF_EXTERN int cf_range_iter_next(void *state, void **item);
 
 /** Options of a map. Zero-initialise; zero means the default. */
@@ -202,11 +209,16 @@ CF_EXTERN int cf_map_next(cf_map *m, cf_value *out);
  * from the map. */
 CF_EXTERN const char *cf_map_error_message(const cf_map *m);
 
-/** Describes the iterator like Python's repr of the map generator. */
+/** Describes the iterator like Python's repr of the map generator
+ * ("<cf_map iterator at 0x...>") into buf, as snprintf: returns the
+ * length the full text needs (truncated to size - 1 bytes), or CF_EINVAL
+ * (NULL m, or NULL buf with size > 0). */
 CF_EXTERN int cf_map_describe(const cf_map *m, char *buf, size_t size);
 
 /** Cancels every task it submitted that has not started, releases
- * results not yet yielded, and frees the map. NULL is ignored. */
+ * results not yet yielded, and frees the map. NULL is ignored. Call it
+ * from the map's consumer thread, never concurrently with cf_map_next;
+ * tasks still running finish on their own and their results are freed. */
 CF_EXTERN void cf_map_free(cf_map *m);
 
 /* ---------------------------------------------------------------------- */

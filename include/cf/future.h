@@ -86,7 +86,8 @@ typedef struct cf_value {
 
 /**
  * Runs the value's destructor (if any) and clears it, so a second call is
- * harmless. NULL is ignored.
+ * harmless. NULL is ignored. Not synchronised: the caller owns v (a value
+ * moved out of a future or a map is the caller's alone).
  */
 CF_EXTERN void cf_value_release(cf_value *v);
 

@@ -83,7 +83,9 @@ typedef struct cf_thread_pool_opts {
 
 /**
  * Creates a thread pool. No thread starts until the first submission.
- * opts may be NULL for all defaults.
+ * opts may be NULL for all defaults; it is read during the call only
+ * (thread_name_prefix is copied). Thread-safe: any thread may create
+ * pools. The caller owns the executor: free it with cf_executor_free().
  *
  * Returns 0 and the executor in *out; CF_EINVAL (NULL out, bad option),
  * CF_ENOMEM. *out is NULL on error.
