@@ -1368,6 +1368,78 @@ CF_TEST(worker_at_its_nesting_limit_sleeps_instead_of_spinning) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+static bool future_is_running(void *arg) { return cf_future_running(arg); }
+
+/* Python: cancel() fails on a running future, which then completes
+ * normally. */
+CF_TEST(cancel_of_a_running_task_is_refused_and_it_completes) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *f = submit(ex, task_wait_gate, &g);
+  assert_true(eventually(future_is_running, f));
+  assert_int_equal(cf_future_cancel(f), CF_EBUSY);
+  assert_true(cf_future_running(f));
+  assert_false(cf_future_cancelled(f));
+  gate_open(&g);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  assert_int_equal(cf_future_get_state(f), CF_FINISHED);
+  assert_int_equal(cf_future_cancel(f), CF_EBUSY); /* done: still refused */
+  assert_int_equal(cf_executor_free(ex), 0);
+  cf_future_unref(f);
+  gate_destroy(&g);
+}
+
+static _Atomic int ran_count;
+static int task_count_run(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  atomic_fetch_add(&ran_count, 1);
+  return 0;
+}
+
+/* set_result / set_error on an executor's future: refused while its task
+ * runs; a still-queued one is taken from the executor, which never runs
+ * it, and its argument destructor still runs once. */
+CF_TEST(completing_executor_futures_by_hand) {
+  (void)state;
+  atomic_store(&ran_count, 0);
+  atomic_store(&dtor_calls, 0);
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *running = submit(ex, task_wait_gate, &g);
+  assert_true(eventually(future_is_running, running));
+  cf_value v = CF_VALUE_INIT;
+  v.u.i = 7;
+  assert_int_equal(cf_future_set_result(running, &v), CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_error(running, -EIO, "no"), CF_EINVALSTATE);
+  cf_task t = {task_count_run, NULL, counting_dtor, 0};
+  cf_future *queued, *queued2;
+  assert_int_equal(cf_executor_submit_task(ex, &t, CF_FOREVER, &queued), 0);
+  assert_int_equal(cf_executor_submit_task(ex, &t, CF_FOREVER, &queued2), 0);
+  assert_int_equal(cf_future_set_result(queued, &v), 0);
+  assert_int_equal(cf_future_set_error(queued2, -EIO, "by hand %d", 2), 0);
+  gate_open(&g);
+  assert_int_equal(cf_future_result(running, SOON, NULL), 0);
+  const cf_value *r;
+  assert_int_equal(cf_future_result(queued, SOON, &r), 0);
+  assert_int_equal(r->u.i, 7);
+  const char *msg = NULL;
+  assert_int_equal(cf_future_result(queued2, SOON, NULL), -EIO);
+  assert_int_equal(cf_future_error(queued2, &msg), -EIO);
+  assert_string_equal(msg, "by hand 2");
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(atomic_load(&ran_count), 0); /* neither ever ran */
+  assert_int_equal(atomic_load(&dtor_calls), 2);
+  cf_future_unref(running);
+  cf_future_unref(queued);
+  cf_future_unref(queued2);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
 CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(bad_submissions),
              CF_CASE(task_errors_surface_in_the_future),
@@ -1403,4 +1475,6 @@ CF_TEST_MAIN(CF_CASE(defaults_and_lazy_start), CF_CASE(bad_options),
              CF_CASE(stress_shutdown_racing_the_first_submit),
              CF_CASE(set_running_on_an_executor_future_is_refused),
              CF_CASE(arg_destructors_that_cancel_each_other),
-             CF_CASE(worker_at_its_nesting_limit_sleeps_instead_of_spinning))
+             CF_CASE(worker_at_its_nesting_limit_sleeps_instead_of_spinning),
+             CF_CASE(cancel_of_a_running_task_is_refused_and_it_completes),
+             CF_CASE(completing_executor_futures_by_hand))

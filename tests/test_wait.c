@@ -358,6 +358,41 @@ CF_TEST(wait_returns_at_once_when_satisfied) {
   unref_all(fs, 2);
 }
 
+typedef struct late_failure {
+  cf_future **fs;
+} late_failure;
+
+/* Finishes fs[0] normally, then (a little later, while the main thread
+ * is most likely inside cf_wait) fails fs[2]. */
+static void *fail_later(void *arg) {
+  late_failure *lf = arg;
+  cf_value v = CF_VALUE_INIT;
+  TCHECK(cf_future_set_result(lf->fs[0], &v) == 0);
+  usleep(50000);
+  TCHECK(cf_future_set_error(lf->fs[2], -EIO, "late") == 0);
+  return NULL;
+}
+
+CF_TEST(wait_first_exception_ends_on_a_failure_during_the_wait) {
+  (void)state;
+  cf_future *fs[4], *done[4], *not_done[4];
+  make(fs, 4);
+  late_failure lf = {fs};
+  pthread_t t = spawn(fail_later, &lf);
+  size_t nd, nn;
+  assert_int_equal(cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd,
+                           not_done, &nn),
+                   0);
+  assert_int_equal(nd, 2);
+  assert_int_equal(nn, 2);
+  assert_true((done[0] == fs[0] && done[1] == fs[2]) ||
+              (done[0] == fs[2] && done[1] == fs[0]));
+  assert_int_equal(cf_future_error(fs[2], NULL), -EIO);
+  assert_false(cf_future_done(not_done[0]) || cf_future_done(not_done[1]));
+  pthread_join(t, NULL);
+  unref_all(fs, 4);
+}
+
 /* ---- waits inside a pool worker (through the wait hook) ------------------ */
 
 typedef struct inner {
@@ -477,5 +512,6 @@ CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
              CF_CASE(wait_all_completed_and_timeout),
              CF_CASE(wait_duplicates_empty_bad_arguments),
              CF_CASE(wait_returns_at_once_when_satisfied),
+             CF_CASE(wait_first_exception_ends_on_a_failure_during_the_wait),
              CF_CASE(wait_and_as_completed_inside_a_worker_run_the_work),
              CF_CASE(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error))
