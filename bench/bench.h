@@ -69,4 +69,40 @@ static inline bench_args bench_parse(int argc, char **argv) {
   return a;
 }
 
+/* The map benchmarks of the libraries without a map: what their users
+ * write by hand. Item i maps to i * i; a task computes the items
+ * [first, first + chunk) into a results array; the consumer then reads
+ * the results in input order (as a map's consumer does). */
+typedef struct bench_map {
+  int64_t *results;
+  long n, chunk;
+} bench_map;
+
+/* The MAP_CHUNK values measured: one task per item, then 1000 per task. */
+static const long bench_map_chunks[2] = {1, 1000};
+static const char *const bench_map_names[2] = {"map", "map_chunked"};
+
+static inline long bench_map_tasks(const bench_map *m) {
+  return (m->n + m->chunk - 1) / m->chunk;
+}
+
+static inline void bench_map_run(const bench_map *m, long first) {
+  long end = first + m->chunk < m->n ? first + m->chunk : m->n;
+  for (long i = first; i < end; i++)
+    m->results[i] = (int64_t)i * i;
+}
+
+/* Reads the results in order; exits if any is wrong. */
+static inline void bench_map_consume(const bench_map *m) {
+  int64_t sum = 0, want = 0;
+  for (long i = 0; i < m->n; i++) {
+    sum += m->results[i];
+    want += (int64_t)i * i;
+  }
+  if (sum != want) {
+    fprintf(stderr, "map: wrong results\n");
+    exit(1);
+  }
+}
+
 #endif

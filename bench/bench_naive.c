@@ -90,6 +90,9 @@ static void naive_free(naive *n) {
 
 static void nop(void *arg) { (void)arg; }
 
+static bench_map the_map;
+static void map_task(void *arg) { bench_map_run(&the_map, (long)(intptr_t)arg); }
+
 int main(int argc, char **argv) {
   bench_args a = bench_parse(argc, argv);
   double v[64];
@@ -117,6 +120,28 @@ int main(int argc, char **argv) {
   }
   bench_report("naive", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
+  /* map: submit every task, then wait for each in input order and read
+   * its results. */
+  the_map.n = a.n_tasks;
+  the_map.results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
+  for (int k = 0; k < 2; k++) {
+    the_map.chunk = bench_map_chunks[k];
+    long tasks = bench_map_tasks(&the_map);
+    for (int r = 0; r < a.runs; r++) {
+      naive_init(&n, a.workers);
+      int64_t t0 = bench_now_ns();
+      for (long t = 0; t < tasks; t++)
+        ts[t] = naive_submit(&n, map_task, (void *)(intptr_t)(t * the_map.chunk));
+      for (long t = 0; t < tasks; t++)
+        naive_wait(&n, ts[t]);
+      bench_map_consume(&the_map);
+      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
+      naive_free(&n);
+    }
+    bench_report("naive", bench_map_names[k], a.n_tasks, a.workers, "ns/item",
+                 v, a.runs);
+  }
+  free(the_map.results);
   free(ts);
   return 0;
 }

@@ -3,6 +3,8 @@
  * UV_THREADPOOL_SIZE, set by this program before first use).
  *   throughput  queue N work requests, run the loop until all are done
  *   latency     queue one, run the loop until it is done, N times
+ *   map         queue a request per item (or per 1000), run the loop,
+ *               read the results in order
  */
 #include <uv.h>
 
@@ -11,6 +13,11 @@
 static long done_count;
 
 static void work_cb(uv_work_t *req) { (void)req; }
+
+static bench_map the_map;
+static void map_work_cb(uv_work_t *req) {
+  bench_map_run(&the_map, (long)(intptr_t)req->data);
+}
 static void after_cb(uv_work_t *req, int status) {
   (void)req;
   (void)status;
@@ -50,6 +57,28 @@ int main(int argc, char **argv) {
   }
   bench_report("libuv", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
+  the_map.n = a.n_tasks;
+  the_map.results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
+  for (int k = 0; k < 2; k++) {
+    the_map.chunk = bench_map_chunks[k];
+    long tasks = bench_map_tasks(&the_map);
+    for (int r = 0; r < a.runs; r++) {
+      done_count = 0;
+      int64_t t0 = bench_now_ns();
+      for (long t = 0; t < tasks; t++) {
+        reqs[t].data = (void *)(intptr_t)(t * the_map.chunk);
+        uv_queue_work(loop, &reqs[t], map_work_cb, after_cb);
+      }
+      uv_run(loop, UV_RUN_DEFAULT);
+      bench_map_consume(&the_map);
+      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
+      if (done_count != tasks)
+        return 1;
+    }
+    bench_report("libuv", bench_map_names[k], a.n_tasks, a.workers, "ns/item",
+                 v, a.runs);
+  }
+  free(the_map.results);
   free(reqs);
   uv_loop_close(loop);
   return 0;

@@ -94,6 +94,13 @@ def main():
                "task and one shared condition variable. cfutures and "
                "Python create, complete and wait on a real future per "
                "task.")
+    out.append("- GLib, libuv and the naive pool have no map: their (c) rows "
+               "are what their users write by hand (bench/bench.h): all "
+               "tasks submitted at once, each writing int64 results into "
+               "a preallocated array, read in order after the waits. "
+               "cfutures' map is lazy (bounded look-ahead, any input "
+               "iterator) and moves a cf_value per item through the "
+               "consumer; Python's map is eager and yields objects.")
     out.append("- Python's ThreadPoolExecutor accepts chunksize but ignores "
                "it, so its two map rows measure the same thing.")
     out.append("- The first run of each C benchmark in a fresh process pays "
