@@ -78,10 +78,6 @@ typedef struct bench_map {
   long n, chunk;
 } bench_map;
 
-/* The MAP_CHUNK values measured: one task per item, then 1000 per task. */
-static const long bench_map_chunks[2] = {1, 1000};
-static const char *const bench_map_names[2] = {"map", "map_chunked"};
-
 static inline long bench_map_tasks(const bench_map *m) {
   return (m->n + m->chunk - 1) / m->chunk;
 }
@@ -103,6 +99,32 @@ static inline void bench_map_consume(const bench_map *m) {
     fprintf(stderr, "map: wrong results\n");
     exit(1);
   }
+}
+
+/* Measures a hand-written map with one task per item, then with 1000
+ * items per task, and reports both. run_once(m, ctx) sets its pool up,
+ * then times submitting bench_map_tasks(m) tasks (task k computes from
+ * item k * m->chunk), waiting for them and bench_map_consume(m), tears
+ * the pool down and returns the timed nanoseconds. */
+static inline void bench_map_measure(const char *impl, bench_args a,
+                                     int64_t (*run_once)(bench_map *m,
+                                                         void *ctx),
+                                     void *ctx, bench_map *m) {
+  static const long chunks[2] = {1, 1000};
+  static const char *const names[2] = {"map", "map_chunked"};
+  double v[64];
+  m->n = a.n_tasks;
+  m->results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
+  if (m->results == NULL)
+    exit(1);
+  for (int k = 0; k < 2; k++) {
+    m->chunk = chunks[k];
+    for (int r = 0; r < a.runs; r++)
+      v[r] = (double)run_once(m, ctx) / (double)a.n_tasks;
+    bench_report(impl, names[k], a.n_tasks, a.workers, "ns/item", v, a.runs);
+  }
+  free(m->results);
+  m->results = NULL;
 }
 
 #endif

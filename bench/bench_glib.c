@@ -40,6 +40,23 @@ static void wait_all(sync_state *s) {
   g_mutex_unlock(&s->mu);
 }
 
+static int glib_workers;
+
+static int64_t map_once(bench_map *m, void *ctx) {
+  sync_state *s = ctx;
+  long tasks = bench_map_tasks(m);
+  GThreadPool *p = g_thread_pool_new(map_fn, s, glib_workers, TRUE, NULL);
+  g_atomic_int_set(&s->remaining, (gint)tasks);
+  int64_t t0 = bench_now_ns();
+  for (long t = 0; t < tasks; t++)
+    g_thread_pool_push(p, GSIZE_TO_POINTER(t * m->chunk + 1), NULL);
+  wait_all(s);
+  bench_map_consume(m);
+  int64_t ns = bench_now_ns() - t0;
+  g_thread_pool_free(p, FALSE, TRUE);
+  return ns;
+}
+
 int main(int argc, char **argv) {
   bench_args a = bench_parse(argc, argv);
   double v[64];
@@ -71,25 +88,7 @@ int main(int argc, char **argv) {
   }
   bench_report("glib", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
-  the_map.n = a.n_tasks;
-  the_map.results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
-  for (int k = 0; k < 2; k++) {
-    the_map.chunk = bench_map_chunks[k];
-    long tasks = bench_map_tasks(&the_map);
-    for (int r = 0; r < a.runs; r++) {
-      GThreadPool *p = g_thread_pool_new(map_fn, &s, a.workers, TRUE, NULL);
-      g_atomic_int_set(&s.remaining, (gint)tasks);
-      int64_t t0 = bench_now_ns();
-      for (long t = 0; t < tasks; t++)
-        g_thread_pool_push(p, GSIZE_TO_POINTER(t * the_map.chunk + 1), NULL);
-      wait_all(&s);
-      bench_map_consume(&the_map);
-      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
-      g_thread_pool_free(p, FALSE, TRUE);
-    }
-    bench_report("glib", bench_map_names[k], a.n_tasks, a.workers, "ns/item",
-                 v, a.runs);
-  }
-  free(the_map.results);
+  glib_workers = a.workers;
+  bench_map_measure("glib", a, map_once, &s, &the_map);
   return 0;
 }

@@ -93,6 +93,28 @@ static void nop(void *arg) { (void)arg; }
 static bench_map the_map;
 static void map_task(void *arg) { bench_map_run(&the_map, (long)(intptr_t)arg); }
 
+typedef struct map_ctx {
+  naive *pool;
+  task **ts;
+  int workers;
+} map_ctx;
+
+/* Submits every task, then waits for each in input order. */
+static int64_t map_once(bench_map *m, void *arg) {
+  map_ctx *c = arg;
+  long tasks = bench_map_tasks(m);
+  naive_init(c->pool, c->workers);
+  int64_t t0 = bench_now_ns();
+  for (long t = 0; t < tasks; t++)
+    c->ts[t] = naive_submit(c->pool, map_task, (void *)(intptr_t)(t * m->chunk));
+  for (long t = 0; t < tasks; t++)
+    naive_wait(c->pool, c->ts[t]);
+  bench_map_consume(m);
+  int64_t ns = bench_now_ns() - t0;
+  naive_free(c->pool);
+  return ns;
+}
+
 int main(int argc, char **argv) {
   bench_args a = bench_parse(argc, argv);
   double v[64];
@@ -120,28 +142,8 @@ int main(int argc, char **argv) {
   }
   bench_report("naive", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
-  /* map: submit every task, then wait for each in input order and read
-   * its results. */
-  the_map.n = a.n_tasks;
-  the_map.results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
-  for (int k = 0; k < 2; k++) {
-    the_map.chunk = bench_map_chunks[k];
-    long tasks = bench_map_tasks(&the_map);
-    for (int r = 0; r < a.runs; r++) {
-      naive_init(&n, a.workers);
-      int64_t t0 = bench_now_ns();
-      for (long t = 0; t < tasks; t++)
-        ts[t] = naive_submit(&n, map_task, (void *)(intptr_t)(t * the_map.chunk));
-      for (long t = 0; t < tasks; t++)
-        naive_wait(&n, ts[t]);
-      bench_map_consume(&the_map);
-      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
-      naive_free(&n);
-    }
-    bench_report("naive", bench_map_names[k], a.n_tasks, a.workers, "ns/item",
-                 v, a.runs);
-  }
-  free(the_map.results);
+  map_ctx c = {&n, ts, a.workers};
+  bench_map_measure("naive", a, map_once, &c, &the_map);
   free(ts);
   return 0;
 }

@@ -18,10 +18,33 @@ static bench_map the_map;
 static void map_work_cb(uv_work_t *req) {
   bench_map_run(&the_map, (long)(intptr_t)req->data);
 }
+
 static void after_cb(uv_work_t *req, int status) {
   (void)req;
   (void)status;
   done_count++;
+}
+
+typedef struct map_ctx {
+  uv_loop_t *loop;
+  uv_work_t *reqs;
+} map_ctx;
+
+static int64_t map_once(bench_map *m, void *arg) {
+  map_ctx *c = arg;
+  long tasks = bench_map_tasks(m);
+  done_count = 0;
+  int64_t t0 = bench_now_ns();
+  for (long t = 0; t < tasks; t++) {
+    c->reqs[t].data = (void *)(intptr_t)(t * m->chunk);
+    uv_queue_work(c->loop, &c->reqs[t], map_work_cb, after_cb);
+  }
+  uv_run(c->loop, UV_RUN_DEFAULT);
+  bench_map_consume(m);
+  int64_t ns = bench_now_ns() - t0;
+  if (done_count != tasks)
+    exit(1);
+  return ns;
 }
 
 int main(int argc, char **argv) {
@@ -57,28 +80,8 @@ int main(int argc, char **argv) {
   }
   bench_report("libuv", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
-  the_map.n = a.n_tasks;
-  the_map.results = malloc(sizeof(int64_t) * (size_t)a.n_tasks);
-  for (int k = 0; k < 2; k++) {
-    the_map.chunk = bench_map_chunks[k];
-    long tasks = bench_map_tasks(&the_map);
-    for (int r = 0; r < a.runs; r++) {
-      done_count = 0;
-      int64_t t0 = bench_now_ns();
-      for (long t = 0; t < tasks; t++) {
-        reqs[t].data = (void *)(intptr_t)(t * the_map.chunk);
-        uv_queue_work(loop, &reqs[t], map_work_cb, after_cb);
-      }
-      uv_run(loop, UV_RUN_DEFAULT);
-      bench_map_consume(&the_map);
-      v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
-      if (done_count != tasks)
-        return 1;
-    }
-    bench_report("libuv", bench_map_names[k], a.n_tasks, a.workers, "ns/item",
-                 v, a.runs);
-  }
-  free(the_map.results);
+  map_ctx c = {loop, reqs};
+  bench_map_measure("libuv", a, map_once, &c, &the_map);
   free(reqs);
   uv_loop_close(loop);
   return 0;
