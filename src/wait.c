@@ -321,9 +321,10 @@ typedef struct wait_node {
   bool attached;
 } wait_node;
 
+/* FINISHED with an error. Decided by the state, not the code: a task may
+ * fail with any code, CF_ECANCELLED and CF_EINVALSTATE included. */
 static bool failed_future(const cf_future *f) {
-  int rc = cf_future_error(f, NULL);
-  return rc != 0 && rc != CF_ECANCELLED && rc != CF_EINVALSTATE;
+  return cf_future_get_state(f) == CF_FINISHED && cf_future_error(f, NULL) != 0;
 }
 
 static void wait_notify(cf__listener *l, cf_future *f) {

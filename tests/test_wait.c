@@ -280,6 +280,62 @@ CF_TEST(wait_first_exception) {
   unref_all(fs, 4);
 }
 
+/* A task may fail with any negative code, including the library's own:
+ * one that returns CF_ECANCELLED or CF_EINVALSTATE has FINISHED with an
+ * error (Python: a task that raises CancelledError), so FIRST_EXCEPTION
+ * counts it and the pool counts it as failed, not cancelled. */
+CF_TEST(wait_first_exception_counts_tasks_failing_with_library_codes) {
+  (void)state;
+  static const int codes[] = {CF_ECANCELLED, CF_EINVALSTATE, CF_ETIMEDOUT};
+  for (size_t k = 0; k < sizeof codes / sizeof codes[0]; k++) {
+    cf_executor *ex = make_pool(1);
+    gate g;
+    gate_init(&g);
+    cf_future *fs[2], *done[2];
+    assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &fs[0]), 0);
+    assert_int_equal(cf_executor_submit(ex, task_fail,
+                                        (void *)(intptr_t)codes[k], &fs[1]),
+                     0);
+    gate_open(&g);
+    size_t nd, nn;
+    assert_int_equal(
+        cf_wait(fs, 2, SOON, CF_ALL_COMPLETED, done, &nd, NULL, &nn), 0);
+    assert_int_equal(nd, 2);
+    assert_int_equal(cf_future_get_state(fs[1]), CF_FINISHED);
+    assert_false(cf_future_cancelled(fs[1]));
+    assert_int_equal(cf_future_error(fs[1], NULL), codes[k]);
+    /* Done, so even the timeout code is the task's, not the wait's. */
+    assert_int_equal(cf_future_result(fs[1], SOON, NULL), codes[k]);
+    cf_future *again[2] = {fs[0], fs[1]};
+    assert_int_equal(
+        cf_wait(again, 2, 0, CF_FIRST_EXCEPTION, done, &nd, NULL, &nn), 0);
+    assert_int_equal(nd, 2);
+    cf_executor_stats st;
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0); /* exact */
+    assert_int_equal(cf_executor_stats_get(ex, &st), 0);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.cancelled, 0);
+    /* A pending future plus the failed one: FIRST_EXCEPTION returns at
+     * once with the failure instead of waiting out its 10 s (the bound
+     * below is a correctness margin, not a speed expectation). */
+    cf_future *p;
+    assert_int_equal(cf_future_new(&p), 0);
+    cf_future *mixed[2] = {p, fs[1]};
+    int64_t t0 = cf_now_ns();
+    assert_int_equal(cf_wait(mixed, 2, CF_SEC(10), CF_FIRST_EXCEPTION, done,
+                             &nd, NULL, &nn),
+                     0);
+    assert_true(cf_now_ns() - t0 < CF_SEC(5));
+    assert_int_equal(nd, 1);
+    assert_int_equal(nn, 1);
+    assert_ptr_equal(done[0], fs[1]);
+    cf_future_unref(p);
+    unref_all(fs, 2);
+    assert_int_equal(cf_executor_free(ex), 0);
+    gate_destroy(&g);
+  }
+}
+
 CF_TEST(wait_all_completed_and_timeout) {
   (void)state;
   cf_future *fs[N];
@@ -509,6 +565,7 @@ CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
              CF_CASE(as_completed_drops_references_as_it_yields),
              CF_CASE(as_completed_free_early_then_complete),
              CF_CASE(wait_first_completed), CF_CASE(wait_first_exception),
+             CF_CASE(wait_first_exception_counts_tasks_failing_with_library_codes),
              CF_CASE(wait_all_completed_and_timeout),
              CF_CASE(wait_duplicates_empty_bad_arguments),
              CF_CASE(wait_returns_at_once_when_satisfied),
