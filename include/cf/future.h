@@ -99,6 +99,13 @@ CF_EXTERN void cf_value_release(cf_value *v);
  * returning a negative code (its "exception"); use cf_raise() to attach a
  * message. A positive return is treated as failure with code CF_ETASK.
  * When a task fails, anything it stored in *result is released.
+ *
+ * Every negative code is passed through unchanged, the library's own
+ * included: a task that returns CF_ECANCELLED (or the CF_ETIMEDOUT of a
+ * wait of its own) ends FINISHED with that error, like a Python task that
+ * raises CancelledError. It counts as failed, not cancelled (executor
+ * counters, CF_FIRST_EXCEPTION); cf_future_cancelled() and
+ * cf_future_get_state() tell it from a real cancellation.
  */
 typedef int (*cf_task_fn)(void *arg, cf_value *result);
 
