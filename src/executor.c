@@ -398,11 +398,12 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
   int rc = check(ex);
   if (rc != 0)
     return rc;
-  cf_map_opts o = {0, 0, 0};
+  cf_map_opts o = {0};
   if (opts != NULL)
     o = *opts;
   if (out == NULL || fn == NULL || next == NULL || o.chunksize < 0 ||
-      o.prefetch < 0 || o.timeout_ns < 0)
+      o.prefetch < 0 || o.timeout_ns < 0 ||
+      (!o.has_timeout && o.timeout_ns != 0))
     return CF_EINVAL;
   if (o.prefetch == 0) {
     /* Enough single tasks to amortise each worker's queue round trip;
@@ -430,8 +431,7 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
   m->state = state;
   m->chunksize = (size_t)(o.chunksize > 1 ? o.chunksize : 1);
   m->window = (size_t)o.prefetch;
-  m->deadline =
-      o.timeout_ns == 0 ? CF_FOREVER : cf_deadline_after(o.timeout_ns);
+  m->deadline = o.has_timeout ? cf_deadline_after(o.timeout_ns) : CF_FOREVER;
   while (map_submit_one(m))
     ;
   /* If the very first submission failed, report it from this call, like

@@ -179,7 +179,7 @@ CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
   gate_init(&g);
   void *items[6] = {&g, &g, &g, &g, &g, &g};
   cf_array_iter it = {items, 6, 0};
-  cf_map_opts o = {.timeout_ns = CF_MSEC(30)};
+  cf_map_opts o = {.has_timeout = true, .timeout_ns = CF_MSEC(30)};
   cf_map *m;
   int64_t t0 = cf_now_ns(); /* the deadline counts from the map call */
   assert_int_equal(
@@ -198,6 +198,48 @@ CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
   assert_int_equal(st.cancelled, 5);
   assert_int_equal(cf_executor_free(ex), 0);
   gate_destroy(&g);
+}
+
+/* timeout 0 polls (cf/time.h): an item already done is yielded, one not
+ * done when the consumer reaches it times out at once. */
+CF_TEST(zero_timeout_polls) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 2; chunk++) {
+    cf_executor *ex = make_pool(1);
+    cf_range_iter r = cf_range_iter_init(0, 4, 1);
+    cf_map_opts o = {.chunksize = chunk, .has_timeout = true, .timeout_ns = 0};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
+    /* Every task was submitted at once (4 items < look-ahead); shutdown
+     * with wait returns when all of them are done. */
+    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    cf_value v;
+    for (int64_t i = 0; i < 4; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+
+    ex = make_pool(1);
+    gate g;
+    gate_init(&g);
+    void *items[3] = {&g, &g, &g};
+    cf_array_iter it = {items, 3, 0};
+    assert_int_equal(
+        cf_executor_map(ex, task_wait_gate, cf_array_iter_next, &it, &o, &m),
+        0);
+    int64_t t0 = cf_now_ns();
+    assert_int_equal(cf_map_next(m, &v), CF_ETIMEDOUT);
+    /* A correctness margin: with the old "0 means none" it never returned. */
+    assert_true(cf_now_ns() - t0 < CF_SEC(10));
+    gate_open(&g);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+    gate_destroy(&g);
+  }
 }
 
 static void count_and_free(void *p) {
@@ -248,8 +290,11 @@ CF_TEST(bad_arguments_and_shutdown) {
   cf_executor *ex = make_pool(1);
   cf_range_iter r = cf_range_iter_init(0, 3, 1);
   cf_map *m = (cf_map *)ex;
-  cf_map_opts bad[] = {{.chunksize = -1}, {.prefetch = -2}, {.timeout_ns = -3}};
-  for (size_t i = 0; i < 3; i++) {
+  cf_map_opts bad[] = {{.chunksize = -1},
+                       {.prefetch = -2},
+                       {.has_timeout = true, .timeout_ns = -3},
+                       {.timeout_ns = CF_SEC(1)} /* without has_timeout */};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
         CF_EINVAL);
@@ -474,6 +519,7 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(first_error_surfaces_at_its_item),
              CF_CASE(input_error_surfaces_at_its_position),
              CF_CASE(deadline_expires_at_the_item_and_cancels_the_rest),
+             CF_CASE(zero_timeout_polls),
              CF_CASE(values_are_moved_to_the_caller),
              CF_CASE(bad_arguments_and_shutdown),
              CF_CASE(empty_input_and_describe), CF_CASE(iterators),

@@ -168,9 +168,14 @@ typedef struct cf_map_opts {
    * 0: 4 * max_workers, at least 64; with chunks (chunksize > 1),
    * 2 * max_workers, at least 4. Negative: CF_EINVAL. */
   int64_t prefetch;
-  /** Deadline for the whole map, from the call to cf_executor_map
-   * (Python's timeout). 0: none (same as CF_FOREVER). Negative:
-   * CF_EINVAL. */
+  /** Whether the map has a deadline (Python's timeout is not None).
+   * false (the zero default): none, and timeout_ns must stay 0. */
+  bool has_timeout;
+  /** With has_timeout: the deadline for the whole map, counted from the
+   * call to cf_executor_map, with cf/time.h's meanings (0: poll, so an
+   * item not done when cf_map_next reaches it times out; CF_FOREVER:
+   * none). Negative, or non-zero without has_timeout (a forgotten flag
+   * must not silently mean "no deadline"): CF_EINVAL. */
   int64_t timeout_ns;
 } cf_map_opts;
 
