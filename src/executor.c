@@ -123,6 +123,8 @@ int cf_array_iter_next(void *state, void **item) {
     return CF_EINVAL;
   if (it->next >= it->count)
     return 0;
+  if (it->items == NULL)
+    return CF_EINVAL;
   *item = it->items[it->next++];
   return 1;
 }
@@ -132,15 +134,50 @@ cf_range_iter cf_range_iter_init(int64_t start, int64_t stop, int64_t step) {
   return r;
 }
 
+/* The items left in a range. Unsigned arithmetic: the distance between
+ * two int64_t values and the magnitude of any step fit in a uint64_t. */
+static uint64_t range_left(const cf_range_iter *r) {
+  uint64_t dist, mag;
+  if (r->step > 0 && r->next < r->stop) {
+    dist = (uint64_t)r->stop - (uint64_t)r->next;
+    mag = (uint64_t)r->step;
+  } else if (r->step < 0 && r->next > r->stop) {
+    dist = (uint64_t)r->next - (uint64_t)r->stop;
+    mag = (uint64_t)0 - (uint64_t)r->step;
+  } else {
+    return 0;
+  }
+  return (dist - 1) / mag + 1;
+}
+
+/* Takes n items (0 < n <= left, left = range_left(r)) into items, as n
+ * calls of cf_range_iter_next would, in one pass. Wrapping unsigned
+ * arithmetic gives each item exactly; after the last item next is stop. */
+static void range_take(cf_range_iter *r, void **items, uint64_t n,
+                       uint64_t left) {
+  uint64_t pos = (uint64_t)r->next, step = (uint64_t)r->step;
+  for (uint64_t i = 0; i < n; i++)
+    items[i] = (void *)(intptr_t)(int64_t)(pos + i * step);
+  r->next = n == left ? r->stop : (int64_t)(pos + n * step);
+}
+
 int cf_range_iter_next(void *state, void **item) {
   cf_range_iter *r = state;
   if (r == NULL || item == NULL)
     return CF_EINVAL;
-  if (r->step == 0 || (r->step > 0 && r->next >= r->stop) ||
-      (r->step < 0 && r->next <= r->stop))
+  uint64_t dist, mag;
+  if (r->step > 0 && r->next < r->stop) {
+    dist = (uint64_t)r->stop - (uint64_t)r->next;
+    mag = (uint64_t)r->step;
+  } else if (r->step < 0 && r->next > r->stop) {
+    dist = (uint64_t)r->next - (uint64_t)r->stop;
+    mag = (uint64_t)0 - (uint64_t)r->step;
+  } else {
     return 0;
+  }
   *item = (void *)(intptr_t)r->next;
-  r->next += r->step;
+  /* The last item leaves next at stop: stepping past it could overflow. */
+  r->next = dist <= mag ? r->stop : r->next + r->step;
   return 1;
 }
 
@@ -195,6 +232,20 @@ static int chunk_add(chunk *c, void *item) {
   return 0;
 }
 
+/* Makes room for n items in all. */
+static int chunk_reserve(chunk *c, size_t n) {
+  if (n <= c->cap)
+    return 0;
+  void **items = n > SIZE_MAX / sizeof *items || cf__fault(CF__FAULT_ALLOC)
+                     ? NULL
+                     : realloc(c->items, n * sizeof *items);
+  if (items == NULL)
+    return CF_ENOMEM;
+  c->items = items;
+  c->cap = n;
+  return 0;
+}
+
 /* Releases the results not yet yielded and the error message. */
 static void chunk_clear(chunk *c) {
   for (size_t i = c->next; i < c->nok; i++)
@@ -222,10 +273,10 @@ static int chunk_task(void *arg, cf_value *result) {
   if (c->results_cap < c->n) {
     free(c->results);
     c->results_cap = 0;
-    c->results = c->n > SIZE_MAX / sizeof *c->results ||
-                         cf__fault(CF__FAULT_ALLOC)
-                     ? NULL
-                     : malloc(c->n * sizeof *c->results);
+    c->results =
+        c->n > SIZE_MAX / sizeof *c->results || cf__fault(CF__FAULT_ALLOC)
+            ? NULL
+            : malloc(c->n * sizeof *c->results);
     if (c->results == NULL) {
       c->err = CF_ENOMEM;
       c->nok = 0;
@@ -233,21 +284,22 @@ static int chunk_task(void *arg, cf_value *result) {
     }
     c->results_cap = c->n;
   }
+  int *raised = cf__raise_code_slot();
   for (size_t i = 0; i < c->n; i++) {
-    cf_value v = CF_VALUE_INIT;
-    cf__raise_clear();
-    int rc = c->fn(c->items[i], &v);
+    cf_value *v = &c->results[i];
+    memset(v, 0, sizeof *v);
+    *raised = 0; /* no message left by an earlier item */
+    int rc = c->fn(c->items[i], v);
     if (rc != 0) {
       if (rc > 0)
         rc = CF_ETASK;
-      cf_value_release(&v);
+      cf_value_release(v);
       c->err = rc;
       c->errmsg = cf__raise_take(rc);
       c->nok = i;
       /* The chunk's own future fails too (for counters and callbacks). */
       return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
     }
-    c->results[i] = v;
   }
   c->nok = c->n;
   return 0;
@@ -274,6 +326,8 @@ struct cf_map {
   int err;            /* sticky error once the map failed */
   char *errmsg;
   chunk *spare; /* chunks to reuse, linked by spare_next */
+  chunk *ready; /* the head chunk once done and checked: its results up to
+                   nok can be yielded without another look at its future */
 };
 
 /* A chunk for the next task: a spare one of this map, or a new one. */
@@ -299,6 +353,8 @@ static void map_chunk_put(cf_map *m, chunk *c) {
 }
 
 static void map_drop_entry(cf_map *m, entry *e) {
+  if (e->c != NULL && e->c == m->ready)
+    m->ready = NULL;
   if (e->c != NULL)
     map_chunk_put(m, e->c);
   cf_future_unref(e->f);
@@ -319,6 +375,58 @@ static int map_fail(cf_map *m, int err, const char *msg) {
     m->count--;
   }
   return err;
+}
+
+/* Reads up to chunksize items into the empty chunk c; ends the input at
+ * its end, on its error or when out of memory. The library's own
+ * iterators are read in one pass without a call per item (the map's
+ * consumer is its bottleneck, bench/NOTES.md), with exactly the items and
+ * the final iterator state that one call per item would give. */
+static void map_fill_chunk(cf_map *m, chunk *c) {
+  uint64_t left = 0;
+  bool bulk = false;
+  if (m->state != NULL && m->next == cf_range_iter_next) {
+    left = range_left(m->state);
+    bulk = true;
+  } else if (m->state != NULL && m->next == cf_array_iter_next) {
+    const cf_array_iter *a = m->state;
+    left = a->next < a->count ? a->count - a->next : 0;
+    bulk = a->items != NULL || left == 0;
+  }
+  if (bulk) {
+    size_t n = left < m->chunksize ? (size_t)left : m->chunksize;
+    if (n == 0) {
+      m->input_done = true;
+      m->input_err = 0;
+    } else if (chunk_reserve(c, n) != 0) {
+      m->input_done = true; /* nothing was read: end the input here */
+      m->input_err = CF_ENOMEM;
+    } else if (m->next == cf_range_iter_next) {
+      range_take(m->state, c->items, n, left);
+      c->n = n;
+    } else {
+      cf_array_iter *a = m->state;
+      memcpy(c->items, a->items + a->next, n * sizeof *c->items);
+      a->next += n;
+      c->n = n;
+    }
+    return;
+  }
+  while (c->n < m->chunksize) {
+    void *item = NULL;
+    int rc = m->next(m->state, &item);
+    if (rc <= 0) {
+      m->input_done = true;
+      m->input_err = rc;
+      return;
+    }
+    if (chunk_add(c, item) != 0) {
+      /* This item is lost to the map: end it here with the error. */
+      m->input_done = true;
+      m->input_err = CF_ENOMEM;
+      return;
+    }
+  }
 }
 
 /* Submits one more task if the window and the input allow. Returns 1 if
@@ -345,20 +453,7 @@ static int map_submit_one(cf_map *m) {
       m->input_err = CF_ENOMEM;
       return 0;
     }
-    while (e.c->n < m->chunksize) {
-      rc = m->next(m->state, &item);
-      if (rc <= 0) {
-        m->input_done = true;
-        m->input_err = rc;
-        break;
-      }
-      if (chunk_add(e.c, item) != 0) {
-        /* This item is lost to the map: end it here with the error. */
-        m->input_done = true;
-        m->input_err = CF_ENOMEM;
-        break;
-      }
-    }
+    map_fill_chunk(m, e.c);
     if (e.c->n == 0) {
       atomic_store(&e.c->refs, 1);
       map_chunk_put(m, e.c);
@@ -478,9 +573,9 @@ static int map_yield_head(cf_map *m, cf_value *out) {
       rc = cf_future_error(e->f, &msg);
       return map_fail(m, rc != 0 ? rc : CF_ETASK, msg);
     }
-    *out = c->results[c->next];
-    memset(&c->results[c->next], 0, sizeof c->results[c->next]);
-    c->next++;
+    m->ready = c;
+    /* No need to clear the slot: only results from next on are owned. */
+    *out = c->results[c->next++];
     last = c->next == c->n;
   }
   if (last) {
@@ -494,6 +589,13 @@ static int map_yield_head(cf_map *m, cf_value *out) {
 int cf_map_next(cf_map *m, cf_value *out) {
   if (m == NULL || out == NULL)
     return CF_EINVAL;
+  /* Fast path: more results of a chunk already checked. The chunk's last
+   * result takes the slow path, which drops the chunk and refills. */
+  chunk *c = m->ready;
+  if (c != NULL && c->next + 1 < c->nok) {
+    *out = c->results[c->next++];
+    return 1;
+  }
   memset(out, 0, sizeof *out);
   if (m->err != 0)
     return m->err;

@@ -77,6 +77,8 @@ int cf_raise(int code, const char *fmt, ...) {
 
 void cf__raise_clear(void) { raise_tls.code = 0; }
 
+int *cf__raise_code_slot(void) { return &raise_tls.code; }
+
 char *cf__raise_take(int code) {
   char *msg = NULL;
   if (raise_tls.code != 0 && raise_tls.code == code)

@@ -171,6 +171,10 @@ void cf__future_take_value(cf_future *f, cf_value *out);
  * any message a previous cf_raise left, and take (malloc'ed copy) the
  * message cf_raise attached to `code`, or NULL. */
 void cf__raise_clear(void);
+/* The calling thread's pending-message code: storing 0 there is
+ * cf__raise_clear() without a call (for loops that run many tasks on one
+ * thread; the address is valid for the thread's lifetime). */
+int *cf__raise_code_slot(void);
 char *cf__raise_take(int code);
 
 /* The calling thread's wait hook, or NULL. */

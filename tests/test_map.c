@@ -366,6 +366,128 @@ CF_TEST(iterators) {
   assert_int_equal(cf_array_iter_next(NULL, &item), CF_EINVAL);
 }
 
+/* An iterator the map cannot recognise: it reads it one call per item. */
+typedef struct wrapped_iter {
+  cf_iter_fn next;
+  void *state;
+} wrapped_iter;
+
+static int wrapped_next(void *state, void **item) {
+  wrapped_iter *w = state;
+  return w->next(w->state, item);
+}
+
+/* Maps task_identity over next(state) with the chunksize; stores up to cap
+ * results in out; returns how many came, or the map's error. */
+static long map_collect(cf_executor *ex, cf_iter_fn next, void *state,
+                        int64_t chunk, int64_t *out, long cap) {
+  cf_map_opts o = {.chunksize = chunk};
+  cf_map *m;
+  assert_int_equal(cf_executor_map(ex, task_identity, next, state, &o, &m), 0);
+  cf_value v;
+  long n = 0;
+  int rc;
+  while ((rc = cf_map_next(m, &v)) == 1) {
+    assert_true(n < cap);
+    out[n++] = v.u.i;
+  }
+  cf_map_free(m);
+  return rc < 0 ? rc : n;
+}
+
+__extension__ typedef __int128 wide;
+
+/* The map reads cf_range_iter and cf_array_iter a chunk at a time: the
+ * items, their order and the iterator's final state must be exactly what
+ * one call per item gives, also at the ends of int64_t (where stepping
+ * past the last item would overflow). The expected items are computed in
+ * 128-bit arithmetic, independently of the iterator. */
+CF_TEST(bulk_reads_match_one_call_per_item) {
+  (void)state;
+  enum { CAP = 3000 };
+  static const int64_t ranges[][3] = {
+      {0, 2500, 1},
+      {10, -7, -3},
+      {5, 5, 1},
+      {5, 0, 1},
+      {0, 10, 0},
+      {INT64_MAX - 10, INT64_MAX, 4},
+      {INT64_MIN + 10, INT64_MIN, -3},
+      {0, INT64_MAX, INT64_MAX / 2},
+      {INT64_MIN, INT64_MAX, INT64_MAX},
+      {INT64_MAX, INT64_MIN, INT64_MIN},
+      {-1000, 1001, 7},
+  };
+  static const int64_t chunks[] = {1, 2, 3, 1000};
+  int64_t *want = malloc(CAP * sizeof *want), *got = malloc(CAP * sizeof *got);
+  assert_non_null(want);
+  assert_non_null(got);
+  cf_executor *ex = make_pool(2);
+  for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+    const int64_t *rg = ranges[k];
+    long nwant = 0;
+    for (wide x = rg[0]; rg[2] > 0 ? x < rg[1] : rg[2] < 0 && x > rg[1];
+         x += rg[2]) {
+      assert_true(nwant < CAP);
+      want[nwant++] = (int64_t)x;
+    }
+    /* One call at a time, directly. */
+    cf_range_iter r = cf_range_iter_init(rg[0], rg[1], rg[2]);
+    void *item;
+    for (long i = 0; i < nwant; i++) {
+      assert_int_equal(cf_range_iter_next(&r, &item), 1);
+      assert_true((int64_t)(intptr_t)item == want[i]);
+    }
+    assert_int_equal(cf_range_iter_next(&r, &item), 0);
+    assert_int_equal(cf_range_iter_next(&r, &item), 0);
+    const int64_t end = r.next;
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+      /* In bulk, and through a wrapper (one call per item). */
+      for (int wrap = 0; wrap < 2; wrap++) {
+        r = cf_range_iter_init(rg[0], rg[1], rg[2]);
+        wrapped_iter w = {cf_range_iter_next, &r};
+        long n =
+            wrap ? map_collect(ex, wrapped_next, &w, chunks[c], got, CAP)
+                 : map_collect(ex, cf_range_iter_next, &r, chunks[c], got, CAP);
+        assert_int_equal(n, nwant);
+        assert_memory_equal(got, want, (size_t)nwant * sizeof *want);
+        assert_true(r.next == end);
+      }
+    }
+  }
+  /* Arrays: in bulk, the items and the final position. */
+  void **items = malloc(2500 * sizeof *items);
+  assert_non_null(items);
+  for (long i = 0; i < 2500; i++)
+    items[i] = (void *)(intptr_t)(i * 3);
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    cf_array_iter a = {items, 2500, 100}; /* starts where next says */
+    assert_int_equal(
+        map_collect(ex, cf_array_iter_next, &a, chunks[c], got, CAP), 2400);
+    for (long i = 0; i < 2400; i++)
+      assert_int_equal(got[i], (i + 100) * 3);
+    assert_int_equal(a.next, 2500);
+  }
+  /* An array iterator without items: CF_EINVAL at the first item, in
+   * bulk or not; none at all is just empty. */
+  void *item;
+  cf_array_iter bad = {NULL, 3, 0};
+  assert_int_equal(cf_array_iter_next(&bad, &item), CF_EINVAL);
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    bad.next = 0;
+    assert_int_equal(
+        map_collect(ex, cf_array_iter_next, &bad, chunks[c], got, CAP),
+        CF_EINVAL);
+    cf_array_iter none = {NULL, 0, 0};
+    assert_int_equal(
+        map_collect(ex, cf_array_iter_next, &none, chunks[c], got, CAP), 0);
+  }
+  free(items);
+  free(want);
+  free(got);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 static int task_map_inside(void *arg, cf_value *result) {
   /* A map consumed inside a task of the same one-worker pool: the wait
    * helper runs the map's tasks. */
@@ -397,22 +519,19 @@ CF_TEST(map_inside_a_task_of_the_same_pool) {
 
 CF_TEST(huge_chunksize_allocates_only_what_is_read) {
   (void)state;
-  /* chunksize * item size used to overflow the chunk allocation. */
+  /* chunksize * item size used to overflow the chunk allocation. In bulk
+   * (a range) and one item per call (through a wrapper). */
   cf_executor *ex = make_pool(2);
-  cf_range_iter r = cf_range_iter_init(0, 10, 1);
-  cf_map_opts o = {.chunksize = INT64_MAX};
-  cf_map *m;
-  assert_int_equal(
-      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
-  cf_value v;
-  int64_t sum = 0, n = 0;
-  while (cf_map_next(m, &v) == 1) {
-    sum += v.u.i;
-    n++;
+  for (int wrap = 0; wrap < 2; wrap++) {
+    cf_range_iter r = cf_range_iter_init(0, 10, 1);
+    wrapped_iter w = {cf_range_iter_next, &r};
+    int64_t got[10];
+    long n = map_collect(ex, wrap ? wrapped_next : cf_range_iter_next,
+                         wrap ? (void *)&w : (void *)&r, INT64_MAX, got, 10);
+    assert_int_equal(n, 10);
+    for (int64_t i = 0; i < 10; i++)
+      assert_int_equal(got[i], i);
   }
-  assert_int_equal(n, 10);
-  assert_int_equal(sum, 45);
-  cf_map_free(m);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -523,6 +642,7 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(values_are_moved_to_the_caller),
              CF_CASE(bad_arguments_and_shutdown),
              CF_CASE(empty_input_and_describe), CF_CASE(iterators),
+             CF_CASE(bulk_reads_match_one_call_per_item),
              CF_CASE(map_inside_a_task_of_the_same_pool),
              CF_CASE(huge_chunksize_allocates_only_what_is_read),
              CF_CASE(first_submission_failure_is_returned_by_map),

@@ -293,9 +293,9 @@ CF_TEST(wait_first_exception_counts_tasks_failing_with_library_codes) {
     gate_init(&g);
     cf_future *fs[2], *done[2];
     assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &fs[0]), 0);
-    assert_int_equal(cf_executor_submit(ex, task_fail,
-                                        (void *)(intptr_t)codes[k], &fs[1]),
-                     0);
+    assert_int_equal(
+        cf_executor_submit(ex, task_fail, (void *)(intptr_t)codes[k], &fs[1]),
+        0);
     gate_open(&g);
     size_t nd, nn;
     assert_int_equal(
@@ -322,9 +322,9 @@ CF_TEST(wait_first_exception_counts_tasks_failing_with_library_codes) {
     assert_int_equal(cf_future_new(&p), 0);
     cf_future *mixed[2] = {p, fs[1]};
     int64_t t0 = cf_now_ns();
-    assert_int_equal(cf_wait(mixed, 2, CF_SEC(10), CF_FIRST_EXCEPTION, done,
-                             &nd, NULL, &nn),
-                     0);
+    assert_int_equal(
+        cf_wait(mixed, 2, CF_SEC(10), CF_FIRST_EXCEPTION, done, &nd, NULL, &nn),
+        0);
     assert_true(cf_now_ns() - t0 < CF_SEC(5));
     assert_int_equal(nd, 1);
     assert_int_equal(nn, 1);
@@ -436,9 +436,8 @@ CF_TEST(wait_first_exception_ends_on_a_failure_during_the_wait) {
   late_failure lf = {fs};
   pthread_t t = spawn(fail_later, &lf);
   size_t nd, nn;
-  assert_int_equal(cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd,
-                           not_done, &nn),
-                   0);
+  assert_int_equal(
+      cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd, not_done, &nn), 0);
   assert_int_equal(nd, 2);
   assert_int_equal(nn, 2);
   assert_true((done[0] == fs[0] && done[1] == fs[2]) ||
@@ -545,8 +544,8 @@ CF_TEST(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error) {
   cf_executor *ex = make_pool(1);
   self_wait sw = {.wait_rc = 1, .ac_rc = 1};
   gate_init(&sw.g);
-  assert_int_equal(
-      cf_executor_submit(ex, task_wait_on_itself, &sw, &sw.self), 0);
+  assert_int_equal(cf_executor_submit(ex, task_wait_on_itself, &sw, &sw.self),
+                   0);
   gate_open(&sw.g);
   assert_int_equal(cf_future_result(sw.self, SOON, NULL), 0);
   assert_int_equal(sw.wait_rc, CF_EDEADLOCK);
@@ -556,19 +555,20 @@ CF_TEST(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error) {
   gate_destroy(&sw.g);
 }
 
-CF_TEST_MAIN(CF_CASE(as_completed_yields_done_first_then_completion_order),
-             CF_CASE(as_completed_duplicates_once),
-             CF_CASE(as_completed_timeout_is_sticky),
-             CF_CASE(as_completed_zero_timeout_yields_done_ones),
-             CF_CASE(as_completed_empty_and_bad_arguments),
-             CF_CASE(as_completed_yields_cancelled),
-             CF_CASE(as_completed_drops_references_as_it_yields),
-             CF_CASE(as_completed_free_early_then_complete),
-             CF_CASE(wait_first_completed), CF_CASE(wait_first_exception),
-             CF_CASE(wait_first_exception_counts_tasks_failing_with_library_codes),
-             CF_CASE(wait_all_completed_and_timeout),
-             CF_CASE(wait_duplicates_empty_bad_arguments),
-             CF_CASE(wait_returns_at_once_when_satisfied),
-             CF_CASE(wait_first_exception_ends_on_a_failure_during_the_wait),
-             CF_CASE(wait_and_as_completed_inside_a_worker_run_the_work),
-             CF_CASE(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error))
+CF_TEST_MAIN(
+    CF_CASE(as_completed_yields_done_first_then_completion_order),
+    CF_CASE(as_completed_duplicates_once),
+    CF_CASE(as_completed_timeout_is_sticky),
+    CF_CASE(as_completed_zero_timeout_yields_done_ones),
+    CF_CASE(as_completed_empty_and_bad_arguments),
+    CF_CASE(as_completed_yields_cancelled),
+    CF_CASE(as_completed_drops_references_as_it_yields),
+    CF_CASE(as_completed_free_early_then_complete),
+    CF_CASE(wait_first_completed), CF_CASE(wait_first_exception),
+    CF_CASE(wait_first_exception_counts_tasks_failing_with_library_codes),
+    CF_CASE(wait_all_completed_and_timeout),
+    CF_CASE(wait_duplicates_empty_bad_arguments),
+    CF_CASE(wait_returns_at_once_when_satisfied),
+    CF_CASE(wait_first_exception_ends_on_a_failure_during_the_wait),
+    CF_CASE(wait_and_as_completed_inside_a_worker_run_the_work),
+    CF_CASE(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error))

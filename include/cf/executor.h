@@ -142,7 +142,9 @@ typedef struct cf_array_iter {
 } cf_array_iter;
 /** A cf_iter_fn over a cf_array_iter: returns 1 and items[next++] (the
  * pointer is passed on, not copied or owned), 0 past the end, CF_EINVAL
- * for NULL arguments. Not thread-safe: one map per iterator state. */
+ * for NULL arguments (or NULL items before the end). Not thread-safe:
+ * one map per iterator state. A map with chunksize > 1 reads a whole
+ * chunk of this iterator (and of cf_range_iter_next) in one step. */
 CF_EXTERN int cf_array_iter_next(void *state, void **item);
 
 /** Python's range(start, stop, step) as items (void *)(intptr_t)i:
