@@ -379,9 +379,10 @@ static int map_fail(cf_map *m, int err, const char *msg) {
 
 /* Reads up to chunksize items into the empty chunk c; ends the input at
  * its end, on its error or when out of memory. The library's own
- * iterators are read in one pass without a call per item (the map's
- * consumer is its bottleneck, bench/NOTES.md), with exactly the items and
- * the final iterator state that one call per item would give. */
+ * iterators are read in one pass without a call per item (with tiny
+ * items the map's one consumer thread is the bottleneck, bench/NOTES.md
+ * sections 8-9), with exactly the items and the final iterator state
+ * that one call per item would give. */
 static void map_fill_chunk(cf_map *m, chunk *c) {
   uint64_t left = 0;
   bool bulk = false;

@@ -204,7 +204,8 @@ CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
  * done when the consumer reaches it times out at once. */
 CF_TEST(zero_timeout_polls) {
   (void)state;
-  for (int64_t chunk = 1; chunk <= 2; chunk++) {
+  /* chunk 3: items 0 and 1 come from the fast path (a checked chunk). */
+  for (int64_t chunk = 1; chunk <= 3; chunk += 2) {
     cf_executor *ex = make_pool(1);
     cf_range_iter r = cf_range_iter_init(0, 4, 1);
     cf_map_opts o = {.chunksize = chunk, .has_timeout = true, .timeout_ns = 0};
@@ -293,7 +294,8 @@ CF_TEST(bad_arguments_and_shutdown) {
   cf_map_opts bad[] = {{.chunksize = -1},
                        {.prefetch = -2},
                        {.has_timeout = true, .timeout_ns = -3},
-                       {.timeout_ns = CF_SEC(1)} /* without has_timeout */};
+                       {.timeout_ns = CF_SEC(1)}, /* without has_timeout */
+                       {0, 0, CF_SEC(1), false} /* positional: the same */};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
@@ -632,6 +634,98 @@ CF_TEST(reused_chunks_keep_order_and_release_values_once) {
   }
 }
 
+/* Fails item 30 after making its value (the chunk's task releases it). */
+static int task_owned_fail_at_30(void *arg, cf_value *result) {
+  int rc = task_owned_index(arg, result);
+  if (rc == 0 && (intptr_t)arg == 30)
+    return cf_raise(-EDOM, "item 30 is bad");
+  return rc;
+}
+
+/* With a look-ahead of one chunk, each chunk reuses the last one's
+ * buffers: the failing chunk's slots past the failure still hold copies
+ * of values the consumer already released. They must not be released
+ * again, and the failed item's own value exactly once. */
+CF_TEST(failure_in_a_reused_chunk_releases_each_value_once) {
+  (void)state;
+  atomic_store(&dtor_calls, 0);
+  atomic_store(&owned_made, 0);
+  cf_executor *ex = make_pool(2);
+  cf_range_iter r = cf_range_iter_init(0, 40, 1);
+  cf_map_opts o = {.chunksize = 4, .prefetch = 1};
+  cf_map *m;
+  assert_int_equal(cf_executor_map(ex, task_owned_fail_at_30,
+                                   cf_range_iter_next, &r, &o, &m),
+                   0);
+  cf_value v;
+  for (int64_t i = 0; i < 30; i++) {
+    assert_int_equal(cf_map_next(m, &v), 1);
+    assert_int_equal(*(int64_t *)v.u.ptr, i);
+    cf_value_release(&v);
+  }
+  assert_int_equal(cf_map_next(m, &v), -EDOM);
+  assert_string_equal(cf_map_error_message(m), "item 30 is bad");
+  cf_map_free(m);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(atomic_load(&owned_made), 31);
+  assert_int_equal(atomic_load(&dtor_calls), 31);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* Every allocation of a map (its ring, chunks and their buffers, the
+ * bulk read's item array, futures, result arrays in the workers) failing
+ * in turn: the map yields an in-order prefix, then CF_ENOMEM; never a
+ * wrong item, a crash, a leak (ASan) or a hang. */
+CF_TEST(allocation_failures_anywhere_give_a_prefix_then_enomem) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  /* Start both workers first, so the faults hit the map, not the pool. */
+  gate g;
+  gate_init(&g);
+  cf_future *hold[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &hold[i]), 0);
+  gate_open(&g);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(cf_future_result(hold[i], SOON, NULL), 0);
+    cf_future_unref(hold[i]);
+  }
+  int partial = 0, complete = 0;
+  for (int skip = 0; skip < 80 && complete < 5; skip++) {
+    for (int wrap = 0; wrap < 2; wrap++) {
+      cf_range_iter r = cf_range_iter_init(0, 40, 1);
+      wrapped_iter w = {cf_range_iter_next, &r};
+      cf_map_opts o = {.chunksize = 3, .prefetch = 2};
+      cf_map *m = NULL;
+      cf__fault_arm(CF__FAULT_ALLOC, skip, 1);
+      int rc = cf_executor_map(ex, task_identity,
+                               wrap ? wrapped_next : cf_range_iter_next,
+                               wrap ? (void *)&w : (void *)&r, &o, &m);
+      long n = 0;
+      if (rc == 0) {
+        cf_value v;
+        while ((rc = cf_map_next(m, &v)) == 1) {
+          assert_int_equal(v.u.i, n);
+          n++;
+        }
+        cf_map_free(m);
+      }
+      cf__fault_arm(CF__FAULT_ALLOC, 0, 0);
+      if (rc == 0) {
+        assert_int_equal(n, 40);
+        complete += wrap;
+      } else {
+        assert_int_equal(rc, CF_ENOMEM);
+        partial += n > 0;
+      }
+    }
+  }
+  assert_true(partial > 0);  /* failures after some results were made */
+  assert_true(complete > 0); /* and the sweep went past every allocation */
+  gate_destroy(&g);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(chunksize_keeps_order_and_counts_tasks),
              CF_CASE(map_is_lazy_on_endless_input),
@@ -647,4 +741,6 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(huge_chunksize_allocates_only_what_is_read),
              CF_CASE(first_submission_failure_is_returned_by_map),
              CF_CASE(chunk_result_allocation_failure_surfaces_at_its_item),
-             CF_CASE(reused_chunks_keep_order_and_release_values_once))
+             CF_CASE(reused_chunks_keep_order_and_release_values_once),
+             CF_CASE(failure_in_a_reused_chunk_releases_each_value_once),
+             CF_CASE(allocation_failures_anywhere_give_a_prefix_then_enomem))

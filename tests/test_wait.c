@@ -416,36 +416,86 @@ CF_TEST(wait_returns_at_once_when_satisfied) {
 
 typedef struct late_failure {
   cf_future **fs;
+  int code;
 } late_failure;
 
 /* Finishes fs[0] normally, then (a little later, while the main thread
- * is most likely inside cf_wait) fails fs[2]. */
+ * is most likely inside cf_wait) fails fs[2] with lf->code. */
 static void *fail_later(void *arg) {
   late_failure *lf = arg;
   cf_value v = CF_VALUE_INIT;
   TCHECK(cf_future_set_result(lf->fs[0], &v) == 0);
   usleep(50000);
-  TCHECK(cf_future_set_error(lf->fs[2], -EIO, "late") == 0);
+  TCHECK(cf_future_set_error(lf->fs[2], lf->code, "late") == 0);
   return NULL;
 }
 
+/* Also with the library's own codes as the failure (see cf_task_fn). */
 CF_TEST(wait_first_exception_ends_on_a_failure_during_the_wait) {
   (void)state;
-  cf_future *fs[4], *done[4], *not_done[4];
-  make(fs, 4);
-  late_failure lf = {fs};
-  pthread_t t = spawn(fail_later, &lf);
-  size_t nd, nn;
-  assert_int_equal(
-      cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd, not_done, &nn), 0);
-  assert_int_equal(nd, 2);
-  assert_int_equal(nn, 2);
-  assert_true((done[0] == fs[0] && done[1] == fs[2]) ||
-              (done[0] == fs[2] && done[1] == fs[0]));
-  assert_int_equal(cf_future_error(fs[2], NULL), -EIO);
-  assert_false(cf_future_done(not_done[0]) || cf_future_done(not_done[1]));
-  pthread_join(t, NULL);
-  unref_all(fs, 4);
+  static const int codes[] = {-EIO, CF_ECANCELLED, CF_EINVALSTATE};
+  for (size_t k = 0; k < sizeof codes / sizeof codes[0]; k++) {
+    cf_future *fs[4], *done[4], *not_done[4];
+    make(fs, 4);
+    late_failure lf = {fs, codes[k]};
+    pthread_t t = spawn(fail_later, &lf);
+    size_t nd, nn;
+    assert_int_equal(
+        cf_wait(fs, 4, SOON, CF_FIRST_EXCEPTION, done, &nd, not_done, &nn), 0);
+    assert_int_equal(nd, 2);
+    assert_int_equal(nn, 2);
+    assert_true((done[0] == fs[0] && done[1] == fs[2]) ||
+                (done[0] == fs[2] && done[1] == fs[0]));
+    assert_int_equal(cf_future_error(fs[2], NULL), codes[k]);
+    assert_false(cf_future_done(not_done[0]) || cf_future_done(not_done[1]));
+    pthread_join(t, NULL);
+    unref_all(fs, 4);
+  }
+}
+
+typedef struct hooked_failure {
+  cf_executor *ex;
+  int code;
+  int64_t elapsed; /* of the wait */
+} hooked_failure;
+
+/* Inside the only worker: submits a child failing with hf->code and waits
+ * FIRST_EXCEPTION on it and on a future nobody completes. The wait runs
+ * the child itself (the hooked path) and must end on its failure. */
+static int task_wait_for_failing_child(void *arg, cf_value *result) {
+  (void)result;
+  hooked_failure *hf = arg;
+  cf_future *fs[2], *done[2];
+  TCHECK(cf_future_new(&fs[0]) == 0);
+  TCHECK(cf_executor_submit(hf->ex, task_fail, (void *)(intptr_t)hf->code,
+                            &fs[1]) == 0);
+  size_t nd = 0, nn = 0;
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_wait(fs, 2, CF_SEC(10), CF_FIRST_EXCEPTION, done, &nd, NULL, &nn) ==
+         0);
+  hf->elapsed = cf_now_ns() - t0;
+  TCHECK(nd == 1 && nn == 1 && done[0] == fs[1]);
+  TCHECK(cf_future_error(fs[1], NULL) == hf->code);
+  cf_future_unref(fs[0]);
+  cf_future_unref(fs[1]);
+  return 0;
+}
+
+CF_TEST(wait_first_exception_inside_a_worker_ends_on_library_codes) {
+  (void)state;
+  static const int codes[] = {-EIO, CF_ECANCELLED, CF_EINVALSTATE};
+  for (size_t k = 0; k < sizeof codes / sizeof codes[0]; k++) {
+    cf_executor *ex = make_pool(1);
+    hooked_failure hf = {ex, codes[k], 0};
+    cf_future *f;
+    assert_int_equal(
+        cf_executor_submit(ex, task_wait_for_failing_child, &hf, &f), 0);
+    assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+    /* Not the 10 s timeout (a correctness margin, not a speed bound). */
+    assert_true(hf.elapsed < CF_SEC(5));
+    cf_future_unref(f);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
 }
 
 /* ---- waits inside a pool worker (through the wait hook) ------------------ */
@@ -570,5 +620,6 @@ CF_TEST_MAIN(
     CF_CASE(wait_duplicates_empty_bad_arguments),
     CF_CASE(wait_returns_at_once_when_satisfied),
     CF_CASE(wait_first_exception_ends_on_a_failure_during_the_wait),
+    CF_CASE(wait_first_exception_inside_a_worker_ends_on_library_codes),
     CF_CASE(wait_and_as_completed_inside_a_worker_run_the_work),
     CF_CASE(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error))

@@ -141,10 +141,12 @@ typedef struct cf_array_iter {
   size_t next; /**< index of the next item; start at 0 */
 } cf_array_iter;
 /** A cf_iter_fn over a cf_array_iter: returns 1 and items[next++] (the
- * pointer is passed on, not copied or owned), 0 past the end, CF_EINVAL
- * for NULL arguments (or NULL items before the end). Not thread-safe:
- * one map per iterator state. A map with chunksize > 1 reads a whole
- * chunk of this iterator (and of cf_range_iter_next) in one step. */
+ * pointer is passed on, not copied or owned; NULL elements are items like
+ * any other), 0 past the end, CF_EINVAL for NULL arguments or a NULL
+ * items array with next < count. Not thread-safe: one map per iterator
+ * state. A map with chunksize > 1 reads a whole chunk of this iterator
+ * (and of cf_range_iter_next) in one step, with the same items and the
+ * same final state as one call per item. */
 CF_EXTERN int cf_array_iter_next(void *state, void **item);
 
 /** Python's range(start, stop, step) as items (void *)(intptr_t)i:
@@ -158,7 +160,9 @@ CF_EXTERN cf_range_iter cf_range_iter_init(int64_t start, int64_t stop,
                                            int64_t step);
 /** A cf_iter_fn over a cf_range_iter: returns 1 and the next number as
  * (void *)(intptr_t)n, 0 past the end (or at once for step 0), CF_EINVAL
- * for NULL arguments. Not thread-safe: one map per iterator state. */
+ * for NULL arguments. After the last item next is stop (so stepping past
+ * the ends of int64_t never overflows). Not thread-safe: one map per
+ * iterator state. */
 CF_EXTERN int cf_range_iter_next(void *state, void **item);
 
 /** Options of a map. Zero-initialise; zero means the default. */
@@ -170,15 +174,19 @@ typedef struct cf_map_opts {
    * 0: 4 * max_workers, at least 64; with chunks (chunksize > 1),
    * 2 * max_workers, at least 4. Negative: CF_EINVAL. */
   int64_t prefetch;
-  /** Whether the map has a deadline (Python's timeout is not None).
-   * false (the zero default): none, and timeout_ns must stay 0. */
-  bool has_timeout;
   /** With has_timeout: the deadline for the whole map, counted from the
    * call to cf_executor_map, with cf/time.h's meanings (0: poll, so an
    * item not done when cf_map_next reaches it times out; CF_FOREVER:
-   * none). Negative, or non-zero without has_timeout (a forgotten flag
-   * must not silently mean "no deadline"): CF_EINVAL. */
+   * none). It also bounds the map's waits for room in a bounded queue
+   * (cf_thread_pool_opts.max_queued): a queue still full at the deadline
+   * ends the map with CF_EAGAIN at that position. Negative, or non-zero
+   * without has_timeout (a forgotten flag must not silently mean "no
+   * deadline"): CF_EINVAL. */
   int64_t timeout_ns;
+  /** Whether the map has a deadline (Python's timeout is not None).
+   * false (the zero default): none, and timeout_ns must stay 0. Last, so
+   * a positional {chunksize, prefetch, timeout} is refused, not a poll. */
+  bool has_timeout;
 } cf_map_opts;
 
 typedef struct cf_map cf_map;

@@ -171,7 +171,9 @@ CF_EXTERN const char *cf_future_state_name(cf_future_state state);
  * 0 if it finished with a value; the task's negative code if it failed
  * (and *message, if message is non-NULL, receives its text, borrowed from
  * the future, never NULL); CF_ECANCELLED if cancelled; CF_EINVALSTATE if
- * not done yet; CF_EINVAL if f is NULL.
+ * not done yet; CF_EINVAL if f is NULL. A task may fail with any code,
+ * these included (see cf_task_fn): where that matters, tell the cases
+ * apart with cf_future_get_state() (FINISHED: the code is the task's).
  */
 CF_EXTERN int cf_future_error(const cf_future *f, const char **message);
 
