@@ -134,20 +134,25 @@ cf_range_iter cf_range_iter_init(int64_t start, int64_t stop, int64_t step) {
   return r;
 }
 
-/* The items left in a range. Unsigned arithmetic: the distance between
- * two int64_t values and the magnitude of any step fit in a uint64_t. */
+/* The distance from next to stop and the step's magnitude, if any item
+ * is left. Unsigned: both fit in a uint64_t for any int64_t values. */
+static bool range_span(const cf_range_iter *r, uint64_t *dist, uint64_t *mag) {
+  if (r->step > 0 && r->next < r->stop) {
+    *dist = (uint64_t)r->stop - (uint64_t)r->next;
+    *mag = (uint64_t)r->step;
+  } else if (r->step < 0 && r->next > r->stop) {
+    *dist = (uint64_t)r->next - (uint64_t)r->stop;
+    *mag = (uint64_t)0 - (uint64_t)r->step;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* The items left in a range. */
 static uint64_t range_left(const cf_range_iter *r) {
   uint64_t dist, mag;
-  if (r->step > 0 && r->next < r->stop) {
-    dist = (uint64_t)r->stop - (uint64_t)r->next;
-    mag = (uint64_t)r->step;
-  } else if (r->step < 0 && r->next > r->stop) {
-    dist = (uint64_t)r->next - (uint64_t)r->stop;
-    mag = (uint64_t)0 - (uint64_t)r->step;
-  } else {
-    return 0;
-  }
-  return (dist - 1) / mag + 1;
+  return range_span(r, &dist, &mag) ? (dist - 1) / mag + 1 : 0;
 }
 
 /* Takes n items (0 < n <= left, left = range_left(r)) into items, as n
@@ -166,15 +171,8 @@ int cf_range_iter_next(void *state, void **item) {
   if (r == NULL || item == NULL)
     return CF_EINVAL;
   uint64_t dist, mag;
-  if (r->step > 0 && r->next < r->stop) {
-    dist = (uint64_t)r->stop - (uint64_t)r->next;
-    mag = (uint64_t)r->step;
-  } else if (r->step < 0 && r->next > r->stop) {
-    dist = (uint64_t)r->next - (uint64_t)r->stop;
-    mag = (uint64_t)0 - (uint64_t)r->step;
-  } else {
+  if (!range_span(r, &dist, &mag))
     return 0;
-  }
   *item = (void *)(intptr_t)r->next;
   /* The last item leaves next at stop: stepping past it could overflow. */
   r->next = dist <= mag ? r->stop : r->next + r->step;
