@@ -85,13 +85,19 @@ int main(int argc, char **argv) {
            "map");
       cf_value val;
       int64_t sum = 0;
-      while (cf_map_next(m, &val) == 1)
+      int rc;
+      while ((rc = cf_map_next(m, &val)) == 1)
         sum += val.u.i;
       v[r] = (double)(bench_now_ns() - t0) / (double)a.n_tasks;
       cf_map_free(m);
       cf_executor_free(ex);
-      if (sum == 42)
-        printf("unlikely\n");
+      int64_t want = 0;
+      for (long i = 0; i < a.n_tasks; i++)
+        want += (int64_t)i * i;
+      if (rc != 0 || sum != want) {
+        fprintf(stderr, "map: wrong results (rc %d)\n", rc);
+        return 1;
+      }
     }
     bench_report("cfutures", chunked ? "map_chunked" : "map", a.n_tasks,
                  a.workers, "ns/item", v, a.runs);

@@ -3,7 +3,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "executor_int.h"
 #include "fault.h"
+#include "future_int.h"
 #include "support.h"
 
 /* Later items finish first: results must still come in input order. */
@@ -726,6 +728,84 @@ CF_TEST(allocation_failures_anywhere_give_a_prefix_then_enomem) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+/* A backend that forwards to a thread pool and keeps its own reference
+ * to every future it hands out, so a test can watch the map's. */
+enum { SPY_MAX = 16 };
+typedef struct spy {
+  cf_executor base;
+  cf_executor *inner;
+  cf_future *seen[SPY_MAX];
+  int n;
+} spy;
+
+static int spy_submit(cf_executor *ex, const cf_task *task, int64_t deadline_ns,
+                      cf_future **out) {
+  spy *s = (spy *)ex;
+  int64_t timeout = CF_FOREVER;
+  if (deadline_ns != CF_FOREVER) {
+    timeout = deadline_ns - cf_now_ns();
+    timeout = timeout < 0 ? 0 : timeout;
+  }
+  int rc = cf_executor_submit_task(s->inner, task, timeout, out);
+  if (rc == 0 && s->n < SPY_MAX)
+    s->seen[s->n++] = cf_future_ref(*out);
+  return rc;
+}
+static int spy_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
+  return cf_executor_shutdown(((spy *)ex)->inner, wait, cancel_futures);
+}
+static int spy_destroy(cf_executor *ex) {
+  spy *s = (spy *)ex;
+  for (int i = 0; i < s->n; i++)
+    cf_future_unref(s->seen[i]);
+  return cf_executor_free(s->inner);
+}
+static void spy_stats(cf_executor *ex, cf_executor_stats *st) {
+  cf_executor_stats_get(((spy *)ex)->inner, st);
+}
+static int spy_max_workers(cf_executor *ex) {
+  return cf_executor_max_workers(((spy *)ex)->inner);
+}
+static const cf__executor_vtable spy_vt = {
+    "spy", spy_submit, spy_shutdown, spy_destroy, spy_stats, spy_max_workers};
+
+static bool only_the_spy_holds_it(void *f) {
+  return atomic_load(&((cf_future *)f)->refs) == 1;
+}
+
+/* The map drops its reference to each future as soon as the results of
+ * its task are yielded (memory stays flat over endless input), not when
+ * the map ends. With chunks, one future per chunk. */
+CF_TEST(map_drops_each_future_once_yielded) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 3; chunk += 2) {
+    spy *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->inner = make_pool(2);
+    cf__executor_init(&s->base, &spy_vt);
+    cf_range_iter r = cf_range_iter_init(0, 12, 1);
+    cf_map_opts o = {.chunksize = chunk};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(&s->base, task_identity,
+                                     cf_range_iter_next, &r, &o, &m),
+                     0);
+    assert_int_equal(s->n, (int)(12 / chunk)); /* all within the look-ahead */
+    cf_value v;
+    for (int64_t i = 0; i < 12; i++) {
+      cf_future *f = s->seen[i / chunk];
+      /* Not yet fully yielded: the map still holds it. */
+      assert_true(atomic_load(&f->refs) >= 2);
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+      if (i % chunk == chunk - 1) /* its last result: dropped now */
+        assert_true(eventually(only_the_spy_holds_it, f));
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(&s->base), 0);
+  }
+}
+
 CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(chunksize_keeps_order_and_counts_tasks),
              CF_CASE(map_is_lazy_on_endless_input),
@@ -743,4 +823,5 @@ CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
              CF_CASE(chunk_result_allocation_failure_surfaces_at_its_item),
              CF_CASE(reused_chunks_keep_order_and_release_values_once),
              CF_CASE(failure_in_a_reused_chunk_releases_each_value_once),
-             CF_CASE(allocation_failures_anywhere_give_a_prefix_then_enomem))
+             CF_CASE(allocation_failures_anywhere_give_a_prefix_then_enomem),
+             CF_CASE(map_drops_each_future_once_yielded))

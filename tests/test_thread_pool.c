@@ -1,5 +1,6 @@
 /* test_thread_pool.c - the thread-pool executor. */
 #include <stdlib.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,8 +78,13 @@ CF_TEST(defaults_and_lazy_start) {
   cf_executor *ex = NULL;
   assert_int_equal(cf_thread_pool_new(&ex, NULL), 0);
   int def = cf_thread_pool_default_workers();
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  assert_true(def >= 5 && def <= 32 && def <= cpus + 4);
+  /* Python: min(32, (os.process_cpu_count() or 1) + 4), the CPUs this
+   * process may run on. */
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+  int cpus = CPU_COUNT(&set);
+  assert_int_equal(def, cpus + 4 < 32 ? cpus + 4 : 32);
   assert_int_equal(cf_executor_max_workers(ex), def);
   cf_executor_stats st = stats(ex);
   assert_int_equal(st.workers, 0); /* nothing started before a submit */

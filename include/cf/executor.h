@@ -198,8 +198,15 @@ typedef struct cf_map cf_map;
  * this call and from cf_map_next(); results come back in input order.
  *
  * Returns 0 and a new iterator in *out; CF_EINVAL (NULL arguments or bad
- * options), CF_ENOMEM, or the executor's submit error if the very first
- * submission fails. *out is NULL on error.
+ * options), CF_EBADF (freed executor), CF_ENOMEM, or the executor's
+ * submit error if the very first submission fails (CF_ESHUTDOWN,
+ * CF_EBROKEN, CF_EAGAIN from a bounded queue past the deadline, ...).
+ * *out is NULL on error. The map owns nothing of the caller's: `state`
+ * must stay valid and untouched by others until cf_map_free(); items are
+ * passed to fn as they are.
+ *
+ * Thread-safety: call it from any thread; the map it returns then belongs
+ * to one consumer thread at a time (see cf_map_next).
  */
 CF_EXTERN int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
                               void *state, const cf_map_opts *opts,
@@ -213,15 +220,21 @@ CF_EXTERN int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
  * (CF_ETIMEDOUT), when submission failed or when the input iterator
  * failed; the map is then over: every later call returns the same code
  * and the outstanding tasks have been cancelled (Python's behaviour).
- * cf_map_error_message() gives the text. The map drops its reference to
- * each future as soon as its results are yielded.
+ * These codes include the task's own, CF_ECANCELLED, CF_ETIMEDOUT,
+ * CF_ENOMEM (the map could not buffer more items), the executor's submit
+ * errors (CF_ESHUTDOWN, CF_EBROKEN, CF_EAGAIN) and the iterator's.
+ * CF_EINVAL for a NULL map or out (then nothing is touched). On any
+ * other return but 1, *out is a zero value. cf_map_error_message() gives the
+ * text. The map drops its reference to each future as soon as its results are
+ * yielded.
  *
- * Not thread-safe: one consumer per map.
+ * Not thread-safe: one consumer per map (different maps are independent).
  */
 CF_EXTERN int cf_map_next(cf_map *m, cf_value *out);
 
-/** The message of the error cf_map_next returned, or "" if none. Borrowed
- * from the map. */
+/** The message of the error cf_map_next returned, or "" if none (also for
+ * a NULL map). Borrowed from the map: valid until cf_map_free. Call it
+ * from the map's consumer thread, like cf_map_next. */
 CF_EXTERN const char *cf_map_error_message(const cf_map *m);
 
 /** Describes the iterator like Python's repr of the map generator

@@ -142,7 +142,9 @@ typedef int (*cf_done_fn)(cf_future *f, void *arg);
  */
 CF_EXTERN int cf_future_new(cf_future **out);
 
-/** Adds a reference and returns f. NULL is returned unchanged. */
+/** Adds a reference and returns f (the caller owns the new reference and
+ * drops it with cf_future_unref). NULL is returned unchanged. Thread-safe:
+ * any thread that holds a reference may add one. Cannot fail. */
 CF_EXTERN cf_future *cf_future_ref(cf_future *f);
 
 /**
@@ -163,7 +165,8 @@ CF_EXTERN bool cf_future_done(const cf_future *f);
 CF_EXTERN bool cf_future_running(const cf_future *f);
 /** True once CANCELLED. False for NULL. */
 CF_EXTERN bool cf_future_cancelled(const cf_future *f);
-/** "pending", "running", "finished", "cancelled" (or "invalid"). */
+/** "pending", "running", "finished", "cancelled" (or "invalid" for any
+ * other value). A static string; thread-safe; cannot fail. */
 CF_EXTERN const char *cf_future_state_name(cf_future_state state);
 
 /**

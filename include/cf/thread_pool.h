@@ -93,7 +93,9 @@ typedef struct cf_thread_pool_opts {
 CF_EXTERN int cf_thread_pool_new(cf_executor **out,
                                  const cf_thread_pool_opts *opts);
 
-/** Python's default max_workers on this machine: min(32, cpus + 4). */
+/** Python's default max_workers on this machine: min(32, cpus + 4),
+ * where cpus is the number of CPUs this process may run on (at least 1).
+ * Thread-safe; cannot fail. */
 CF_EXTERN int cf_thread_pool_default_workers(void);
 
 #ifdef __cplusplus
