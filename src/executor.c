@@ -213,23 +213,6 @@ static chunk *chunk_new(cf_task_fn fn) {
   return c;
 }
 
-/* Appends an item, growing the array with the items actually read (a
- * huge chunksize costs nothing until the input provides the items). */
-static int chunk_add(chunk *c, void *item) {
-  if (c->n == c->cap) {
-    size_t cap = c->cap != 0 ? 2 * c->cap : 16;
-    void **items = cap > SIZE_MAX / sizeof *items || cf__fault(CF__FAULT_ALLOC)
-                       ? NULL
-                       : realloc(c->items, cap * sizeof *items);
-    if (items == NULL)
-      return CF_ENOMEM;
-    c->items = items;
-    c->cap = cap;
-  }
-  c->items[c->n++] = item;
-  return 0;
-}
-
 /* Makes room for n items in all. */
 static int chunk_reserve(chunk *c, size_t n) {
   if (n <= c->cap)
@@ -241,6 +224,15 @@ static int chunk_reserve(chunk *c, size_t n) {
     return CF_ENOMEM;
   c->items = items;
   c->cap = n;
+  return 0;
+}
+
+/* Appends an item, growing the array with the items actually read (a
+ * huge chunksize costs nothing until the input provides the items). */
+static int chunk_add(chunk *c, void *item) {
+  if (c->n == c->cap && chunk_reserve(c, c->cap != 0 ? 2 * c->cap : 16) != 0)
+    return CF_ENOMEM;
+  c->items[c->n++] = item;
   return 0;
 }
 
