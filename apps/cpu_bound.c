@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
          workers, cpus, RUNS);
   cf_thread_pool_opts opts = {.max_workers = workers};
   cf_executor *ex;
-  int rc = cf_thread_pool_new(&ex, &opts);
+  int rc = cf_thread_pool_new(&opts, &ex);
   if (rc != 0) {
     fprintf(stderr, "cannot create the pool: %s\n", cf_strerror(rc));
     return 1;

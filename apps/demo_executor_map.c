@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
   display("Script starting.");
   cf_thread_pool_opts opts = {.max_workers = 3};
   cf_executor *executor;
-  int rc = cf_thread_pool_new(&executor, &opts);
+  int rc = cf_thread_pool_new(&opts, &executor);
   if (rc != 0) {
     fprintf(stderr, "cannot create the pool: %s\n", cf_strerror(rc));
     return 1;
@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
     rc = -1;
   } else if (rc < 0)
     fprintf(stderr, "map failed: %s: %s\n", cf_strerror(rc),
-            cf_map_error_message(results));
+            cf_map_get_error(results).message);
   cf_map_free(results);
   cf_executor_free(executor);
   return rc < 0 ? 1 : 0;

@@ -24,7 +24,7 @@ static int square(void *arg, cf_value *result) {
 static cf_executor *pool(int workers) {
   cf_thread_pool_opts o = {.max_workers = workers};
   cf_executor *ex;
-  if (cf_thread_pool_new(&ex, &o) != 0)
+  if (cf_thread_pool_new(&o, &ex) != 0)
     exit(1);
   return ex;
 }

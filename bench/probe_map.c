@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
   for (int r = 0; r < runs; r++) {
     cf_thread_pool_opts po = {.max_workers = workers};
     cf_executor *ex;
-    if (cf_thread_pool_new(&ex, &po) != 0)
+    if (cf_thread_pool_new(&po, &ex) != 0)
       return 1;
     cf_range_iter items = cf_range_iter_init(0, n, 1);
     cf_map_opts o = {.chunksize = chunk, .prefetch = prefetch};

@@ -29,6 +29,21 @@
 
 _Noreturn void cf__assert_fail(const char *expr, const char *file, int line);
 
+/* Prints "cfutures: <message>" to stderr and aborts: for misuse that
+ * cannot be reported as an error code and must not go on (a reference
+ * dropped twice). */
+_Noreturn void cf__fatal(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* The library's allocations, all through here so that fault injection
+ * (fault.h, CF__FAULT_ALLOC) reaches every one. NULL on failure or on an
+ * overflowing size. cf__aligned_alloc rounds size up to a multiple of
+ * align (a power of two). Free with free(). */
+void *cf__malloc(size_t size);
+void *cf__calloc(size_t n, size_t size);
+void *cf__realloc(void *p, size_t n, size_t size); /* n * size bytes */
+void *cf__aligned_alloc(size_t align, size_t size);
+
 /* One CPU-friendly step of a bounded spin. */
 static inline void cf__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

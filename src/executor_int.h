@@ -1,10 +1,50 @@
 /*
- * executor_int.h - what a backend implements. Internal: not installed.
+ * executor_int.h - the backend contract: what an executor implements and
+ * what it may rely on. Internal: not installed.
  *
  * A backend embeds `struct cf_executor` as the first member of its own
- * object, allocated with malloc/aligned_alloc, and fills in a vtable. The
- * public functions in executor.c validate arguments and the handle, then
- * dispatch. Adding a backend never touches callers.
+ * object, allocated with malloc/aligned_alloc (the base frees it, after
+ * a quarantine), and fills in a vtable. The public functions in
+ * executor.c validate what every backend needs (the handle, the
+ * timeouts, the flags) and dispatch; checks that only some backends need
+ * (a thread pool needs task->fn, a process pool a task name) are the
+ * backend's own.
+ *
+ * What a backend does with a future (future_int.h has the functions):
+ *
+ *   submit   cf__future_alloc(ex, refs, room): the future, with `room`
+ *            bytes of its own after it if it needs per-task state (no
+ *            second allocation); fill u.task; publish (queue) it.
+ *   run      cf__future_claim (PENDING -> RUNNING; false: cancelled
+ *            meanwhile, drop it), cf__future_take_task; the arg is now
+ *            the backend's. In this process: cf__future_exec runs it.
+ *   finish   cf__future_finish(f, outcome) or cf__future_finish_cancelled,
+ *            from any thread of the backend's (a worker, a reader thread,
+ *            the loop), exactly once per claimed future.
+ *   settle   cf__future_settle for queued futures it will never run
+ *            (shutdown with cancel, a broken pool, fork).
+ *   cancel   vt->cancel is called for a RUNNING future the backend owns
+ *            (cf_future_cancel); a PENDING future is cancelled by
+ *            cf_future_cancel itself, and the backend notices when its
+ *            claim fails.
+ *
+ * Lifetime: every future a backend handed out is done (finished,
+ * cancelled or settled) before vt->shutdown with CF_SHUTDOWN_WAIT returns
+ * 0, and vt->destroy is only called after that. Calls that may run while
+ * cf_executor_free does (shutdown, stats, cancel of a running future) are
+ * pinned (cf__executor_pin): free waits for them before destroy. submit
+ * is not pinned (it is the hot path): a backend must make a submit that
+ * raced free harmless itself (the thread pool refuses it under its queue
+ * lock once shut down, and destroy waits for a submit still starting a
+ * worker).
+ *
+ * Maps: cf_executor_map submits one task per item, or one per chunk of
+ * items: a task whose fn is cf__map_chunk_task and whose arg is a
+ * cf__map_chunk (below). A backend that runs tasks in another process
+ * recognises it by fn and ships the chunk's items itself (each item_size
+ * bytes, or opaque pointer-sized values when item_size is 0); it then
+ * writes results[0..nok), err/errmsg and elapsed_ns before finishing the
+ * chunk's future. In this process cf__map_chunk_task(arg, result) does it.
  */
 #ifndef CF_EXECUTOR_INT_H
 #define CF_EXECUTOR_INT_H
@@ -17,17 +57,35 @@
 
 typedef struct cf__executor_vtable {
   const char *name;
-  /* Submit task (validated: fn non-NULL) with an absolute deadline for
-   * room in a bounded queue. Same returns as cf_executor_submit_task. */
+  /* Submits task with an absolute deadline for room in a bounded queue.
+   * Same returns as cf_executor_submit_task. task->fn may be NULL (check
+   * it if the backend needs it); the deadline is valid. */
   int (*submit)(cf_executor *ex, const cf_task *task, int64_t deadline_ns,
                 cf_future **out);
-  int (*shutdown)(cf_executor *ex, bool wait, bool cancel_futures);
-  /* Shut down with wait and release everything except the object itself
-   * (which the base keeps in quarantine). CF_EDEADLOCK: refused (called
-   * from one of its workers); nothing was released. */
-  int (*destroy)(cf_executor *ex);
+  /* Cancels f, RUNNING and owned by ex, if the backend can interrupt it:
+   * returns 0 once the cancellation is delivered (the future will be
+   * finished, cancelled with cf__future_finish_cancelled or, if the task
+   * handles it, with its outcome), or CF_EBUSY. NULL: always CF_EBUSY.
+   * Called pinned, from any thread, with no library lock held. */
+  int (*cancel)(cf_executor *ex, cf_future *f);
+  /* flags: validated CF_SHUTDOWN_* bits; deadline_ns: absolute, for
+   * CF_SHUTDOWN_WAIT. Returns as cf_executor_shutdown. */
+  int (*shutdown)(cf_executor *ex, unsigned flags, int64_t deadline_ns);
+  /* Releases everything except the object itself (which the base keeps in
+   * quarantine). Called only after a successful shutdown with
+   * CF_SHUTDOWN_WAIT and once no pinned call is running. */
+  void (*destroy)(cf_executor *ex);
   void (*stats)(cf_executor *ex, cf_executor_stats *st);
   int (*max_workers)(cf_executor *ex);
+  /* True if the calling thread is one of ex's own (a worker, the loop):
+   * free refuses with CF_EDEADLK there. NULL: never. */
+  bool (*is_own_thread)(cf_executor *ex);
+  /* In the child of a fork: settle every future of ex that is not done
+   * with CF_EFORKED, and forget threads that do not exist here, so that a
+   * later destroy releases memory without joining them. Called once, from
+   * the first call on ex (or wait on one of its futures) in the child.
+   * NULL: the backend has no threads or futures of its own to settle. */
+  void (*forked)(cf_executor *ex);
 } cf__executor_vtable;
 
 #define CF__EXECUTOR_LIVE 0x63665845u /* "cfXE" */
@@ -35,10 +93,47 @@ typedef struct cf__executor_vtable {
 
 struct cf_executor {
   _Atomic uint32_t magic; /* LIVE, or DEAD once freed (quarantined) */
+  _Atomic uint32_t pins;  /* calls under way that free must wait for */
   const cf__executor_vtable *vt;
+  uint32_t fork_gen;       /* cf__fork_gen when created */
+  _Atomic int orphan_done; /* forked(): 0 not yet, 1 running, 2 done */
 };
 
 /* Initialises the base of a new backend object. */
 void cf__executor_init(cf_executor *ex, const cf__executor_vtable *vt);
+
+/* Pins ex for the duration of a call that free must wait for. Returns 0,
+ * CF_EINVAL (NULL), CF_EBADF (freed or being freed: not pinned). */
+int cf__executor_pin(cf_executor *ex);
+void cf__executor_unpin(cf_executor *ex);
+
+/* In a fork child, for an executor of the parent: runs vt->forked once
+ * (concurrent callers wait for it to end). */
+void cf__executor_orphan(cf_executor *ex);
+
+/* True if ex was created before a fork of this process (then it has been
+ * or is being orphaned: its futures settled with CF_EFORKED). Cheap when
+ * it is false: one comparison. */
+bool cf__executor_forked(cf_executor *ex);
+
+/* The map's chunk: items run by one task, in order. The map fills fn,
+ * name, item_size, n and items and reads the rest once the chunk's future
+ * is done (the future's release/acquire orders it). */
+typedef struct cf__map_chunk {
+  cf_task_fn fn;
+  const char *name;  /* cf_map_opts.name */
+  size_t item_size;  /* cf_map_opts.item_size */
+  size_t n;          /* items */
+  void **items;      /* n items */
+  cf_value *results; /* results_cap slots, allocated by whoever runs it */
+  size_t results_cap;
+  size_t nok;         /* results produced, results[0..nok) */
+  int err;            /* failure of item nok, or 0 */
+  char *errmsg;       /* its message (malloc'ed), or NULL */
+  int64_t elapsed_ns; /* how long running the items took */
+} cf__map_chunk;
+
+/* Runs a chunk in this process (the task of a chunk). */
+int cf__map_chunk_task(void *arg, cf_value *result);
 
 #endif /* CF_EXECUTOR_INT_H */

@@ -1,5 +1,6 @@
 /* fault.c - see fault.h. */
 #include "fault.h"
+#include "fork.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -46,4 +47,13 @@ bool cf__fault_check(cf__fault_point point) {
   }
   pthread_mutex_unlock(&fault_mu);
   return fail;
+}
+
+void cf__fault_atfork(int phase) {
+  if (phase == CF__FORK_PREPARE)
+    pthread_mutex_lock(&fault_mu);
+  else if (phase == CF__FORK_PARENT)
+    pthread_mutex_unlock(&fault_mu);
+  else
+    pthread_mutex_init(&fault_mu, NULL);
 }

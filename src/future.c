@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "common.h"
+#include "executor_int.h"
 #include "fault.h"
+#include "fork.h"
 #include "future_int.h"
 #include "park.h"
 
@@ -54,23 +56,46 @@ void cf_value_release(cf_value *v) {
     dtor(p);
 }
 
-/* The message of the failure the running task is about to return. A
- * fixed buffer: nothing to leak when a thread exits. */
-static _Thread_local struct {
-  int code; /* 0: no message */
-  char msg[512];
-} raise_tls;
+/* The message of the failure the running task is about to return: code
+ * 0 means none. `msg` is malloc'ed, of any length; it may outlive its
+ * code (a stale message is freed by the next cf_raise, or when the
+ * thread exits, through a key destructor). */
+typedef struct raise_state {
+  int code;
+  char *msg;
+} raise_state;
+static _Thread_local raise_state raise_tls;
+static pthread_key_t raise_key;
+static pthread_once_t raise_once = PTHREAD_ONCE_INIT;
+
+static void raise_thread_exit(void *p) {
+  raise_state *r = p;
+  free(r->msg);
+  r->msg = NULL;
+  r->code = 0;
+}
+
+static void raise_key_init(void) {
+  pthread_key_create(&raise_key, raise_thread_exit);
+}
 
 int cf_raise(int code, const char *fmt, ...) {
   if (code >= 0)
     code = CF_ETASK;
   raise_tls.code = 0;
+  free(raise_tls.msg);
+  raise_tls.msg = NULL;
   if (fmt != NULL) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raise_tls.msg, sizeof raise_tls.msg, fmt, ap);
+    raise_tls.msg = cf__vasprintf(fmt, ap);
     va_end(ap);
-    raise_tls.code = code;
+    if (raise_tls.msg != NULL) {
+      raise_tls.code = code;
+      pthread_once(&raise_once, raise_key_init);
+      if (pthread_getspecific(raise_key) == NULL)
+        pthread_setspecific(raise_key, &raise_tls);
+    }
   }
   return code;
 }
@@ -81,8 +106,10 @@ int *cf__raise_code_slot(void) { return &raise_tls.code; }
 
 char *cf__raise_take(int code) {
   char *msg = NULL;
-  if (raise_tls.code != 0 && raise_tls.code == code)
-    msg = cf__asprintf("%s", raise_tls.msg);
+  if (raise_tls.code != 0 && raise_tls.code == code) {
+    msg = raise_tls.msg;
+    raise_tls.msg = NULL;
+  }
   raise_tls.code = 0;
   return msg;
 }
@@ -126,24 +153,47 @@ void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc) {
 /* ---------------------------------------------------------------------- */
 /* Lifetime                                                                */
 
-_Static_assert(sizeof(struct cf_future) == 64, "a future is one cache line");
+_Static_assert(sizeof(struct cf_future) == CF__FUTURE_SIZE,
+               "a future is one cache line");
 
-cf_future *cf__future_alloc(uint32_t refs) {
-  if (cf__fault(CF__FAULT_ALLOC))
-    return NULL;
-  cf_future *f = cf__fcache_alloc();
+cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room) {
+  cf_future *f;
+  size_t lines = (room + CF__CACHELINE - 1) / CF__CACHELINE;
+  if (room == 0)
+    f = cf__fault(CF__FAULT_ALLOC) ? NULL : cf__fcache_alloc();
+  else if (lines > UINT32_MAX / 2)
+    f = NULL;
+  else
+    f = cf__aligned_alloc(CF__CACHELINE, CF__FUTURE_SIZE + lines * CF__CACHELINE);
   if (f == NULL)
     return NULL;
   memset(f, 0, sizeof *f);
   atomic_init(&f->state, CF_PENDING);
   atomic_init(&f->refs, refs);
+  f->owner = owner;
+  f->room_lines = (uint32_t)lines;
   return f;
 }
+
+/* Returns a future's memory. The cache keeps the first 8 bytes of a free
+ * block intact, so the poisoned state and the zero count stay readable
+ * until the block is reused: a second unref then aborts with a message
+ * instead of corrupting the cache. */
+static void future_release_memory(cf_future *f) {
+  atomic_store_explicit(&f->refs, 0, memory_order_relaxed);
+  atomic_store_explicit(&f->state, CF__ST_FREED, memory_order_relaxed);
+  if (f->room_lines == 0)
+    cf__fcache_free(f);
+  else
+    free(f);
+}
+
+void cf__future_discard(cf_future *f) { future_release_memory(f); }
 
 int cf_future_new(cf_future **out) {
   if (out == NULL)
     return CF_EINVAL;
-  *out = cf__future_alloc(1);
+  *out = cf__future_alloc(NULL, 1, 0);
   return *out != NULL ? 0 : CF_ENOMEM;
 }
 
@@ -159,7 +209,11 @@ void cf_future_unref(cf_future *f) {
   /* acq_rel rather than release + an acquire fence on the last drop:
    * same code on x86, and ThreadSanitizer understands it. */
   uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
-  CF__ASSERT(old != 0);
+  if (CF__UNLIKELY(old == 0))
+    cf__fatal("cf_future_unref: future %p has no reference left (state "
+              "%#x): a reference was dropped twice, or the future was "
+              "already freed",
+              (void *)f, (unsigned)atomic_load(&f->state));
   if (old != 1)
     return;
   /* No listener can be attached: internal owners detach before dropping
@@ -188,7 +242,7 @@ void cf_future_unref(cf_future *f) {
     else
       cf_value_release(&f->u.value);
   }
-  cf__fcache_free(f);
+  future_release_memory(f);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -240,32 +294,37 @@ const char *cf_future_state_name(cf_future_state state) {
   return "invalid";
 }
 
-int cf_future_error(const cf_future *f, const char **message) {
-  if (message != NULL)
-    *message = NULL;
+cf_error cf_future_get_error(const cf_future *f) {
+  cf_error e = {CF_EINVAL, cf_strerror(CF_EINVAL)};
   if (f == NULL)
-    return CF_EINVAL;
+    return e;
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
-  if (!cf__state_final(s))
-    return CF_EINVALSTATE;
-  if ((s & CF__ST_MASK) == CF_CANCELLED) {
-    if (message != NULL)
-      *message = cf_strerror(CF_ECANCELLED);
-    return CF_ECANCELLED;
+  if (!cf__state_final(s)) {
+    e.code = CF_EINVALSTATE;
+    e.message = "future is not done yet";
+  } else if ((s & CF__ST_MASK) == CF_CANCELLED) {
+    e.code = CF_ECANCELED;
+    e.message = cf_strerror(CF_ECANCELED);
+  } else {
+    e.code = f->err;
+    e.message = f->err == 0              ? ""
+                : f->u.errmsg != NULL ? f->u.errmsg
+                                      : cf_strerror(f->err);
   }
-  if (f->err != 0 && message != NULL)
-    *message = f->u.errmsg != NULL ? f->u.errmsg : cf_strerror(f->err);
-  return f->err;
+  return e;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Completion                                                              */
 
 /* Fires the listener list of a completed future: internal listeners under
- * the stripe lock, then user callbacks in order with no lock held. */
+ * the stripe lock, then user callbacks in order with no lock held. In the
+ * child of a fork, the internal listeners of the parent's threads are
+ * dropped unrun: whoever waits behind them does not exist here. */
 static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
   pthread_mutex_t *mu = stripe_of(f);
   cf__listener *user_head = NULL, **user_tail = &user_head;
+  uint32_t gen = cf__fork_generation();
   pthread_mutex_lock(mu);
   cf__listener *l = f->listeners;
   f->listeners = NULL;
@@ -275,7 +334,8 @@ static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
     cf__listener *next = l->next;
     l->attached = false;
     if (l->notify != NULL) {
-      l->notify(l, f);
+      if (CF__LIKELY(l->fork_gen == gen))
+        l->notify(l, f);
     } else {
       l->next = NULL;
       *user_tail = l;
@@ -294,22 +354,30 @@ static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
   }
 }
 
-/* Wins the right to complete f. Returns the state it had (PENDING or
- * RUNNING) or -1 if it is already taken or done, or if it is RUNNING an
- * executor's task and the caller is not its runner. */
-static int begin_complete(cf_future *f, uint32_t interim, bool runner) {
+/* Wins the right to complete f from one of the states in `from` (a mask
+ * of 1 << state): moves it to `interim` and returns the state it had, or
+ * -1 if it is in none of them. */
+static int begin_complete(cf_future *f, unsigned from, uint32_t interim) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   for (;;) {
     uint32_t st = s & CF__ST_MASK;
-    if (st != CF_PENDING && st != CF_RUNNING)
-      return -1;
-    if (st == CF_RUNNING && f->owner != NULL && !runner)
+    if (!(from & (1u << st)))
       return -1;
     if (atomic_compare_exchange_weak_explicit(
             &f->state, &s, (s & ~(uint32_t)CF__ST_MASK) | interim,
             memory_order_acquire, memory_order_relaxed))
       return (int)st;
   }
+}
+
+#define FROM_PENDING (1u << CF_PENDING)
+#define FROM_RUNNING (1u << CF_RUNNING)
+
+/* The states a caller of cf_future_set_result/set_error may complete: a
+ * future of its own in either state, an executor's only while PENDING
+ * (while RUNNING its owner completes it). */
+static unsigned user_completable(const cf_future *f) {
+  return f->owner != NULL ? FROM_PENDING : FROM_PENDING | FROM_RUNNING;
 }
 
 /* Publishes the final state and notifies everyone. */
@@ -326,55 +394,69 @@ static void end_complete(cf_future *f, uint32_t final,
     fire_listeners(f, sink);
 }
 
-/* Completes f with a value (err == 0) or an error. Takes msg in all
- * cases; takes *v only on success. `runner` is true for the thread that
- * ran the task (it has already released the task's arg). */
-static int complete(cf_future *f, int err, char *msg, cf_value *v,
-                    const cf__cb_sink *sink, bool runner) {
-  int prev = begin_complete(f, CF__ST_COMPLETING, runner);
-  if (prev < 0) {
-    free(msg);
-    return CF_EINVALSTATE;
-  }
+/* Writes the outcome of a future this thread has moved to COMPLETING from
+ * `prev` (releasing the task's arg if it never left PENDING), and
+ * publishes it. Takes o's message and value. */
+static void write_outcome(cf_future *f, int prev, cf__outcome *o,
+                          const cf__cb_sink *sink, _Atomic uint64_t *counter) {
   if (prev == CF_PENDING && f->u.task.arg_dtor != NULL)
     f->u.task.arg_dtor(f->u.task.arg);
-  f->err = err;
-  if (err != 0) {
-    f->u.errmsg = msg;
+  f->err = o->err;
+  if (o->err != 0) {
+    f->u.errmsg = o->msg;
   } else {
-    free(msg);
-    if (v != NULL) {
-      f->u.value = *v;
-      memset(v, 0, sizeof *v);
-    } else {
-      memset(&f->u.value, 0, sizeof f->u.value);
-    }
+    free(o->msg);
+    f->u.value = o->value;
   }
+  o->msg = NULL;
+  memset(&o->value, 0, sizeof o->value);
+  if (counter != NULL)
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
   end_complete(f, CF_FINISHED, sink);
-  return 0;
 }
 
-int cf__future_run(cf_future *f, const cf__cb_sink *sink) {
-  /* Copy the task out: the outcome will overwrite it. */
-  cf_task_fn fn = f->u.task.fn;
-  void *arg = f->u.task.arg;
-  void (*arg_dtor)(void *) = f->u.task.arg_dtor;
+static void outcome_drop(cf__outcome *o) {
+  free(o->msg);
+  o->msg = NULL;
+  cf_value_release(&o->value);
+}
+
+void cf__future_exec(cf_future *f, cf__outcome *o) {
+  /* Take the task out: the outcome will overwrite it. */
+  cf__task_rec t;
+  cf__future_take_task(f, &t);
   cf_value v = CF_VALUE_INIT;
   cf__raise_clear();
-  int rc = fn(arg, &v);
-  char *msg = NULL;
+  int rc = t.fn(t.arg, &v);
+  o->msg = NULL;
   if (rc != 0) {
     if (rc > 0)
       rc = CF_ETASK;
-    msg = cf__raise_take(rc);
+    o->msg = cf__raise_take(rc);
     cf_value_release(&v);
   }
   cf__raise_clear();
-  if (arg_dtor != NULL)
-    arg_dtor(arg);
-  if (complete(f, rc, msg, &v, sink, true) != 0)
-    cf_value_release(&v); /* cannot happen: only the runner completes it */
-  return rc;
+  if (t.arg_dtor != NULL)
+    t.arg_dtor(t.arg);
+  o->err = rc;
+  o->value = v;
+}
+
+int cf__future_finish(cf_future *f, cf__outcome *o, const cf__cb_sink *sink) {
+  if (begin_complete(f, FROM_RUNNING, CF__ST_COMPLETING) < 0) {
+    outcome_drop(o);
+    return CF_EINVALSTATE;
+  }
+  write_outcome(f, CF_RUNNING, o, sink, NULL);
+  return 0;
+}
+
+int cf__future_finish_cancelled(cf_future *f, const cf__cb_sink *sink) {
+  if (begin_complete(f, FROM_RUNNING, CF__ST_CANCELLING) < 0)
+    return CF_EINVALSTATE;
+  f->err = CF_ECANCELED;
+  end_complete(f, CF_CANCELLED, sink);
+  return 0;
 }
 
 /* The futures whose arg destructors this thread is running while
@@ -393,19 +475,27 @@ static bool cancelling_on_this_thread(const cf_future *f) {
   return false;
 }
 
-static int cancel(cf_future *f, const cf__cb_sink *sink) {
+/* Cancels a PENDING future. Returns 0 if this call cancelled it, 2 if it
+ * was (or is being) cancelled by another, 1 if it is RUNNING, CF_EBUSY if
+ * it is finished. */
+static int cancel_pending(cf_future *f, const cf__cb_sink *sink,
+                          _Atomic uint64_t *counter) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   for (;;) {
     uint32_t st = s & CF__ST_MASK;
     if (st == CF_CANCELLED)
-      return 0;
+      return 2;
     if (st == CF__ST_CANCELLING) {
       /* Another canceller won and is releasing the task's arg: "0" must
-       * mean "is cancelled", so wait for it to publish. */
+       * mean "is cancelled", so wait for it to publish (unless it is this
+       * very thread, in an arg destructor). A running future being
+       * cancelled by its owner is in this state too. */
       if (!cancelling_on_this_thread(f))
         cf_future_wait_blocking(f, CF_FOREVER);
-      return 0;
+      return 2;
     }
+    if (st == CF_RUNNING)
+      return 1;
     if (st != CF_PENDING)
       return CF_EBUSY;
     if (atomic_compare_exchange_weak_explicit(
@@ -419,22 +509,48 @@ static int cancel(cf_future *f, const cf__cb_sink *sink) {
     f->u.task.arg_dtor(f->u.task.arg);
     cancelling_here = fr.up;
   }
-  f->err = CF_ECANCELLED;
+  f->err = CF_ECANCELED;
+  if (counter != NULL)
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
   end_complete(f, CF_CANCELLED, sink);
   return 0;
 }
 
 int cf__future_settle(cf_future *f, int err, char *msg,
-                      const cf__cb_sink *sink) {
-  if (err == CF_ECANCELLED)
-    return cancel(f, sink) == 0 ? 0 : CF_EINVALSTATE;
-  return complete(f, err, msg, NULL, sink, false);
+                      const cf__cb_sink *sink, _Atomic uint64_t *counter) {
+  if (err == CF_ECANCELED) {
+    free(msg);
+    return cancel_pending(f, sink, counter) == 0 ? 0 : CF_EINVALSTATE;
+  }
+  cf__outcome o = {err, msg, CF_VALUE_INIT};
+  int prev = begin_complete(f, FROM_PENDING, CF__ST_COMPLETING);
+  if (prev < 0) {
+    outcome_drop(&o);
+    return CF_EINVALSTATE;
+  }
+  write_outcome(f, prev, &o, sink, counter);
+  return 0;
 }
 
 int cf_future_cancel(cf_future *f) {
   if (f == NULL)
     return CF_EINVAL;
-  return cancel(f, NULL);
+  int rc = cancel_pending(f, NULL, NULL);
+  if (rc != 1)
+    return rc == 2 ? 0 : rc;
+  /* RUNNING: only its executor can interrupt it. The pin keeps the
+   * executor from being destroyed under us; once pinned, a future still
+   * running means the executor is still running it (it cannot finish a
+   * shutdown with wait before the future is done). */
+  cf_executor *ex = f->owner;
+  if (ex == NULL || ex->vt->cancel == NULL || cf__executor_pin(ex) != 0)
+    return CF_EBUSY;
+  rc = CF_EBUSY;
+  if ((atomic_load(&f->state) & CF__ST_MASK) == CF_RUNNING &&
+      !cf__executor_forked(ex))
+    rc = ex->vt->cancel(ex, f);
+  cf__executor_unpin(ex);
+  return rc;
 }
 
 int cf_future_set_running(cf_future *f) {
@@ -446,17 +562,30 @@ int cf_future_set_running(cf_future *f) {
     return 0;
   uint32_t st =
       atomic_load_explicit(&f->state, memory_order_acquire) & CF__ST_MASK;
-  return (st == CF_CANCELLED || st == CF__ST_CANCELLING) ? CF_ECANCELLED
+  return (st == CF_CANCELLED || st == CF__ST_CANCELLING) ? CF_ECANCELED
                                                          : CF_EINVALSTATE;
+}
+
+/* cf_future_set_result/set_error: completes from PENDING (taking the task
+ * from its executor, which then drops it) or, for a future of the
+ * caller's own, from RUNNING. */
+static int user_complete(cf_future *f, cf__outcome *o) {
+  int prev = begin_complete(f, user_completable(f), CF__ST_COMPLETING);
+  if (prev < 0) {
+    free(o->msg);
+    return CF_EINVALSTATE;
+  }
+  write_outcome(f, prev, o, NULL, NULL);
+  return 0;
 }
 
 int cf_future_set_result(cf_future *f, const cf_value *value) {
   if (f == NULL)
     return CF_EINVAL;
-  cf_value v = CF_VALUE_INIT;
+  cf__outcome o = {0, NULL, CF_VALUE_INIT};
   if (value != NULL)
-    v = *value;
-  return complete(f, 0, NULL, &v, NULL, false);
+    o.value = *value;
+  return user_complete(f, &o);
 }
 
 int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
@@ -464,14 +593,14 @@ int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
     return CF_EINVAL;
   if (code >= 0)
     code = CF_ETASK;
-  char *msg = NULL;
+  cf__outcome o = {code, NULL, CF_VALUE_INIT};
   if (fmt != NULL) {
     va_list ap;
     va_start(ap, fmt);
-    msg = cf__vasprintf(fmt, ap);
+    o.msg = cf__vasprintf(fmt, ap);
     va_end(ap);
   }
-  return complete(f, code, msg, NULL, NULL, false);
+  return user_complete(f, &o);
 }
 
 void cf__future_take_value(cf_future *f, cf_value *out) {
@@ -499,6 +628,7 @@ int cf__future_listen(cf_future *f, cf__listener *l) {
   }
   /* The completer sees LISTENERS in its exchange and takes this lock, so
    * it finds l on the list. */
+  l->fork_gen = cf__fork_generation();
   if (f->listeners == NULL) {
     l->prev = l->next = l;
     f->listeners = l;
@@ -535,7 +665,7 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   if (f == NULL || fn == NULL)
     return CF_EINVAL;
   if (!cf_future_done(f)) {
-    cf__listener *l = cf__fault(CF__FAULT_ALLOC) ? NULL : malloc(sizeof *l);
+    cf__listener *l = cf__malloc(sizeof *l);
     if (l == NULL)
       return CF_ENOMEM;
     memset(l, 0, sizeof *l);
@@ -559,20 +689,36 @@ static _Thread_local cf_wait_hook wait_hook;
 void cf_wait_hook_swap(const cf_wait_hook *hook, cf_wait_hook *prev) {
   if (prev != NULL)
     *prev = wait_hook;
-  if (hook != NULL && hook->wait != NULL)
+  if (hook != NULL && hook->wait != NULL) {
     wait_hook = *hook;
-  else
+    if (hook->waiter == NULL || hook->wake == NULL)
+      wait_hook.sleep = NULL; /* incomplete: single waits only */
+  } else {
     memset(&wait_hook, 0, sizeof wait_hook);
+  }
 }
 
 const cf_wait_hook *cf__wait_hook_current(void) {
   return wait_hook.wait != NULL ? &wait_hook : NULL;
 }
 
+bool cf__future_orphan_check(cf_future *f) {
+  cf_executor *ex = f->owner;
+  if (CF__LIKELY(ex == NULL || !cf__executor_forked(ex)))
+    return false;
+  cf__executor_orphan(ex);
+  return true;
+}
+
 int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
   if (f == NULL)
     return CF_EINVAL;
   if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
+    return 0;
+  /* In a fork child, nobody runs a future of the parent's executors:
+   * settle them instead of waiting forever. */
+  if (cf__future_orphan_check(f) &&
+      cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
     return 0;
   /* Bounded spin: most waits in a busy pool end within a microsecond or
    * two, far below the cost of a sleep and a wake-up. */
@@ -615,6 +761,9 @@ int cf_future_wait_until(cf_future *f, int64_t deadline_ns) {
     return CF_EINVAL;
   if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
     return 0;
+  if (cf__future_orphan_check(f) &&
+      cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
+    return 0;
   if (wait_hook.wait != NULL)
     return wait_hook.wait(wait_hook.ctx, f, deadline_ns);
   return cf_future_wait_blocking(f, deadline_ns);
@@ -634,7 +783,7 @@ int cf_future_result(cf_future *f, int64_t timeout_ns, const cf_value **value) {
     return rc;
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
   if ((s & CF__ST_MASK) == CF_CANCELLED)
-    return CF_ECANCELLED;
+    return CF_ECANCELED;
   if (f->err != 0)
     return f->err;
   if (value != NULL)
@@ -666,4 +815,23 @@ int cf_future_describe(const cf_future *f, char *buf, size_t size) {
     n = snprintf(buf, size, "<Future at %p state=%s>", (const void *)f,
                  cf_future_state_name(st));
   return n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* fork                                                                    */
+
+void cf__future_atfork(int phase) {
+  if (phase == CF__FORK_PREPARE) {
+    for (int i = 0; i < NSTRIPES; i++)
+      pthread_mutex_lock(&stripes[i]);
+    pthread_mutex_lock(&handler_mu);
+  } else if (phase == CF__FORK_PARENT) {
+    pthread_mutex_unlock(&handler_mu);
+    for (int i = NSTRIPES - 1; i >= 0; i--)
+      pthread_mutex_unlock(&stripes[i]);
+  } else {
+    pthread_mutex_init(&handler_mu, NULL);
+    for (int i = 0; i < NSTRIPES; i++)
+      pthread_mutex_init(&stripes[i], NULL);
+  }
 }

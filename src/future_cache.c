@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fork.h"
 #include "future_int.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -49,6 +50,7 @@
 
 void *cf__fcache_alloc(void) { return aligned_alloc(BLOCK, BLOCK); }
 void cf__fcache_free(void *p) { free(p); }
+void cf__fcache_atfork(int phase) { (void)phase; }
 
 #else
 
@@ -58,8 +60,11 @@ void cf__fcache_free(void *p) { free(p); }
 
 #define CHUNK (2u << 20)
 
-/* A free block. */
+/* A free block. The first 8 bytes (a future's state and reference count)
+ * are left as the future left them (poisoned, count 0), so that a
+ * second cf_future_unref of a freed future is caught (future.c). */
 typedef struct block {
+  uint64_t keep;            /* untouched: the freed future's state, refs */
   struct block *next;       /* next block of the same chain */
   struct block *next_chain; /* in the global stack: the next chain */
   uint32_t count;           /* in a chain's head: the chain's length */
@@ -211,6 +216,17 @@ void cf__fcache_free(void *p) {
   b->next = tc.cur;
   tc.cur = b;
   tc.ncur++;
+}
+
+/* The forking thread keeps its chains (its TLS is copied); other threads'
+ * chains are lost to the child, which is a bounded leak, never a fault. */
+void cf__fcache_atfork(int phase) {
+  if (phase == CF__FORK_PREPARE)
+    pthread_mutex_lock(&mu);
+  else if (phase == CF__FORK_PARENT)
+    pthread_mutex_unlock(&mu);
+  else
+    pthread_mutex_init(&mu, NULL);
 }
 
 #endif /* CF_NO_FUTURE_CACHE */

@@ -22,12 +22,28 @@
  * sees FINISHED (acquire) sees the outcome.
  *
  * Task ownership: whoever moves a future out of PENDING owns the task's
- * arg. The runner (cf__future_claim) calls arg_dtor after fn returns;
- * a completer that wins straight from PENDING (cancel, set_result,
- * broken-pool drain) calls it before publishing. Either way it runs once.
- * While an executor runs a future's task (RUNNING with an owner), only
- * the runner may complete it: cf_future_set_result/set_error refuse, as
- * the task fields they would overwrite are still in use.
+ * arg. A backend that claims a future (cf__future_claim: PENDING ->
+ * RUNNING) takes the task out of it (cf__future_take_task) before anything
+ * else, and from then on the arg is the backend's: the thread pool's
+ * runner calls arg_dtor after fn returns (cf__future_exec); a process pool
+ * may release it once it has copied the bytes. A completer that wins
+ * straight from PENDING (cancel, set_result, a settle) calls arg_dtor
+ * before publishing. Either way it runs once.
+ *
+ * The backend contract (the owner): while an executor's future is RUNNING
+ * only that executor completes it, from any of its threads (the worker
+ * that ran it, a process pool's reader thread, an event loop):
+ * cf__future_finish with a value or a code and message, or
+ * cf__future_finish_cancelled when it interrupted the work. The public
+ * cf_future_set_result/set_error refuse such a future (CF_EINVALSTATE).
+ * cf_future_cancel of a RUNNING future asks the owner (vtable `cancel`,
+ * executor_int.h); of a PENDING one it cancels at once.
+ *
+ * Room for backends: cf__future_alloc(owner, refs, room) gives `room`
+ * more bytes right after the future (cf__future_room), in the same
+ * allocation: a process pool's task id and payload, a coroutine's
+ * pointer. With room 0 the future is one 64-byte cache line from the
+ * future cache (the thread pool's path).
  *
  * Locks: listener lists are guarded by one of 64 stripe mutexes chosen by
  * the future's address. A stripe lock may be held while an internal
@@ -41,6 +57,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cf/executor.h"
 #include "cf/future.h"
 
 enum {
@@ -51,6 +68,10 @@ enum {
   CF__FL_LISTENERS = 0x10,
   CF__FL_INLINE = 0x20 /* run by a waiting worker, not from the queue */
 };
+
+/* The state word of a future whose memory went back to the cache: a
+ * later cf_future_unref of it finds refs == 0 and this state. */
+#define CF__ST_FREED 0xdeadbee7u
 
 typedef struct cf__listener cf__listener;
 
@@ -64,7 +85,10 @@ struct cf__listener {
   void (*notify)(cf__listener *l, cf_future *f);
   cf_done_fn fn; /* user callback (notify == NULL) */
   void *arg;
-  bool attached; /* on a list; guarded by the stripe lock */
+  uint32_t fork_gen; /* cf__fork_gen when attached: after a fork, the
+                        internal listeners of the parent's threads are
+                        skipped (their waiters do not exist here) */
+  bool attached;     /* on a list; guarded by the stripe lock */
 };
 
 /* Where failed done callbacks are reported. */
@@ -74,25 +98,29 @@ typedef struct cf__cb_sink {
   _Atomic uint64_t *failed; /* counter to bump, or NULL */
 } cf__cb_sink;
 
-/* One cache line (64 bytes, 64-byte aligned when it comes from the
- * future cache): the submitter writes it, one worker runs it, the waiter
- * reads it, and each of those moves only this line between cores. The
- * task's fields and the outcome share storage: the task fields are dead
- * (copied out, arg released) before the outcome is written. */
+/* A task as the future holds it until a backend takes it. */
+typedef struct cf__task_rec {
+  cf_task_fn fn;
+  void *arg;
+  void (*arg_dtor)(void *arg);
+} cf__task_rec;
+
+/* One cache line (64 bytes, 64-byte aligned): the submitter writes it, one
+ * worker runs it, the waiter reads it, and each of those moves only this
+ * line between cores. The task's fields and the outcome share storage:
+ * the task fields are dead (taken by the backend) before the outcome is
+ * written. */
 struct cf_future {
   _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
-  void *owner;             /* the executor that queued it, or NULL */
+  cf_executor *owner;      /* the executor that runs it, or NULL */
   cf__listener *listeners; /* first node of a circular list, or NULL */
-  int err;                 /* outcome: 0, a task code, or CF_ECANCELLED */
+  int err;                 /* outcome: 0, a task code, or CF_ECANCELED */
+  uint32_t room_lines;     /* backend room after the future, 64-byte lines */
   union {
-    /* While PENDING/RUNNING: written by the executor before the future
-     * is published; read by whoever takes it out of PENDING. */
-    struct {
-      cf_task_fn fn;
-      void *arg;
-      void (*arg_dtor)(void *arg);
-    } task;
+    /* While PENDING, and RUNNING until the backend takes it: written by
+     * the executor before the future is published. */
+    cf__task_rec task;
     /* Once FINISHED with err == 0. */
     cf_value value;
     /* Once FINISHED with err != 0: malloc'ed message, or NULL (then
@@ -101,13 +129,26 @@ struct cf_future {
   } u;
 };
 
+#define CF__FUTURE_SIZE 64
+
 static inline bool cf__state_final(uint32_t s) {
   uint32_t st = s & CF__ST_MASK;
   return st == CF_FINISHED || st == CF_CANCELLED;
 }
 
-/* Allocates a PENDING future holding `refs` references; NULL on failure. */
-cf_future *cf__future_alloc(uint32_t refs);
+/* Allocates a PENDING future owned by `owner` (NULL for cf_future_new)
+ * holding `refs` references, with `room` bytes of backend room after it;
+ * NULL on failure. The caller fills u.task before publishing it. */
+cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room);
+
+/* The backend room of a future allocated with room > 0 (64-byte aligned). */
+static inline void *cf__future_room(cf_future *f) {
+  return (char *)f + CF__FUTURE_SIZE;
+}
+
+/* Frees a future that was never published (no listener, no waiter, its
+ * task not taken): a submit that failed after allocating it. */
+void cf__future_discard(cf_future *f);
 
 /* The future cache (future_cache.c): 64-byte, 64-byte aligned blocks. */
 void *cf__fcache_alloc(void);
@@ -141,17 +182,45 @@ static inline bool cf__future_claim_inline(cf_future *f) {
   return false;
 }
 
-/* Runs a claimed future's task on this thread, releases its arg and
- * completes it (callback failures go to sink, which may be NULL).
- * Returns the task's status: 0 or its negative code. */
-int cf__future_run(cf_future *f, const cf__cb_sink *sink);
+/* Takes the task out of a future this backend has claimed: from now on
+ * the arg (and calling arg_dtor) is the backend's. */
+static inline void cf__future_take_task(const cf_future *f, cf__task_rec *t) {
+  *t = f->u.task;
+}
+
+/* An outcome about to be published: err == 0 and a value, or err < 0 and
+ * a malloc'ed message (or NULL). */
+typedef struct cf__outcome {
+  int err;
+  char *msg;
+  cf_value value;
+} cf__outcome;
+
+/* Runs a claimed future's task on this thread (takes the task, runs fn,
+ * releases the arg) and returns its outcome in *o without publishing it:
+ * the caller counts it, then publishes it with cf__future_finish. */
+void cf__future_exec(cf_future *f, cf__outcome *o);
+
+/* Publishes the outcome of a RUNNING future: its owner's call, from any
+ * of the owner's threads. Takes o->msg and o->value in all cases (released
+ * on failure). Waiters wake and callbacks run in this thread (failures go
+ * to sink, which may be NULL). Returns 0, or CF_EINVALSTATE if f is not
+ * RUNNING. */
+int cf__future_finish(cf_future *f, cf__outcome *o, const cf__cb_sink *sink);
+
+/* RUNNING -> CANCELLED, for an owner that interrupted the running work
+ * (its backend's cancel). Returns 0, or CF_EINVALSTATE if f is not
+ * RUNNING. */
+int cf__future_finish_cancelled(cf_future *f, const cf__cb_sink *sink);
 
 /* Completes a future that is not running with an error (err < 0, msg
  * malloc'ed or NULL, taken in all cases) or cancels it (err ==
- * CF_ECANCELLED, msg NULL). Used by executors to settle queued work.
+ * CF_ECANCELED, msg NULL). Used by executors to settle queued work. If it
+ * wins, *counter (when non-NULL) is bumped before the outcome is published,
+ * so that a waiter who sees the future done reads counters that count it.
  * Returns 0, or CF_EINVALSTATE if the future was already taken. */
 int cf__future_settle(cf_future *f, int err, char *msg,
-                      const cf__cb_sink *sink);
+                      const cf__cb_sink *sink, _Atomic uint64_t *counter);
 
 /* Attaches an internal listener. Returns 0 if attached (notify will run
  * once, under the stripe lock, when f completes, unless detached first),
@@ -167,20 +236,24 @@ void cf__future_unlisten(cf_future *f, cf__listener *l);
  * the value (map). */
 void cf__future_take_value(cf_future *f, cf_value *out);
 
-/* For tasks that run other task functions themselves (map chunks): forget
- * any message a previous cf_raise left, and take (malloc'ed copy) the
- * message cf_raise attached to `code`, or NULL. */
-void cf__raise_clear(void);
-/* The calling thread's pending-message code: storing 0 there is
- * cf__raise_clear() without a call (for loops that run many tasks on one
- * thread; the address is valid for the thread's lifetime). */
+/* For tasks that run other task functions themselves (map chunks): the
+ * calling thread's pending-message code. Storing 0 there forgets any
+ * message an earlier cf_raise left, without a call (for loops that run
+ * many tasks on one thread; the address is valid for the thread's
+ * lifetime). cf__raise_take hands over (malloc'ed) the message cf_raise
+ * attached to `code`, or NULL. */
 int *cf__raise_code_slot(void);
 char *cf__raise_take(int code);
+void cf__raise_clear(void);
 
 /* The calling thread's wait hook, or NULL. */
 const cf_wait_hook *cf__wait_hook_current(void);
 
 /* Reports a failed done callback to sink, or to the process handler. */
 void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc);
+
+/* If f belongs to an executor of the parent of this forked process,
+ * settles that executor's futures (f among them) and returns true. */
+bool cf__future_orphan_check(cf_future *f);
 
 #endif /* CF_FUTURE_INT_H */

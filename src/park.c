@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cf/time.h"
+#include "fork.h"
 
 #if defined(__linux__) && !defined(CF_NO_FUTEX)
 #include <linux/futex.h>
@@ -44,6 +45,8 @@ void cf__park_wake(_Atomic uint32_t *addr, int n) {
           NULL, 0);
 }
 
+void cf__park_atfork(int phase) { (void)phase; /* the kernel's business */ }
+
 #else /* portable fallback */
 #include <pthread.h>
 #include <stdbool.h>
@@ -62,6 +65,20 @@ static void stripes_init(void) {
     pthread_condattr_init(&ca);
 #if !defined(__APPLE__)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+
+/* Parked threads of the parent do not exist in the child: fresh stripes. */
+void cf__park_atfork(int phase) {
+  pthread_once(&stripes_once, stripes_init);
+  if (phase == CF__FORK_PREPARE) {
+    for (int i = 0; i < NSTRIPES; i++)
+      pthread_mutex_lock(&stripes[i].mu);
+  } else if (phase == CF__FORK_PARENT) {
+    for (int i = NSTRIPES - 1; i >= 0; i--)
+      pthread_mutex_unlock(&stripes[i].mu);
+  } else {
+    stripes_init();
+  }
+}
 #endif
     pthread_mutex_init(&stripes[i].mu, NULL);
     pthread_cond_init(&stripes[i].cv, &ca);
@@ -104,5 +121,19 @@ void cf__park_wake(_Atomic uint32_t *addr, int n) {
   pthread_mutex_lock(&s->mu);
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
+}
+
+/* Parked threads of the parent do not exist in the child: fresh stripes. */
+void cf__park_atfork(int phase) {
+  pthread_once(&stripes_once, stripes_init);
+  if (phase == CF__FORK_PREPARE) {
+    for (int i = 0; i < NSTRIPES; i++)
+      pthread_mutex_lock(&stripes[i].mu);
+  } else if (phase == CF__FORK_PARENT) {
+    for (int i = NSTRIPES - 1; i >= 0; i--)
+      pthread_mutex_unlock(&stripes[i].mu);
+  } else {
+    stripes_init();
+  }
 }
 #endif

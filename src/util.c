@@ -9,11 +9,44 @@
 #include "cf/error.h"
 #include "cf/time.h"
 #include "common.h"
+#include "fault.h"
 
 void cf__assert_fail(const char *expr, const char *file, int line) {
   fprintf(stderr, "cfutures: internal invariant failed: %s (%s:%d)\n", expr,
           file, line);
   abort();
+}
+
+void cf__fatal(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("cfutures: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  abort();
+}
+
+void *cf__malloc(size_t size) {
+  return cf__fault(CF__FAULT_ALLOC) ? NULL : malloc(size != 0 ? size : 1);
+}
+
+void *cf__calloc(size_t n, size_t size) {
+  if (cf__fault(CF__FAULT_ALLOC) || (n != 0 && size > SIZE_MAX / n))
+    return NULL;
+  return calloc(n != 0 ? n : 1, size != 0 ? size : 1);
+}
+
+void *cf__realloc(void *p, size_t n, size_t size) {
+  if (cf__fault(CF__FAULT_ALLOC) || (n != 0 && size > SIZE_MAX / n))
+    return NULL;
+  return realloc(p, n * size != 0 ? n * size : 1);
+}
+
+void *cf__aligned_alloc(size_t align, size_t size) {
+  if (cf__fault(CF__FAULT_ALLOC) || size > SIZE_MAX - align)
+    return NULL;
+  return aligned_alloc(align, (size + align - 1) / align * align);
 }
 
 char *cf__vasprintf(const char *fmt, va_list ap) {
@@ -43,6 +76,14 @@ const char *cf_strerror(int code) {
   switch (code) {
   case 0:
     return "success";
+  /* The codes the library shares with POSIX read as what they mean here
+   * (glibc says "Connection timed out" for ETIMEDOUT). */
+  case CF_ETIMEDOUT:
+    return "timed out";
+  case CF_ECANCELED:
+    return "cancelled";
+  case CF_EDEADLK:
+    return "waiting here would deadlock";
 #define CF__ERRNO_MSG(name, value, msg)                                        \
   case value:                                                                  \
     return msg;

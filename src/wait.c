@@ -11,16 +11,18 @@
  * futures cancelled by an executor's shutdown are yielded and counted
  * (unlike CPython, issue #87893).
  *
- * On a thread with a wait hook (a pool worker; later an event loop) the
+ * On a thread with a wait hook (a pool worker; later a coroutine) the
  * condition variable would block the thread without the hook's say, so
- * both wait through the hook instead, on one pending future at a time:
- * until it is done for ALL_COMPLETED, else in slices of HOOK_SLICE_NS
- * after which the whole set is looked at again. A listener cannot wake
- * such a waiter: it runs under a stripe lock and may not complete
- * another future.
+ * both sleep through the hook's sleep/wake pair instead: the waiter
+ * publishes its token under its mutex, a listener that records a
+ * relevant completion calls wake(token) (under the stripe lock and the
+ * mutex: lock order stripe -> mu -> whatever wake takes), and the waiter
+ * re-checks after each return of sleep. It wakes once per relevant
+ * completion, never on a timer. The token is withdrawn under the mutex
+ * (as_completed) or every listener is detached (wait) before the call
+ * returns, so wake is never called for a waiter that has left.
  */
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,16 +32,15 @@
 #include "fault.h"
 #include "future_int.h"
 
-/* How often a hooked wait for any of several futures looks at the set. */
-#define HOOK_SLICE_NS CF_MSEC(1)
-
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
 
-static void *alloc_array(size_t n, size_t size) {
-  if (cf__fault(CF__FAULT_ALLOC) || (n != 0 && size > SIZE_MAX / n))
-    return NULL;
-  return calloc(n != 0 ? n : 1, size);
+static void *alloc_array(size_t n, size_t size) { return cf__calloc(n, size); }
+
+/* The calling thread's hook if it can sleep on several futures. */
+static const cf_wait_hook *multi_hook(void) {
+  const cf_wait_hook *h = cf__wait_hook_current();
+  return h != NULL && h->sleep != NULL ? h : NULL;
 }
 
 static int cond_init_monotonic(pthread_cond_t *cv) {
@@ -69,12 +70,6 @@ static int cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
                         (long)(deadline % 1000000000)};
   pthread_cond_timedwait(cv, mu, &ts);
   return 0;
-}
-
-/* The deadline for the next hooked wait on one future of a set. */
-static int64_t hook_slice_end(int64_t deadline) {
-  int64_t end = cf_now_ns() + HOOK_SLICE_NS;
-  return end < deadline ? end : deadline;
 }
 
 static size_t hash_ptr(const void *p) {
@@ -133,7 +128,11 @@ struct cf_as_completed {
   _Atomic size_t remaining; /* not yet yielded (written under mu) */
   int64_t deadline;
   bool timed_out;
-  size_t scan; /* hooked waits: nodes before this are yielded or done */
+  /* A hooked consumer sleeping in cf_as_completed_next (guarded by mu). */
+  void *token;
+  void (*wake)(void *token);
+  cf_future **pending; /* n entries: the futures not yet yielded, or NULL
+                          (for the hook's sleep; consumer only) */
 };
 
 static void ac_push_done(cf_as_completed *it, ac_node *node) {
@@ -148,7 +147,10 @@ static void ac_notify(cf__listener *l, cf_future *f) {
   cf_as_completed *it = node->it;
   pthread_mutex_lock(&it->mu);
   ac_push_done(it, node);
-  pthread_cond_signal(&it->cv);
+  if (it->token != NULL)
+    it->wake(it->token);
+  else
+    pthread_cond_signal(&it->cv);
   pthread_mutex_unlock(&it->mu);
 }
 
@@ -204,34 +206,9 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, int64_t timeout_ns,
       pthread_mutex_unlock(&it->mu);
     }
   }
-  free(uniq);
+  it->pending = uniq; /* for hooked sleeps; entries cleared as yielded */
   *out = it;
   return 0;
-}
-
-/* A future of the iterator not yet done (only the consumer calls this:
- * node->f changes only in cf_as_completed_next), or NULL. */
-static cf_future *ac_pending(cf_as_completed *it) {
-  while (it->scan < it->n && (it->nodes[it->scan].f == NULL ||
-                              cf_future_done(it->nodes[it->scan].f)))
-    it->scan++;
-  return it->scan < it->n ? it->nodes[it->scan].f : NULL;
-}
-
-/* On a thread with a wait hook: waits through the hook until a node is
- * done, the deadline passes or the hook fails. Called without it->mu. */
-static int ac_wait_hooked(cf_as_completed *it) {
-  cf_future *f = ac_pending(it);
-  if (f == NULL) {
-    /* All done; their listeners are about to queue them. */
-    sched_yield();
-    return 0;
-  }
-  int64_t end = hook_slice_end(it->deadline);
-  int rc = cf_future_wait_until(f, end);
-  if (rc == CF_ETIMEDOUT && end != it->deadline)
-    rc = 0; /* a slice, not the deadline */
-  return rc;
 }
 
 int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
@@ -240,7 +217,8 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   if (it == NULL || out == NULL)
     return CF_EINVAL;
   int rc;
-  bool hooked = cf__wait_hook_current() != NULL;
+  const cf_wait_hook *hook = multi_hook();
+  void *token = hook != NULL ? hook->waiter(hook->ctx) : NULL;
   pthread_mutex_lock(&it->mu);
   for (;;) {
     if (it->timed_out) {
@@ -254,6 +232,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
         it->done_tail = &it->done_head;
       *out = node->f; /* the iterator's reference moves to the caller */
       node->f = NULL;
+      it->pending[node - it->nodes] = NULL;
       it->remaining--;
       rc = 1;
       break;
@@ -262,14 +241,18 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
       rc = 0;
       break;
     }
-    if (hooked) {
+    if (hook != NULL) {
+      it->token = token;
+      it->wake = hook->wake;
       pthread_mutex_unlock(&it->mu);
-      int hrc = ac_wait_hooked(it);
+      int hrc =
+          hook->sleep(hook->ctx, token, it->pending, it->n, it->deadline);
       pthread_mutex_lock(&it->mu);
-      if (hrc == CF_ETIMEDOUT && it->done_head == NULL)
+      it->token = NULL;
+      if (hrc == CF_ETIMEDOUT && it->done_head == NULL) {
         it->timed_out = true;
-      else if (hrc != 0 && hrc != CF_ETIMEDOUT) {
-        rc = hrc; /* CF_EDEADLOCK: a future is the caller's own task */
+      } else if (hrc != 0 && hrc != CF_ETIMEDOUT) {
+        rc = hrc; /* the hook's own failure */
         break;
       }
     } else if (cond_wait_until(&it->cv, &it->mu, it->deadline) ==
@@ -282,7 +265,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   return rc;
 }
 
-size_t cf_as_completed_remaining(const cf_as_completed *it) {
+size_t cf_as_completed_get_remaining(const cf_as_completed *it) {
   if (it == NULL)
     return 0;
   return atomic_load(&it->remaining);
@@ -302,6 +285,7 @@ void cf_as_completed_free(cf_as_completed *it) {
   pthread_cond_destroy(&it->cv);
   pthread_mutex_destroy(&it->mu);
   free(it->nodes);
+  free(it->pending);
   free(it);
 }
 
@@ -313,6 +297,11 @@ typedef struct waiter {
   pthread_cond_t cv;
   size_t done;   /* distinct futures done (guarded by mu) */
   size_t failed; /* of which finished with an error */
+  cf_return_when when;
+  size_t total;
+  /* A hooked waiter (set before any listener is attached). */
+  void *token;
+  void (*wake)(void *token);
 } waiter;
 
 typedef struct wait_node {
@@ -322,11 +311,15 @@ typedef struct wait_node {
 } wait_node;
 
 /* FINISHED with an error. Decided by the state, not the code: a task may
- * fail with any code, CF_ECANCELLED and CF_EINVALSTATE included. */
+ * fail with any code, CF_ECANCELED and CF_EINVALSTATE included. */
 static bool failed_future(const cf_future *f) {
-  return cf_future_get_state(f) == CF_FINISHED && cf_future_error(f, NULL) != 0;
+  return cf_future_get_state(f) == CF_FINISHED && cf_future_get_error(f).code != 0;
 }
 
+static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,
+                           size_t total);
+
+/* Wakes the waiter only for a completion that ends its wait. */
 static void wait_notify(cf__listener *l, cf_future *f) {
   wait_node *node = cf__container_of(l, wait_node, l);
   waiter *w = node->w;
@@ -334,37 +327,13 @@ static void wait_notify(cf__listener *l, cf_future *f) {
   w->done++;
   if (failed_future(f))
     w->failed++;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,
-                           size_t total);
-
-/* cf_wait on a thread with a wait hook: 0 when the condition holds or the
- * deadline passes, or the hook's error. */
-static int wait_hooked(cf_future *const *fs, size_t n, cf_return_when when,
-                       int64_t deadline) {
-  for (;;) {
-    size_t done = 0, failed = 0;
-    cf_future *pending = NULL;
-    for (size_t i = 0; i < n; i++) {
-      if (cf_future_done(fs[i])) {
-        done++;
-        failed += failed_future(fs[i]);
-      } else if (pending == NULL) {
-        pending = fs[i];
-      }
-    }
-    if (wait_satisfied(when, done, failed, n))
-      return 0;
-    int64_t end = when == CF_ALL_COMPLETED ? deadline : hook_slice_end(deadline);
-    int rc = cf_future_wait_until(pending, end);
-    if (rc == CF_ETIMEDOUT && end == deadline)
-      return 0; /* the caller's timeout: not an error */
-    if (rc != 0 && rc != CF_ETIMEDOUT)
-      return rc;
+  if (wait_satisfied(w->when, w->done, w->failed, w->total)) {
+    if (w->token != NULL)
+      w->wake(w->token);
+    else
+      pthread_cond_signal(&w->cv);
   }
+  pthread_mutex_unlock(&w->mu);
 }
 
 static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,
@@ -413,14 +382,9 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
   }
   int rc = 0;
   if (!wait_satisfied(return_when, ndone0, nfailed0, total) &&
-      deadline > cf_now_ns() && cf__wait_hook_current() != NULL) {
-    rc = wait_hooked(uniq, total, return_when, deadline);
-    if (rc != 0) {
-      free(uniq);
-      return rc;
-    }
-  } else if (!wait_satisfied(return_when, ndone0, nfailed0, total) &&
-             deadline > cf_now_ns()) {
+      deadline > cf_now_ns()) {
+    const cf_wait_hook *hook = multi_hook();
+    void *token = hook != NULL ? hook->waiter(hook->ctx) : NULL;
     waiter w;
     wait_node *nodes = alloc_array(total, sizeof *nodes);
     rc = nodes == NULL ? CF_ENOMEM : cond_init_monotonic(&w.cv);
@@ -432,6 +396,12 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
     pthread_mutex_init(&w.mu, NULL);
     w.done = 0;
     w.failed = 0;
+    w.when = return_when;
+    w.total = total;
+    w.token = token;
+    w.wake = hook != NULL ? hook->wake : NULL;
+    /* Futures that completed before their listener went on count here;
+     * the listeners count the rest (w.done starts at the pre-done). */
     size_t pre_done = 0, pre_failed = 0;
     for (size_t i = 0; i < total; i++) {
       nodes[i].w = &w;
@@ -444,10 +414,22 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
       }
     }
     pthread_mutex_lock(&w.mu);
-    while (!wait_satisfied(return_when, pre_done + w.done,
-                           pre_failed + w.failed, total)) {
-      if (cond_wait_until(&w.cv, &w.mu, deadline) == CF_ETIMEDOUT)
+    w.done += pre_done;
+    w.failed += pre_failed;
+    while (!wait_satisfied(return_when, w.done, w.failed, total)) {
+      if (hook != NULL) {
+        pthread_mutex_unlock(&w.mu);
+        int hrc = hook->sleep(hook->ctx, token, uniq, total, deadline);
+        pthread_mutex_lock(&w.mu);
+        if (hrc == CF_ETIMEDOUT)
+          break;
+        if (hrc != 0) {
+          rc = hrc;
+          break;
+        }
+      } else if (cond_wait_until(&w.cv, &w.mu, deadline) == CF_ETIMEDOUT) {
         break;
+      }
     }
     pthread_mutex_unlock(&w.mu);
     for (size_t i = 0; i < total; i++)
@@ -456,6 +438,10 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
     free(nodes);
+    if (rc != 0) {
+      free(uniq);
+      return rc;
+    }
   }
   size_t a = 0, b = 0;
   for (size_t i = 0; i < total; i++) {

@@ -17,7 +17,7 @@ int main(void) {
   cf_executor *ex;
   cf_future *f;
   const cf_value *v;
-  if (cf_thread_pool_new(&ex, NULL) != 0) return 1;
+  if (cf_thread_pool_new(NULL, &ex) != 0) return 1;
   if (cf_executor_submit(ex, twice, (void *)21, &f) != 0) return 1;
   if (cf_future_result(f, CF_FOREVER, &v) != 0 || v->u.i != 42) return 1;
   cf_future_unref(f);

@@ -30,8 +30,22 @@ int cf_test_teardown(void **state) {
   return 0;
 }
 
-int cf_test_main(int argc, char **argv, const struct CMUnitTest *tests,
-                 size_t n) {
+#define MAX_CASES 256
+static struct CMUnitTest cases[MAX_CASES];
+static size_t ncases;
+
+void cf_test_register(const char *name, void (*fn)(void **state)) {
+  if (ncases == MAX_CASES) {
+    fprintf(stderr, "too many test cases in one file (max %d)\n", MAX_CASES);
+    abort();
+  }
+  struct CMUnitTest t = {name, fn, cf_test_setup, cf_test_teardown, NULL};
+  cases[ncases++] = t;
+}
+
+int cf_test_main(int argc, char **argv) {
+  const struct CMUnitTest *tests = cases;
+  size_t n = ncases;
   if (argc > 1) {
     /* Run exactly one case; an unknown name is an error, not a pass. */
     for (size_t i = 0; i < n; i++) {
@@ -140,7 +154,7 @@ bool eventually(bool (*pred)(void *arg), void *arg) {
 
 cf_executor *make_pool_with(const cf_thread_pool_opts *opts) {
   cf_executor *ex = NULL;
-  assert_int_equal(cf_thread_pool_new(&ex, opts), 0);
+  assert_int_equal(cf_thread_pool_new(opts, &ex), 0);
   assert_non_null(ex);
   return ex;
 }

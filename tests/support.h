@@ -1,10 +1,11 @@
 /*
  * support.h - what every test file shares.
  *
- * Each case is `CF_TEST(name) { ... }` and is listed in CF_TEST_MAIN(...)
- * with CF_CASE(name). CMake finds the CF_TEST lines and registers every
- * case as its own ctest test (`test_x name`), so each runs in a fresh
- * process under its own timeout.
+ * Each case is `CF_TEST(name) { ... }`, written once: the macro registers
+ * it (a constructor adds it to the file's list), and CF_TEST_MAIN() at
+ * the end of the file runs the list. CMake finds the CF_TEST lines and
+ * registers every case as its own ctest test (`test_x name`), so each
+ * runs in a fresh process under its own timeout.
  *
  * cmocka's assert_* may only be called from the test's main thread.
  * Worker threads and tasks use TCHECK(), which records a failure that the
@@ -27,17 +28,19 @@
 
 #include "cf/cfutures.h"
 
-#define CF_TEST(name) static void name(void **state)
-#define CF_CASE(name)                                                          \
-  cmocka_unit_test_setup_teardown(name, cf_test_setup, cf_test_teardown)
-#define CF_TEST_MAIN(...)                                                      \
-  int main(int argc, char **argv) {                                            \
-    static const struct CMUnitTest tests_[] = {__VA_ARGS__};                   \
-    return cf_test_main(argc, argv, tests_, sizeof tests_ / sizeof tests_[0]); \
-  }
+#define CF_TEST(name)                                                          \
+  static void name(void **state);                                              \
+  __attribute__((constructor)) static void cf_register_##name(void) {          \
+    cf_test_register(#name, name);                                             \
+  }                                                                            \
+  static void name(void **state)
+#define CF_TEST_MAIN()                                                         \
+  int main(int argc, char **argv) { return cf_test_main(argc, argv); }
 
-int cf_test_main(int argc, char **argv, const struct CMUnitTest *tests,
-                 size_t n);
+/* Adds a case (in definition order) to the file's list. */
+void cf_test_register(const char *name, void (*fn)(void **state));
+/* Runs the case named argv[1], or all of them. */
+int cf_test_main(int argc, char **argv);
 int cf_test_setup(void **state);
 int cf_test_teardown(void **state);
 

@@ -35,7 +35,7 @@ CF_TEST(results_come_in_input_order) {
   assert_int_equal(rc, 0);
   assert_int_equal(n, 50);
   assert_int_equal(cf_map_next(m, &v), 0); /* stays at the end */
-  assert_string_equal(cf_map_error_message(m), "");
+  assert_string_equal(cf_map_get_error(m).message, "");
   cf_map_free(m);
   assert_int_equal(cf_executor_free(ex), 0);
 }
@@ -63,9 +63,9 @@ CF_TEST(chunksize_keeps_order_and_counts_tasks) {
     }
     assert_int_equal(n, 2500);
     cf_map_free(m);
-    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
     cf_executor_stats st;
-    cf_executor_stats_get(ex, &st);
+    cf_executor_get_stats(ex, &st);
     /* One task per chunk. */
     assert_int_equal(st.submitted, (2500 + sizes[s] - 1) / sizes[s]);
     assert_int_equal(cf_executor_free(ex), 0);
@@ -91,7 +91,7 @@ CF_TEST(map_is_lazy_on_endless_input) {
   atomic_store(&max_in_flight, 0);
   cf_executor *ex = make_pool(2);
   cf_range_iter endless = cf_range_iter_init(0, INT64_MAX, 1);
-  cf_map_opts o = {.prefetch = 8};
+  cf_map_opts o = {.chunksize = 1, .prefetch = 8};
   cf_map *m;
   assert_int_equal(
       cf_executor_map(ex, task_track, cf_range_iter_next, &endless, &o, &m), 0);
@@ -106,9 +106,39 @@ CF_TEST(map_is_lazy_on_endless_input) {
    * cf_map_next has already topped the window up again). */
   assert_true(atomic_load(&max_in_flight) <= 8 + 1);
   cf_executor_stats st;
-  cf_executor_stats_get(ex, &st);
+  cf_executor_get_stats(ex, &st);
   assert_true(st.submitted <= 100000 + 8);
   assert_true(endless.next <= 100000 + 8);
+  cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* Without a chunksize, the map still keeps what is in flight bounded on
+ * an endless input, while its chunks grow for tiny items. */
+CF_TEST(adaptive_map_is_lazy_and_bounded_on_endless_input) {
+  (void)state;
+  atomic_store(&in_flight, 0);
+  atomic_store(&max_in_flight, 0);
+  cf_executor *ex = make_pool(2);
+  cf_range_iter endless = cf_range_iter_init(0, INT64_MAX, 1);
+  cf_map_opts o = {.prefetch = 8};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_track, cf_range_iter_next, &endless, &o, &m), 0);
+  cf_value v;
+  const int64_t n = scaled(2000000);
+  for (int64_t i = 0; i < n; i++) {
+    assert_int_equal(cf_map_next(m, &v), 1);
+    assert_int_equal(v.u.i, i);
+    atomic_fetch_sub(&in_flight, 1);
+  }
+  /* At most 8 chunks of at most 65536 items ahead of the consumer. */
+  assert_true(atomic_load(&max_in_flight) <= 8 * 65536 + 1);
+  assert_true(endless.next - n <= 8 * 65536);
+  cf_executor_stats st;
+  cf_executor_get_stats(ex, &st);
+  /* Tiny items: far fewer tasks than items. */
+  assert_true(st.submitted * 10 < (uint64_t)endless.next);
   cf_map_free(m);
   assert_int_equal(cf_executor_free(ex), 0);
 }
@@ -137,7 +167,7 @@ CF_TEST(first_error_surfaces_at_its_item) {
       assert_int_equal(v.u.i, i);
     }
     assert_int_equal(cf_map_next(m, &v), -EDOM);
-    assert_string_equal(cf_map_error_message(m), "item 7 is bad");
+    assert_string_equal(cf_map_get_error(m).message, "item 7 is bad");
     /* The map is over: the same error again (Python: generator closed). */
     assert_int_equal(cf_map_next(m, &v), -EDOM);
     cf_map_free(m);
@@ -192,9 +222,9 @@ CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
   assert_int_equal(cf_map_next(m, &v), CF_ETIMEDOUT);
   gate_open(&g);
   cf_map_free(m);
-  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
   cf_executor_stats st;
-  cf_executor_stats_get(ex, &st);
+  cf_executor_get_stats(ex, &st);
   /* The running one finished; the five queued behind it were cancelled. */
   assert_int_equal(st.completed, 1);
   assert_int_equal(st.cancelled, 5);
@@ -216,7 +246,7 @@ CF_TEST(zero_timeout_polls) {
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
     /* Every task was submitted at once (4 items < look-ahead); shutdown
      * with wait returns when all of them are done. */
-    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
     cf_value v;
     for (int64_t i = 0; i < 4; i++) {
       assert_int_equal(cf_map_next(m, &v), 1);
@@ -277,9 +307,9 @@ CF_TEST(values_are_moved_to_the_caller) {
     assert_int_equal(atomic_load(&dtor_calls), 3);
     /* Freeing early releases every produced but unyielded value once. */
     cf_map_free(m);
-    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
     cf_executor_stats st;
-    cf_executor_stats_get(ex, &st);
+    cf_executor_get_stats(ex, &st);
     long produced = (long)st.completed * chunk;
     if (produced > 10)
       produced = 10;
@@ -297,7 +327,7 @@ CF_TEST(bad_arguments_and_shutdown) {
                        {.prefetch = -2},
                        {.has_timeout = true, .timeout_ns = -3},
                        {.timeout_ns = CF_SEC(1)}, /* without has_timeout */
-                       {0, 0, CF_SEC(1), false} /* positional: the same */};
+                       {0, 0, CF_SEC(1), 0, NULL, false} /* positional: the same */};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
@@ -317,12 +347,12 @@ CF_TEST(bad_arguments_and_shutdown) {
   cf_value v;
   assert_int_equal(cf_map_next(NULL, &v), CF_EINVAL);
   cf_map_free(NULL);
-  assert_string_equal(cf_map_error_message(NULL), "");
+  assert_string_equal(cf_map_get_error(NULL).message, "");
   cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
   assert_int_equal(
       cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
       CF_ENOMEM);
-  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
   assert_int_equal(
       cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
       CF_ESHUTDOWN);
@@ -544,10 +574,12 @@ CF_TEST(first_submission_failure_is_returned_by_map) {
   cf_executor *ex = make_pool(1);
   cf_range_iter r = cf_range_iter_init(0, 3, 1);
   cf_map *m = (cf_map *)ex;
-  /* Allocations: the map, its ring, then the first future. */
+  /* Allocations, one task per item: the map, its ring, then the first
+   * future. */
+  cf_map_opts o = {.chunksize = 1};
   cf__fault_arm(CF__FAULT_ALLOC, 2, 1);
   assert_int_equal(
-      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, NULL, &m),
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m),
       CF_ENOMEM);
   assert_null(m);
   assert_int_equal(cf_executor_free(ex), 0);
@@ -555,7 +587,7 @@ CF_TEST(first_submission_failure_is_returned_by_map) {
 
 static bool three_finished(void *arg) {
   cf_executor_stats st;
-  return cf_executor_stats_get(arg, &st) == 0 && st.completed + st.failed >= 3;
+  return cf_executor_get_stats(arg, &st) == 0 && st.completed + st.failed >= 3;
 }
 
 CF_TEST(chunk_result_allocation_failure_surfaces_at_its_item) {
@@ -578,11 +610,11 @@ CF_TEST(chunk_result_allocation_failure_surfaces_at_its_item) {
   assert_true(eventually(three_finished, ex));
   cf__fault_arm(CF__FAULT_ALLOC, 0, 0);
   cf_executor_stats st;
-  assert_int_equal(cf_executor_stats_get(ex, &st), 0);
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
   assert_int_equal(st.failed, 1);
   cf_value v;
   assert_int_equal(cf_map_next(m, &v), CF_ENOMEM);
-  assert_string_not_equal(cf_map_error_message(m), "");
+  assert_string_not_equal(cf_map_get_error(m).message, "");
   assert_int_equal(cf_map_next(m, &v), CF_ENOMEM);
   cf_map_free(m);
   cf_future_unref(hold);
@@ -629,7 +661,7 @@ CF_TEST(reused_chunks_keep_order_and_release_values_once) {
     if (stop_at == n)
       assert_int_equal(cf_map_next(m, &v), 0);
     cf_map_free(m);
-    assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
     assert_true(atomic_load(&owned_made) >= stop_at);
     assert_int_equal(atomic_load(&dtor_calls), atomic_load(&owned_made));
     assert_int_equal(cf_executor_free(ex), 0);
@@ -666,9 +698,9 @@ CF_TEST(failure_in_a_reused_chunk_releases_each_value_once) {
     cf_value_release(&v);
   }
   assert_int_equal(cf_map_next(m, &v), -EDOM);
-  assert_string_equal(cf_map_error_message(m), "item 30 is bad");
+  assert_string_equal(cf_map_get_error(m).message, "item 30 is bad");
   cf_map_free(m);
-  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
   assert_int_equal(atomic_load(&owned_made), 31);
   assert_int_equal(atomic_load(&dtor_calls), 31);
   assert_int_equal(cf_executor_free(ex), 0);
@@ -751,23 +783,30 @@ static int spy_submit(cf_executor *ex, const cf_task *task, int64_t deadline_ns,
     s->seen[s->n++] = cf_future_ref(*out);
   return rc;
 }
-static int spy_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
-  return cf_executor_shutdown(((spy *)ex)->inner, wait, cancel_futures);
+static int spy_shutdown(cf_executor *ex, unsigned flags, int64_t deadline_ns) {
+  int64_t timeout = deadline_ns == CF_FOREVER ? CF_FOREVER
+                    : deadline_ns > cf_now_ns() ? deadline_ns - cf_now_ns()
+                                                : 0;
+  return cf_executor_shutdown(((spy *)ex)->inner, flags, timeout);
 }
-static int spy_destroy(cf_executor *ex) {
+static void spy_destroy(cf_executor *ex) {
   spy *s = (spy *)ex;
   for (int i = 0; i < s->n; i++)
     cf_future_unref(s->seen[i]);
-  return cf_executor_free(s->inner);
+  TCHECK(cf_executor_free(s->inner) == 0);
 }
 static void spy_stats(cf_executor *ex, cf_executor_stats *st) {
-  cf_executor_stats_get(((spy *)ex)->inner, st);
+  cf_executor_get_stats(((spy *)ex)->inner, st);
 }
 static int spy_max_workers(cf_executor *ex) {
-  return cf_executor_max_workers(((spy *)ex)->inner);
+  return cf_executor_get_max_workers(((spy *)ex)->inner);
 }
-static const cf__executor_vtable spy_vt = {
-    "spy", spy_submit, spy_shutdown, spy_destroy, spy_stats, spy_max_workers};
+static const cf__executor_vtable spy_vt = {.name = "spy",
+                                          .submit = spy_submit,
+                                          .shutdown = spy_shutdown,
+                                          .destroy = spy_destroy,
+                                          .stats = spy_stats,
+                                          .max_workers = spy_max_workers};
 
 static bool only_the_spy_holds_it(void *f) {
   return atomic_load(&((cf_future *)f)->refs) == 1;
@@ -806,22 +845,4 @@ CF_TEST(map_drops_each_future_once_yielded) {
   }
 }
 
-CF_TEST_MAIN(CF_CASE(results_come_in_input_order),
-             CF_CASE(chunksize_keeps_order_and_counts_tasks),
-             CF_CASE(map_is_lazy_on_endless_input),
-             CF_CASE(first_error_surfaces_at_its_item),
-             CF_CASE(input_error_surfaces_at_its_position),
-             CF_CASE(deadline_expires_at_the_item_and_cancels_the_rest),
-             CF_CASE(zero_timeout_polls),
-             CF_CASE(values_are_moved_to_the_caller),
-             CF_CASE(bad_arguments_and_shutdown),
-             CF_CASE(empty_input_and_describe), CF_CASE(iterators),
-             CF_CASE(bulk_reads_match_one_call_per_item),
-             CF_CASE(map_inside_a_task_of_the_same_pool),
-             CF_CASE(huge_chunksize_allocates_only_what_is_read),
-             CF_CASE(first_submission_failure_is_returned_by_map),
-             CF_CASE(chunk_result_allocation_failure_surfaces_at_its_item),
-             CF_CASE(reused_chunks_keep_order_and_release_values_once),
-             CF_CASE(failure_in_a_reused_chunk_releases_each_value_once),
-             CF_CASE(allocation_failures_anywhere_give_a_prefix_then_enomem),
-             CF_CASE(map_drops_each_future_once_yielded))
+CF_TEST_MAIN()

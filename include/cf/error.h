@@ -5,10 +5,15 @@
  * non-negative value) on success and a negative code on failure.
  *
  *   - System failures are exactly -errno (-EINVAL, -ENOMEM, -EAGAIN, ...).
- *   - Library conditions that have no good errno use the reserved range
- *     -3000 .. -3099, listed in CF_ERRNO_MAP below.
+ *   - Library conditions that POSIX names are that errno, negated, as in
+ *     libuv: CF_ETIMEDOUT is -ETIMEDOUT, CF_ECANCELED is -ECANCELED,
+ *     CF_EDEADLK is -EDEADLK. A code from libuv (UV_ETIMEDOUT, ...) or
+ *     from a system call therefore compares equal to the library's own.
+ *   - Library conditions that have no errno of that meaning use the
+ *     reserved range -3000 .. -3099, listed in CF_ERRNO_MAP below.
  *   - A task's own failure carries whatever negative code the task chose;
- *     the library passes it through unchanged.
+ *     the library passes it through unchanged (so a task's own -ETIMEDOUT
+ *     reads like a wait's: cf/future.h says how to tell them apart).
  *
  * cf_strerror() and cf_err_name() accept any of these and never return
  * NULL. Both are thread-safe and return static strings.
@@ -34,13 +39,11 @@ extern "C" {
  * the enum, cf_strerror() and cf_err_name().
  */
 #define CF_ERRNO_MAP(XX)                                                       \
-  XX(ETIMEDOUT, -3001, "timed out")                                            \
-  XX(ECANCELLED, -3002, "cancelled")                                           \
   XX(EBROKEN, -3003, "executor is broken (a worker initializer failed)")       \
   XX(ESHUTDOWN, -3004, "executor has been shut down")                          \
   XX(EINVALSTATE, -3005, "future is not in a state that allows this")          \
-  XX(EDEADLOCK, -3006, "waiting here would deadlock")                          \
-  XX(ETASK, -3007, "task failed")
+  XX(ETASK, -3007, "task failed")                                              \
+  XX(EFORKED, -3008, "executor belongs to the parent of this forked process")
 
 /** Library error codes. All are negative. */
 enum cf_errno {
@@ -49,6 +52,9 @@ enum cf_errno {
 #undef CF__ERRNO_ENUM
   /* Aliases for the system codes the library returns, so callers can
    * compare against one prefix. */
+  CF_ETIMEDOUT = -ETIMEDOUT, /**< a deadline passed */
+  CF_ECANCELED = -ECANCELED, /**< the future was cancelled */
+  CF_EDEADLK = -EDEADLK,     /**< waiting here would deadlock (own task) */
   CF_EINVAL = -EINVAL,
   CF_ENOMEM = -ENOMEM,
   CF_EAGAIN = -EAGAIN, /**< would block: a bounded queue is full */
@@ -68,6 +74,17 @@ CF_EXTERN const char *cf_strerror(int code);
  * "UNKNOWN" otherwise. Never NULL; static. Thread-safe.
  */
 CF_EXTERN const char *cf_err_name(int code);
+
+/**
+ * A failure's code and message together (cf_future_get_error,
+ * cf_map_get_error). `message` is never NULL: the failure's own text, or
+ * cf_strerror(code); "" when code is 0. It is borrowed from the object it
+ * came from and stays valid as long as that object does.
+ */
+typedef struct cf_error {
+  int code;            /**< 0 or a negative code */
+  const char *message; /**< never NULL */
+} cf_error;
 
 #ifdef __cplusplus
 }

@@ -7,11 +7,31 @@
  * functions below, so switching backends changes one line.
  *
  * Thread-safety: every function taking a cf_executor may be called from
- * any thread concurrently, including from tasks running on that executor,
- * except cf_executor_free(), which must be the last call on it.
- * Using an executor after cf_executor_free() is a bug; where the library
- * can still detect it (a recently freed executor) the call returns
- * CF_EBADF instead of touching freed memory.
+ * any thread concurrently, including from tasks running on that executor.
+ * cf_executor_free() must be the last call on it: a call that starts
+ * after it is a bug, which the library detects while the handle is recent
+ * (the call returns CF_EBADF instead of touching freed memory); a call
+ * already under way when free starts (a shutdown waiting, a submit, a
+ * stats read) completes normally, and free waits for it.
+ *
+ * Conventions of the whole API: out-parameters come last (the object,
+ * then inputs, then options, then what the call hands back); getters are
+ * cf_<object>_get_<what> and return the value, or fill a struct passed
+ * last and return 0; predicates (cf_future_done) return bool.
+ *
+ * fork. In the child of a fork(), the library is usable as if freshly
+ * loaded: create new executors and futures there. Executors created
+ * before the fork belong to the parent (their threads do not exist in the
+ * child): submit and map fail with CF_EFORKED; the first call on such an
+ * executor in the child (submit, shutdown, stats, free) or the first wait
+ * on one of its futures settles every one of its futures that is not done
+ * with CF_EFORKED (their callbacks run then), so nothing in the child
+ * waits for them forever; cf_executor_free releases it without joining
+ * threads. A future created with cf_future_new that a thread of the
+ * parent would have completed stays pending in the child. A child forked
+ * from inside a task should exec() or _exit() before that task returns:
+ * the child's copy of the worker ends when the task returns, and with it
+ * the child, if it has no other thread.
  */
 #ifndef CF_EXECUTOR_H
 #define CF_EXECUTOR_H
@@ -32,8 +52,10 @@ typedef struct cf_executor cf_executor;
 
 /** A task to submit, for cf_executor_submit_task(). Zero-initialise it. */
 typedef struct cf_task {
-  cf_task_fn fn; /**< required */
-  void *arg;     /**< passed to fn */
+  /** The function. Required by executors that run tasks in this process
+   * (the thread pool: CF_EINVAL if NULL). */
+  cf_task_fn fn;
+  void *arg; /**< passed to fn */
   /**
    * If non-NULL, called with arg exactly once when the executor is done
    * with it: after fn returns, or when the task is cancelled or fails
@@ -46,6 +68,15 @@ typedef struct cf_task {
    * The thread pool passes arg through unchanged either way.
    */
   size_t arg_size;
+  /**
+   * The task's identity across processes: the name it is registered under
+   * (the process pool's task registry), so that a worker in another
+   * process (forked, exec'ed, an MPI rank) can find the same function.
+   * NULL: none. Executors in this process ignore it; executors in other
+   * processes require it (or find fn's name in the registry). Borrowed:
+   * a static string, or one that outlives the task.
+   */
+  const char *name;
 } cf_task;
 
 /**
@@ -54,9 +85,11 @@ typedef struct cf_task {
  * forget. If the executor bounds its queue and the queue is full, this
  * blocks until there is room (see cf_executor_submit_task for a timeout).
  *
- * Returns 0, CF_EINVAL (NULL executor or fn), CF_ESHUTDOWN (after
- * shutdown), CF_EBROKEN (an initializer failed), CF_ENOMEM, CF_EBADF
- * (freed executor). On error *out is NULL and nothing will run.
+ * Returns 0, CF_EINVAL (NULL executor, or a NULL fn for an executor that
+ * needs one), CF_ESHUTDOWN (after shutdown), CF_EBROKEN (an initializer
+ * failed), CF_ENOMEM, CF_EBADF (freed executor), CF_EFORKED (an executor
+ * of the parent process, see "fork" above). On error *out is NULL and
+ * nothing will run.
  */
 CF_EXTERN int cf_executor_submit(cf_executor *ex, cf_task_fn fn, void *arg,
                                  cf_future **out);
@@ -71,31 +104,51 @@ CF_EXTERN int cf_executor_submit(cf_executor *ex, cf_task_fn fn, void *arg,
 CF_EXTERN int cf_executor_submit_task(cf_executor *ex, const cf_task *task,
                                       int64_t timeout_ns, cf_future **out);
 
-/**
- * Stops accepting work (Python's shutdown). Later submits fail with
- * CF_ESHUTDOWN. Work already queued still runs unless cancel_futures is
- * true, in which case every queued future is cancelled before this
- * returns (its waiters and as_completed/wait see it); a task a worker was
- * taking at that very instant may still start, as in Python. With wait,
- * returns once every task has finished or been cancelled and every
- * worker has exited. May be called more than once, from any thread.
- *
- * Returns 0, CF_EINVAL, CF_EBADF, or CF_EDEADLOCK if wait is true and the
- * caller is one of this executor's own workers (it cannot wait for itself;
- * the shutdown still takes effect).
- */
-CF_EXTERN int cf_executor_shutdown(cf_executor *ex, bool wait,
-                                   bool cancel_futures);
+/** Flags of cf_executor_shutdown (Python's wait and cancel_futures). */
+enum cf_shutdown_flags {
+  /** Wait until every task has finished or been cancelled and every
+   * worker has exited (within the timeout). */
+  CF_SHUTDOWN_WAIT = 1u << 0,
+  /** Cancel every task that has not started, before returning. */
+  CF_SHUTDOWN_CANCEL_FUTURES = 1u << 1
+};
 
 /**
- * Shuts down with wait (and without cancelling) and frees the executor.
- * Futures it returned stay valid (you own them). Returns 0, CF_EBADF for
- * an executor already freed, CF_EDEADLOCK if called from one of its own
- * workers (nothing is freed then), CF_EINVAL for NULL.
+ * Stops accepting work (Python's shutdown), flags read at the call site:
+ *
+ *     cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER);
+ *     cf_executor_shutdown(ex, CF_SHUTDOWN_CANCEL_FUTURES, 0);
+ *
+ * Later submits fail with CF_ESHUTDOWN. Work already queued still runs
+ * unless CF_SHUTDOWN_CANCEL_FUTURES is given, in which case every queued
+ * future is cancelled before this returns (its waiters and
+ * as_completed/wait see it); a task a worker was taking at that very
+ * instant may still start, as in Python. With CF_SHUTDOWN_WAIT it then
+ * waits, at most timeout_ns (cf/time.h; CF_FOREVER: no limit), until every
+ * task has finished or been cancelled and every worker has exited; without
+ * it, timeout_ns is not used (pass 0). May be called more than once, from
+ * any thread: a call after a timed-out one waits again.
+ *
+ * Returns 0; CF_ETIMEDOUT if the wait expired first (the shutdown still
+ * took effect; call again to keep waiting); CF_EINVAL (NULL, unknown flag
+ * bits, negative timeout); CF_EBADF; CF_EDEADLK if CF_SHUTDOWN_WAIT is
+ * given and the caller is one of this executor's own workers (it cannot
+ * wait for itself; the shutdown still takes effect).
+ */
+CF_EXTERN int cf_executor_shutdown(cf_executor *ex, unsigned flags,
+                                   int64_t timeout_ns);
+
+/**
+ * Shuts down with wait (without cancelling, without limit) and frees the
+ * executor. Futures it returned stay valid (you own them). To bound the
+ * wait, shut down first: once cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT,
+ * t) has returned 0, cf_executor_free(ex) does not block. Returns 0,
+ * CF_EBADF for an executor already freed, CF_EDEADLK if called from one of
+ * its own workers (nothing is freed then), CF_EINVAL for NULL.
  */
 CF_EXTERN int cf_executor_free(cf_executor *ex);
 
-/** Counters, readable at any time (cf_executor_stats). */
+/** Counters, readable at any time (cf_executor_get_stats). */
 typedef struct cf_executor_stats {
   uint64_t submitted; /**< tasks accepted by submit */
   uint64_t queued;    /**< accepted, not yet started or discarded */
@@ -115,14 +168,15 @@ typedef struct cf_executor_stats {
  * snapshot: while tasks run, queued/running may be off by the tasks in
  * flight between two counters (and a future you cancelled still counts
  * as queued until a worker discards it). When the executor is idle the
- * counters are exact and submitted == completed + failed + cancelled.
- * Returns 0, CF_EINVAL, CF_EBADF.
+ * counters are exact and submitted == completed + failed + cancelled;
+ * in particular a waiter that sees the last future done reads counters
+ * that already count it. Returns 0, CF_EINVAL, CF_EBADF.
  */
-CF_EXTERN int cf_executor_stats_get(cf_executor *ex, cf_executor_stats *st);
+CF_EXTERN int cf_executor_get_stats(cf_executor *ex, cf_executor_stats *st);
 
 /** The maximum number of tasks the executor runs at once (> 0), or a
- * negative error (CF_EINVAL, CF_EBADF). */
-CF_EXTERN int cf_executor_max_workers(cf_executor *ex);
+ * negative error (CF_EINVAL, CF_EBADF). Thread-safe. */
+CF_EXTERN int cf_executor_get_max_workers(cf_executor *ex);
 
 /* ---------------------------------------------------------------------- */
 /* map                                                                     */
@@ -167,12 +221,19 @@ CF_EXTERN int cf_range_iter_next(void *state, void **item);
 
 /** Options of a map. Zero-initialise; zero means the default. */
 typedef struct cf_map_opts {
-  /** Items per task (Python's chunksize). 0 or 1: one task per item.
-   * Negative: CF_EINVAL. */
+  /** Items per task (Python's chunksize), obeyed as given when > 0: 1 is
+   * one task per item, exactly as Python's map. 0 (the default): adaptive.
+   * The map starts with one item per task, so long items run exactly as
+   * with 1 (each starts as soon as a worker is free, in input order), and
+   * once items turn out short it lets chunks grow (doubling, up to a
+   * chunk of about a hundred microseconds of work, at most 65536 items),
+   * so that tiny items are not swamped by the cost of a task; it shrinks
+   * them again if items get longer. Results stay in input order and
+   * lazy; memory stays bounded by prefetch chunks. Negative: CF_EINVAL. */
   int64_t chunksize;
   /** Look-ahead: the most tasks (chunks) submitted but not yet yielded.
-   * 0: 4 * max_workers, at least 64; with chunks (chunksize > 1),
-   * 2 * max_workers, at least 4. Negative: CF_EINVAL. */
+   * 0: with chunksize 0 or 1, 4 * max_workers, at least 64; with
+   * chunksize > 1, 2 * max_workers, at least 4. Negative: CF_EINVAL. */
   int64_t prefetch;
   /** With has_timeout: the deadline for the whole map, counted from the
    * call to cf_executor_map, with cf/time.h's meanings (0: poll, so an
@@ -183,6 +244,13 @@ typedef struct cf_map_opts {
    * without has_timeout (a forgotten flag must not silently mean "no
    * deadline"): CF_EINVAL. */
   int64_t timeout_ns;
+  /** 0: items are opaque pointers (or integers cast to pointers) passed
+   * as they are. > 0: every item points to item_size bytes, which an
+   * executor that runs tasks in another process copies there (as
+   * cf_task.arg_size). The thread pool passes items through either way. */
+  size_t item_size;
+  /** fn's identity across processes (as cf_task.name); NULL: none. */
+  const char *name;
   /** Whether the map has a deadline (Python's timeout is not None).
    * false (the zero default): none, and timeout_ns must stay 0. Last, so
    * a positional {chunksize, prefetch, timeout} is refused, not a poll. */
@@ -216,26 +284,28 @@ CF_EXTERN int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
  * The next result in input order. Returns 1 and moves the result into
  * *out: the caller now owns it (cf_value_release when done). Returns 0 at
  * the end. Returns a negative code when the item at this position failed
- * (the task's code, CF_ECANCELLED), when the deadline passed
+ * (the task's code, CF_ECANCELED), when the deadline passed
  * (CF_ETIMEDOUT), when submission failed or when the input iterator
  * failed; the map is then over: every later call returns the same code
  * and the outstanding tasks have been cancelled (Python's behaviour).
- * These codes include the task's own, CF_ECANCELLED, CF_ETIMEDOUT,
+ * These codes include the task's own, CF_ECANCELED, CF_ETIMEDOUT,
  * CF_ENOMEM (the map could not buffer more items), the executor's submit
  * errors (CF_ESHUTDOWN, CF_EBROKEN, CF_EAGAIN) and the iterator's.
  * CF_EINVAL for a NULL map or out (then nothing is touched). On any
- * other return but 1, *out is a zero value. cf_map_error_message() gives the
- * text. The map drops its reference to each future as soon as its results are
- * yielded.
+ * other return but 1, *out is a zero value. cf_map_get_error() gives the
+ * code and its text. The map drops its reference to each future as soon as
+ * its results are yielded.
  *
  * Not thread-safe: one consumer per map (different maps are independent).
  */
 CF_EXTERN int cf_map_next(cf_map *m, cf_value *out);
 
-/** The message of the error cf_map_next returned, or "" if none (also for
- * a NULL map). Borrowed from the map: valid until cf_map_free. Call it
- * from the map's consumer thread, like cf_map_next. */
-CF_EXTERN const char *cf_map_error_message(const cf_map *m);
+/** The error that ended the map, code and message together: {0, ""} while
+ * none (also for a NULL map), else what cf_map_next returns and its text
+ * (the task's cf_raise message, or cf_strerror). The message is borrowed
+ * from the map: valid until cf_map_free. Call it from the map's consumer
+ * thread, like cf_map_next. */
+CF_EXTERN cf_error cf_map_get_error(const cf_map *m);
 
 /** Describes the iterator like Python's repr of the map generator
  * ("<cf_map iterator at 0x...>") into buf, as snprintf: returns the
@@ -273,23 +343,24 @@ CF_EXTERN int cf_as_completed_new(cf_future *const *fs, size_t n,
  * the deadline passes first (and again on every later call, as Python's
  * generator is finished by its TimeoutError), CF_EINVAL for NULL
  * arguments. Cancelled futures are yielded like any other done future,
- * including those cancelled by cf_executor_shutdown(..., true).
+ * including those cancelled by cf_executor_shutdown with
+ * CF_SHUTDOWN_CANCEL_FUTURES.
  *
- * On a thread with a wait hook (a thread-pool worker) the wait goes
- * through the hook, one pending future at a time, so the worker keeps
- * running queued work; a completion elsewhere in the set is then noticed
- * within about a millisecond. The hook's errors are returned:
- * CF_EDEADLOCK if a pending future is a task the calling worker is
- * itself running.
+ * On a thread with a wait hook (a thread-pool worker, a coroutine) the
+ * wait goes through the hook's sleep/wake pair: the waiter sleeps until
+ * the first completion in the set and wakes once for it (a worker keeps
+ * running queued work meanwhile when no other worker is free and there is
+ * no deadline). The hook's errors are returned: CF_EDEADLK if a pending
+ * future is a task the calling worker is itself running.
  *
- * Not thread-safe: one consumer per iterator (cf_as_completed_remaining
+ * Not thread-safe: one consumer per iterator (cf_as_completed_get_remaining
  * may be called from any thread).
  */
 CF_EXTERN int cf_as_completed_next(cf_as_completed *it, cf_future **out);
 
 /** How many futures have not been yielded yet (0 for NULL). Safe to call
  * from any thread while the consumer iterates. */
-CF_EXTERN size_t cf_as_completed_remaining(const cf_as_completed *it);
+CF_EXTERN size_t cf_as_completed_get_remaining(const cf_as_completed *it);
 
 /** Drops the references still held and frees the iterator. NULL is
  * ignored. Futures are not cancelled. Must not run concurrently with
@@ -313,12 +384,12 @@ typedef enum cf_return_when {
  * references added). A timeout is not an error: check *nnot_done.
  * Thread-safe: any number of threads may wait on overlapping sets.
  *
- * On a thread with a wait hook (a thread-pool worker) the wait goes
- * through the hook like cf_as_completed_next's, so the worker keeps
- * running queued work instead of blocking the pool.
+ * On a thread with a wait hook (a thread-pool worker, a coroutine) the
+ * wait goes through the hook like cf_as_completed_next's: it wakes once
+ * per completion in the set that could end it, not on a timer.
  *
  * Returns 0, CF_EINVAL (bad arguments, negative timeout, unknown
- * return_when), CF_ENOMEM, or the hook's error (CF_EDEADLOCK: a future
+ * return_when), CF_ENOMEM, or the hook's error (CF_EDEADLK: a future
  * in the set is a task the calling worker is itself running; the output
  * sets are then not written).
  */

@@ -6,9 +6,14 @@
  * once in FINISHED (with a value or with an error) or CANCELLED:
  *
  *     PENDING --set_running--> RUNNING --set_result/set_error--> FINISHED
- *        |                                                        ^
+ *        |                          |                             ^
  *        +-------------------set_result/set_error-----------------+
- *        +--cancel--> CANCELLED
+ *        +--cancel--> CANCELLED <---+ cancel, where the executor can
+ *                                     interrupt running work
+ *
+ * There is no FAILED state: as in Python, a task that fails ends FINISHED
+ * with an error (a negative code and a message; cf_future_get_error), and
+ * cf_future_result returns that code.
  *
  * Ownership. Futures are reference counted. Every function that gives you
  * a future (cf_future_new, cf_executor_submit, cf_as_completed_next, ...)
@@ -101,7 +106,7 @@ CF_EXTERN void cf_value_release(cf_value *v);
  * When a task fails, anything it stored in *result is released.
  *
  * Every negative code is passed through unchanged, the library's own
- * included: a task that returns CF_ECANCELLED (or the CF_ETIMEDOUT of a
+ * included: a task that returns CF_ECANCELED (or the CF_ETIMEDOUT of a
  * wait of its own) ends FINISHED with that error, like a Python task that
  * raises CancelledError. It counts as failed, not cancelled (executor
  * counters, CF_FIRST_EXCEPTION); cf_future_cancelled() and
@@ -117,9 +122,12 @@ typedef int (*cf_task_fn)(void *arg, cf_value *result);
  *
  * Call it as the task's return expression: the message is kept in the
  * calling thread and taken by the executor when the task returns. A
- * non-negative `code` is replaced by CF_ETASK. Outside a task the message
- * is simply dropped at the next task start. Never fails (on allocation
- * failure the message is lost, the code is kept).
+ * non-negative `code` is replaced by CF_ETASK. The message may be of any
+ * length (it is allocated; nothing is cut). Outside a task the message is
+ * simply dropped at the next task start (or when the thread exits). A
+ * worker initializer may call it too: its message then becomes part of
+ * the broken pool's error. Never fails (on allocation failure the message
+ * is lost, the code is kept).
  */
 CF_EXTERN int cf_raise(int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -170,34 +178,55 @@ CF_EXTERN bool cf_future_cancelled(const cf_future *f);
 CF_EXTERN const char *cf_future_state_name(cf_future_state state);
 
 /**
- * The outcome of a done future, without waiting (Python's exception()):
- * 0 if it finished with a value; the task's negative code if it failed
- * (and *message, if message is non-NULL, receives its text, borrowed from
- * the future, never NULL); CF_ECANCELLED if cancelled; CF_EINVALSTATE if
- * not done yet; CF_EINVAL if f is NULL. A task may fail with any code,
- * these included (see cf_task_fn): where that matters, tell the cases
+ * The outcome of a done future, without waiting (Python's exception()),
+ * code and message together:
+ *
+ *   - {0, ""} if it finished with a value;
+ *   - the task's negative code and its message (cf_raise's text, or
+ *     cf_strerror(code)) if it failed;
+ *   - {CF_ECANCELED, "cancelled"} if it was cancelled;
+ *   - {CF_EINVALSTATE, ...} if it is not done yet; {CF_EINVAL, ...} for NULL.
+ *
+ * The message is borrowed from the future (valid while you hold a
+ * reference) or static; never NULL. A task may fail with any code, the
+ * library's included (see cf_task_fn): where that matters, tell the cases
  * apart with cf_future_get_state() (FINISHED: the code is the task's).
+ * Thread-safe.
  */
-CF_EXTERN int cf_future_error(const cf_future *f, const char **message);
+CF_EXTERN cf_error cf_future_get_error(const cf_future *f);
 
 /* ---------------------------------------------------------------------- */
 /* Cancelling and waiting                                                 */
 
 /**
- * Cancels the future if it has not started (Python semantics).
+ * Cancels the future (Python's cancel()).
  *
- * Returns 0 if the future is now CANCELLED (also if it already was): its
- * waiters wake and its callbacks run, in this thread. Returns CF_EBUSY if
- * it is running or finished (nothing changes), CF_EINVAL if f is NULL.
+ * A PENDING future is cancelled at once, whoever owns it (Python's
+ * semantics): its task never runs, its waiters wake and its callbacks run,
+ * in this thread, before this returns 0.
+ *
+ * A RUNNING future is cancelled only if the executor running it can
+ * interrupt the work (a process pool kills the worker; the event loop
+ * delivers the cancellation to the coroutine at its next wait). Then this
+ * returns 0 once the cancellation is delivered; the future ends soon after,
+ * CANCELLED, unless the task handles the cancellation and finishes (as an
+ * asyncio task may). Use cf_future_wait to see the outcome. The thread pool
+ * cannot interrupt a thread: CF_EBUSY.
+ *
+ * Returns 0 (cancelled, also if it already was, or cancellation delivered),
+ * CF_EBUSY if it is finished or running where it cannot be interrupted
+ * (nothing changes), CF_EINVAL if f is NULL.
  */
 CF_EXTERN int cf_future_cancel(cf_future *f);
 
 /**
  * Waits until the future is done (any outcome) or the timeout expires.
  * Returns 0 when done, CF_ETIMEDOUT on expiry, CF_EINVAL for a NULL
- * future or negative timeout, CF_EDEADLOCK if the calling task would wait
- * for itself. On a thread with a wait hook (see below) the hook decides
- * how to wait.
+ * future or negative timeout, CF_EDEADLK if the calling task would wait
+ * for itself. In the child of a fork, a future of an executor that belongs
+ * to the parent is settled by the wait (it fails with CF_EFORKED; see
+ * cf/executor.h, "fork") and the wait returns 0. On a thread with a wait
+ * hook (see below) the hook decides how to wait.
  */
 CF_EXTERN int cf_future_wait(cf_future *f, int64_t timeout_ns);
 
@@ -209,12 +238,13 @@ CF_EXTERN int cf_future_wait_until(cf_future *f, int64_t deadline_ns);
  *
  * Returns 0 and sets *value (if value is non-NULL) to the result, which
  * the future keeps owning: it stays valid while you hold a reference.
- * Otherwise returns the task's own negative code (see cf_future_error for
- * its message), CF_ECANCELLED, CF_ETIMEDOUT if the wait expired,
- * CF_EDEADLOCK, or CF_EINVAL. On error *value is set to NULL. A task may
- * itself fail with CF_ETIMEDOUT; to tell the two apart, wait with
- * cf_future_wait (whose CF_ETIMEDOUT is always the wait's own), then
- * read the outcome with cf_future_result(f, 0, ...) or cf_future_error.
+ * Otherwise returns the task's own negative code (see cf_future_get_error for
+ * its message), CF_ECANCELED, CF_ETIMEDOUT if the wait expired,
+ * CF_EDEADLK, or CF_EINVAL. On error *value is set to NULL. A task may
+ * itself fail with CF_ETIMEDOUT (-ETIMEDOUT, as a connect that times out
+ * does); to tell the two apart, wait with cf_future_wait (whose
+ * CF_ETIMEDOUT is always the wait's own), then read the outcome with
+ * cf_future_get_error. cf_future_get_error also gives the message.
  */
 CF_EXTERN int cf_future_result(cf_future *f, int64_t timeout_ns,
                                const cf_value **value);
@@ -257,7 +287,7 @@ CF_EXTERN void cf_set_callback_error_handler(cf_callback_error_fn fn,
 
 /**
  * PENDING -> RUNNING (Python's set_running_or_notify_cancel). Returns 0,
- * CF_ECANCELLED if the future was cancelled (the caller must then not run
+ * CF_ECANCELED if the future was cancelled (the caller must then not run
  * the work), CF_EINVALSTATE in any other state, CF_EINVAL for NULL.
  */
 CF_EXTERN int cf_future_set_running(cf_future *f);
@@ -313,22 +343,53 @@ CF_EXTERN int cf_future_describe(const cf_future *f, char *buf, size_t size);
  * waits (so a task may wait for work it submitted), and an event loop
  * suspends the calling coroutine instead of blocking its thread.
  *
- * When a hook is installed on the calling thread, cf_future_wait(),
- * cf_future_wait_until() and cf_future_result() call
+ * Waiting on one future. When a hook is installed on the calling thread,
+ * cf_future_wait(), cf_future_wait_until() and cf_future_result() call
  * hook.wait(hook.ctx, f, deadline_ns) instead of blocking, once they know
- * f is not done yet. The hook must return 0 once f is done, CF_ETIMEDOUT
- * at the deadline (CF_FOREVER: none) or another negative code; it may call
- * cf_future_wait_blocking() to block the thread in the ordinary way.
+ * f is not done yet. It must return 0 once f is done, CF_ETIMEDOUT at the
+ * deadline (CF_FOREVER: none) or another negative code (CF_EDEADLK: the
+ * waiter is running f itself); it may call cf_future_wait_blocking() to
+ * block the thread in the ordinary way.
+ *
+ * Waiting on several futures (cf_wait, cf_as_completed_next) uses the
+ * other three entries, in the manner of a park/unpark pair, so that the
+ * waiter sleeps until the first relevant completion and wakes once:
+ *
+ *   - waiter(ctx) names whoever is waiting on this thread right now (the
+ *     worker, the current coroutine): an opaque token, valid until that
+ *     waiter's wait returns;
+ *   - sleep(ctx, token, fs, n, deadline_ns) blocks or suspends that
+ *     waiter until wake(token) is called, the deadline passes
+ *     (CF_ETIMEDOUT) or the hook fails (another negative code; CF_EDEADLK
+ *     if the waiter is itself running one of fs[0..n), whose NULL entries
+ *     are to be skipped). A wake() that came first makes the next sleep()
+ *     return at once; spurious returns (0) are allowed, as the caller
+ *     re-checks its condition and sleeps again. fs is what the caller
+ *     waits for: a scheduler may run one of those futures' tasks instead
+ *     of sleeping (a pool worker does, when no other worker is free);
+ *   - wake(token) may be called from any thread, including with the
+ *     library's internal locks held: it must only record the wake-up and
+ *     make the waiter runnable (set a flag, wake a thread, post to a
+ *     loop), never block or call back into cfutures.
+ *
+ * A hook with sleep == NULL handles single waits only; waits on several
+ * futures then block the thread as they would without a hook.
  */
 typedef struct cf_wait_hook {
   int (*wait)(void *ctx, cf_future *f, int64_t deadline_ns);
   void *ctx;
+  void *(*waiter)(void *ctx);
+  int (*sleep)(void *ctx, void *token, cf_future *const *fs, size_t n,
+               int64_t deadline_ns);
+  void (*wake)(void *token);
 } cf_wait_hook;
 
 /**
  * Installs `hook` for the calling thread (NULL or a NULL hook->wait
  * removes it) and stores the previous one in *prev if prev is non-NULL,
  * so nested schedulers can restore it. Affects only the calling thread.
+ * A hook with sleep set must set waiter and wake too (else sleep is
+ * ignored: waits on several futures block the thread).
  */
 CF_EXTERN void cf_wait_hook_swap(const cf_wait_hook *hook, cf_wait_hook *prev);
 

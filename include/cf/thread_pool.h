@@ -11,23 +11,31 @@
  * Beyond Python:
  *   - max_queued bounds the queue: submit then blocks, with a timeout, or
  *     fails with CF_EAGAIN (backpressure).
- *   - A task that waits on a future (cf_future_wait/result) while running
- *     on a worker does not idle that worker. If the awaited task is still
- *     queued in this pool, the worker runs it right there (so a task may
- *     wait for tasks it submitted, even recursively, with max_workers =
- *     1; nesting is bounded by the worker's stack, 64 KiB of which are
- *     kept free). If no other worker is free, it also runs other queued
- *     work meanwhile (at most 32 deep), so a saturated pool cannot
- *     deadlock on waits. Consequences: such a wait may return later than
- *     its deadline by the length of a task it ran; a task run this way
- *     sits above the waiting one on the same stack, so if it waits for
- *     that task it gets CF_EDEADLOCK, and if it blocks on something only
- *     that task would provide (a semaphore, a lock), the thread hangs.
+ *   - A task that waits on futures while running on a worker
+ *     (cf_future_wait/result, cf_wait, as_completed) does not idle that
+ *     worker when it is needed. If an awaited task is still queued in this
+ *     pool and no other worker is free to start it (or it was batched
+ *     behind the waiting task on this very worker), the waiting worker
+ *     runs it right there, so a task may wait for tasks it submitted, even
+ *     recursively, with max_workers = 1; nesting is bounded by the
+ *     worker's stack, of which a quarter (at most 64 KiB) is kept free.
+ *     When another worker is free, the awaited task is left to it and
+ *     runs in parallel. A wait without a deadline also runs other queued
+ *     work meanwhile if no other worker is free (at most 32 deep), so a
+ *     saturated pool cannot deadlock on waits; a task run that way sits
+ *     above the waiting one on the same stack: if it waits for that task
+ *     it gets CF_EDEADLK, and if it blocks on something only that task
+ *     would provide (a semaphore, a lock), the thread hangs.
+ *     A wait with a deadline never runs unrelated work: it returns at its
+ *     deadline, as in Python, unless it ran an awaited task itself (only
+ *     when nobody else could), which may make it return late by that
+ *     task's length.
  *     Waiting on a future this very thread is running returns
- *     CF_EDEADLOCK. Cycles across workers are not detected.
- *   - A full bounded queue makes a submit from one of the pool's own
- *     workers run queued work instead of blocking (unless its timeout is
- *     0: then it fails at once with CF_EAGAIN).
+ *     CF_EDEADLK. Cycles across workers are not detected.
+ *   - A full bounded queue makes a submit without a timeout from one of
+ *     the pool's own workers run queued work instead of blocking (with a
+ *     timeout it waits for room like any other thread; with 0 it fails at
+ *     once with CF_EAGAIN).
  *   - If a worker thread cannot be created, the pool carries on with the
  *     workers it has; if it has none, the task's future fails with
  *     -EAGAIN. The library never aborts for that.
@@ -57,6 +65,10 @@ extern "C" {
  * possible worker up front, and Linux caps threads well below this). */
 #define CF_THREAD_POOL_MAX_WORKERS 65536
 
+/** The smallest stack_size accepted (a task that waits for a subtask it
+ * submitted still works with it, see above). */
+#define CF_THREAD_POOL_MIN_STACK 65536
+
 /** Options. Zero-initialise; every zero field means its default. */
 typedef struct cf_thread_pool_opts {
   /** Maximum worker threads. 0: min(32, cpus + 4) as in Python, where
@@ -65,15 +77,19 @@ typedef struct cf_thread_pool_opts {
   int max_workers;
   /** Thread name prefix (copied). NULL: "cfpool<k>", k counting pools. */
   const char *thread_name_prefix;
-  /** Run in each worker before its first task; non-zero breaks the pool. */
+  /** Run in each worker before its first task; non-zero breaks the pool.
+   * Return a negative code, with cf_raise() for a message: the code's
+   * name and the message become part of the CF_EBROKEN error of every
+   * future that fails because of it, and are printed once to stderr (as
+   * Python logs "Exception in initializer"). */
   int (*initializer)(void *initarg);
   void *initarg;
   /** Run in each worker (whose initializer succeeded) as it exits. */
   void (*finalizer)(void *initarg);
   /** Most tasks queued and not started; 0: unbounded. < 0: CF_EINVAL. */
   int64_t max_queued;
-  /** Worker stack size in bytes; 0: the system default. Below 64 KiB:
-   * CF_EINVAL. */
+  /** Worker stack size in bytes; 0: the system default. Below 64 KiB
+   * (CF_THREAD_POOL_MIN_STACK): CF_EINVAL. */
   size_t stack_size;
   /** Called (from the thread that ran the callback) when a done callback
    * of one of this pool's futures returns non-zero. NULL: count only. */
@@ -90,8 +106,8 @@ typedef struct cf_thread_pool_opts {
  * Returns 0 and the executor in *out; CF_EINVAL (NULL out, bad option),
  * CF_ENOMEM. *out is NULL on error.
  */
-CF_EXTERN int cf_thread_pool_new(cf_executor **out,
-                                 const cf_thread_pool_opts *opts);
+CF_EXTERN int cf_thread_pool_new(const cf_thread_pool_opts *opts,
+                                 cf_executor **out);
 
 /** Python's default max_workers on this machine: min(32, cpus + 4),
  * where cpus is the number of CPUs this process may run on (at least 1).

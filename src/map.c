@@ -1,0 +1,619 @@
+/*
+ * map.c - the lazy ordered map (cf_executor_map) and the library's input
+ * iterators.
+ *
+ * The consumer thread submits tasks (one per item, or one per chunk of
+ * items) and keeps at most `window` of them in flight in a ring; each
+ * cf_map_next() yields the head's next result, drops the head once it is
+ * fully yielded, and tops the window up again. Nothing here is shared
+ * with workers except chunks, which are reference counted (one reference
+ * for the map, one for the task's arg).
+ *
+ * Chunk sizes. An explicit chunksize is obeyed. With none (0), the map
+ * adapts: every task is a chunk (so that it reports how long its items
+ * took), the first ones of one item each, so that long items behave as
+ * with chunksize 1; each time the consumer reaches a finished chunk it
+ * estimates the time per item and sets the size of the chunks it submits
+ * next towards ADAPT_TARGET_NS of work per chunk: at most doubling per
+ * step (an estimate from a few tiny items is noisy), shrinking at once if
+ * items got longer. While chunks are large the window holds fewer of
+ * them (WINDOW_ITEMS), so the items in flight stay bounded.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "executor_int.h"
+#include "future_int.h"
+
+/* ---------------------------------------------------------------------- */
+/* Input iterators                                                         */
+
+int cf_array_iter_next(void *state, void **item) {
+  cf_array_iter *it = state;
+  if (it == NULL || item == NULL)
+    return CF_EINVAL;
+  if (it->next >= it->count)
+    return 0;
+  if (it->items == NULL)
+    return CF_EINVAL;
+  *item = it->items[it->next++];
+  return 1;
+}
+
+cf_range_iter cf_range_iter_init(int64_t start, int64_t stop, int64_t step) {
+  cf_range_iter r = {start, stop, step, start};
+  return r;
+}
+
+/* The distance from next to stop and the step's magnitude, if any item
+ * is left. Unsigned: both fit in a uint64_t for any int64_t values. */
+static bool range_span(const cf_range_iter *r, uint64_t *dist, uint64_t *mag) {
+  if (r->step > 0 && r->next < r->stop) {
+    *dist = (uint64_t)r->stop - (uint64_t)r->next;
+    *mag = (uint64_t)r->step;
+  } else if (r->step < 0 && r->next > r->stop) {
+    *dist = (uint64_t)r->next - (uint64_t)r->stop;
+    *mag = (uint64_t)0 - (uint64_t)r->step;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* The items left in a range. */
+static uint64_t range_left(const cf_range_iter *r) {
+  uint64_t dist, mag;
+  return range_span(r, &dist, &mag) ? (dist - 1) / mag + 1 : 0;
+}
+
+/* Takes n items (0 < n <= left, left = range_left(r)) into items, as n
+ * calls of cf_range_iter_next would, in one pass. Wrapping unsigned
+ * arithmetic gives each item exactly; after the last item next is stop. */
+static void range_take(cf_range_iter *r, void **items, uint64_t n,
+                       uint64_t left) {
+  uint64_t pos = (uint64_t)r->next, step = (uint64_t)r->step;
+  for (uint64_t i = 0; i < n; i++)
+    items[i] = (void *)(intptr_t)(int64_t)(pos + i * step);
+  r->next = n == left ? r->stop : (int64_t)(pos + n * step);
+}
+
+int cf_range_iter_next(void *state, void **item) {
+  cf_range_iter *r = state;
+  if (r == NULL || item == NULL)
+    return CF_EINVAL;
+  uint64_t dist, mag;
+  if (!range_span(r, &dist, &mag))
+    return 0;
+  *item = (void *)(intptr_t)r->next;
+  /* The last item leaves next at stop: stepping past it could overflow. */
+  r->next = dist <= mag ? r->stop : r->next + r->step;
+  return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* map                                                                     */
+
+/* Adaptive chunking (see the top of the file). */
+#define ADAPT_TARGET_NS 100000 /* work per chunk: ~1 % for a ~1 us task */
+#define ADAPT_MAX_CHUNK 65536
+#define WINDOW_ITEMS 8192 /* items in flight beyond which fewer chunks are */
+
+/* A chunk as the map keeps it: the contract's cf__map_chunk (the task's
+ * arg) and the map's own bookkeeping. Two references: the task's
+ * (dropped when the task is done or discarded) and the map's. If the map
+ * drops the last one, it keeps the chunk and its buffers for the next
+ * chunk of the same map: fresh memory costs a page fault per 4 KiB, which
+ * on a VM can cost more than the items' work (bench/NOTES.md). */
+typedef struct chunk {
+  cf__map_chunk c;
+  _Atomic int refs;
+  struct chunk *spare_next; /* in the map's spare list */
+  size_t next;              /* next result to yield (map only) */
+  size_t cap;               /* c.items' capacity */
+  bool measured;            /* the map has read its timing (map only) */
+} chunk;
+
+static chunk *chunk_of(cf__map_chunk *c) {
+  return cf__container_of(c, chunk, c);
+}
+
+static chunk *chunk_new(cf_task_fn fn, const char *name, size_t item_size) {
+  chunk *ch = cf__calloc(1, sizeof *ch);
+  if (ch == NULL)
+    return NULL;
+  atomic_init(&ch->refs, 2);
+  ch->c.fn = fn;
+  ch->c.name = name;
+  ch->c.item_size = item_size;
+  return ch;
+}
+
+/* Makes room for n items in all. */
+static int chunk_reserve(chunk *ch, size_t n) {
+  if (n <= ch->cap)
+    return 0;
+  void **items = cf__realloc(ch->c.items, n, sizeof *items);
+  if (items == NULL)
+    return CF_ENOMEM;
+  ch->c.items = items;
+  ch->cap = n;
+  return 0;
+}
+
+/* Appends an item, growing the array with the items actually read (a
+ * huge chunksize costs nothing until the input provides the items). */
+static int chunk_add(chunk *ch, void *item) {
+  if (ch->c.n == ch->cap &&
+      chunk_reserve(ch, ch->cap != 0 ? 2 * ch->cap : 16) != 0)
+    return CF_ENOMEM;
+  ch->c.items[ch->c.n++] = item;
+  return 0;
+}
+
+/* Releases the results not yet yielded and the error message. */
+static void chunk_clear(chunk *ch) {
+  for (size_t i = ch->next; i < ch->c.nok; i++)
+    cf_value_release(&ch->c.results[i]);
+  free(ch->c.errmsg);
+  ch->c.errmsg = NULL;
+}
+
+static void chunk_free(chunk *ch) {
+  chunk_clear(ch);
+  free(ch->c.items);
+  free(ch->c.results);
+  free(ch);
+}
+
+/* The task's reference (its arg_dtor). */
+static void chunk_unref(void *arg) {
+  chunk *ch = chunk_of(arg);
+  if (atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) == 1)
+    chunk_free(ch);
+}
+
+int cf__map_chunk_task(void *arg, cf_value *result) {
+  (void)result;
+  cf__map_chunk *c = arg;
+  int64_t t0 = cf_now_ns();
+  /* The worker allocates the results, not the map's consumer: the memory
+   * is first touched (and page-faulted) in parallel, by the threads that
+   * write it. Each slot is written before nok moves past it. */
+  if (c->results_cap < c->n) {
+    free(c->results);
+    c->results_cap = 0;
+    c->results = cf__malloc(c->n > SIZE_MAX / sizeof *c->results
+                                ? SIZE_MAX
+                                : c->n * sizeof *c->results);
+    if (c->results == NULL) {
+      c->err = CF_ENOMEM;
+      c->nok = 0;
+      c->elapsed_ns = cf_now_ns() - t0;
+      return CF_ENOMEM;
+    }
+    c->results_cap = c->n;
+  }
+  int *raised = cf__raise_code_slot();
+  for (size_t i = 0; i < c->n; i++) {
+    cf_value *v = &c->results[i];
+    memset(v, 0, sizeof *v);
+    *raised = 0; /* no message left by an earlier item */
+    int rc = c->fn(c->items[i], v);
+    if (rc != 0) {
+      if (rc > 0)
+        rc = CF_ETASK;
+      cf_value_release(v);
+      c->err = rc;
+      c->errmsg = cf__raise_take(rc);
+      c->nok = i;
+      c->elapsed_ns = cf_now_ns() - t0;
+      /* The chunk's own future fails too (for counters and callbacks). */
+      return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
+    }
+  }
+  c->nok = c->n;
+  c->elapsed_ns = cf_now_ns() - t0;
+  return 0;
+}
+
+typedef struct entry {
+  cf_future *f;
+  chunk *ch; /* NULL when one item per task */
+} entry;
+
+struct cf_map {
+  cf_executor *ex;
+  cf_task_fn fn;
+  cf_iter_fn next;
+  void *state;
+  const char *name;
+  size_t item_size;
+  bool chunked;     /* every task is a chunk (chunksize > 1, or adaptive) */
+  bool adaptive;    /* chunksize chosen by the map */
+  size_t chunksize; /* items per chunk for the next submission */
+  size_t capacity;  /* ring capacity: the most entries in flight */
+  size_t window;    /* entries in flight allowed now (<= capacity) */
+  size_t min_window;
+  int64_t deadline; /* CF_FOREVER: none */
+  entry *ring;
+  size_t head, count;
+  bool input_done;
+  int input_err;      /* error to report once the ring drains, or 0 */
+  bool submit_failed; /* input_err came from the executor, not the input */
+  int err;            /* sticky error once the map failed */
+  char *errmsg;
+  chunk *spare; /* chunks to reuse, linked by spare_next */
+  chunk *ready; /* the head chunk once done and checked: its results up to
+                   nok can be yielded without another look at its future */
+};
+
+/* A chunk for the next task: a spare one of this map, or a new one. */
+static chunk *map_chunk_get(cf_map *m) {
+  chunk *ch = m->spare;
+  if (ch == NULL)
+    return chunk_new(m->fn, m->name, m->item_size);
+  m->spare = ch->spare_next;
+  ch->spare_next = NULL;
+  ch->c.n = ch->c.nok = ch->next = 0;
+  ch->c.err = 0;
+  ch->c.elapsed_ns = 0;
+  ch->measured = false;
+  atomic_store_explicit(&ch->refs, 2, memory_order_relaxed);
+  return ch;
+}
+
+/* Drops the map's reference to a chunk; keeps it if it was the last. */
+static void map_chunk_put(cf_map *m, chunk *ch) {
+  if (atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) != 1)
+    return; /* the task still holds it and frees it when done */
+  chunk_clear(ch);
+  ch->spare_next = m->spare;
+  m->spare = ch;
+}
+
+static void map_drop_entry(cf_map *m, entry *e) {
+  if (e->ch != NULL && e->ch == m->ready)
+    m->ready = NULL;
+  if (e->ch != NULL)
+    map_chunk_put(m, e->ch);
+  cf_future_unref(e->f);
+  e->f = NULL;
+  e->ch = NULL;
+}
+
+/* Ends the map with an error: cancel and drop everything in flight. */
+static int map_fail(cf_map *m, int err, const char *msg) {
+  m->err = err;
+  free(m->errmsg);
+  m->errmsg = cf__asprintf("%s", msg != NULL ? msg : cf_strerror(err));
+  while (m->count > 0) {
+    entry *e = &m->ring[m->head];
+    cf_future_cancel(e->f);
+    map_drop_entry(m, e);
+    m->head = (m->head + 1) % m->capacity;
+    m->count--;
+  }
+  return err;
+}
+
+/* The window for chunks of the current size: the full capacity for small
+ * chunks, fewer chunks once they hold many items. */
+static void map_set_window(cf_map *m) {
+  size_t w = m->capacity;
+  if (m->adaptive) {
+    size_t by_items = (WINDOW_ITEMS + m->chunksize - 1) / m->chunksize;
+    if (by_items < w)
+      w = by_items;
+    if (w < m->min_window)
+      w = m->min_window;
+    if (w > m->capacity)
+      w = m->capacity;
+  }
+  m->window = w;
+}
+
+/* Adaptive chunking: learns from a finished chunk how long items take. */
+static void map_adapt(cf_map *m, chunk *ch) {
+  ch->measured = true;
+  if (!m->adaptive || ch->c.n == 0 || ch->c.nok != ch->c.n)
+    return;
+  int64_t per_item = ch->c.elapsed_ns / (int64_t)ch->c.n;
+  if (per_item < 1)
+    per_item = 1;
+  int64_t ideal = ADAPT_TARGET_NS / per_item;
+  if (ideal < 1)
+    ideal = 1;
+  if (ideal > ADAPT_MAX_CHUNK)
+    ideal = ADAPT_MAX_CHUNK;
+  size_t cur = m->chunksize, want = (size_t)ideal;
+  if (want > cur)
+    want = want < 2 * cur ? want : 2 * cur; /* grow step by step */
+  else if (2 * want > cur)
+    want = cur; /* within a factor of two: keep it */
+  if (want != cur) {
+    m->chunksize = want;
+    map_set_window(m);
+  }
+}
+
+/* Reads up to chunksize items into the empty chunk ch; ends the input at
+ * its end, on its error or when out of memory. The library's own
+ * iterators are read in one pass without a call per item (with tiny
+ * items the map's one consumer thread is the bottleneck, bench/NOTES.md
+ * sections 8-9), with exactly the items and the final iterator state
+ * that one call per item would give. */
+static void map_fill_chunk(cf_map *m, chunk *ch) {
+  uint64_t left = 0;
+  bool bulk = false;
+  if (m->state != NULL && m->next == cf_range_iter_next) {
+    left = range_left(m->state);
+    bulk = true;
+  } else if (m->state != NULL && m->next == cf_array_iter_next) {
+    const cf_array_iter *a = m->state;
+    left = a->next < a->count ? a->count - a->next : 0;
+    bulk = a->items != NULL || left == 0;
+  }
+  if (bulk) {
+    size_t n = left < m->chunksize ? (size_t)left : m->chunksize;
+    if (n == 0) {
+      m->input_done = true;
+      m->input_err = 0;
+    } else if (chunk_reserve(ch, n) != 0) {
+      m->input_done = true; /* nothing was read: end the input here */
+      m->input_err = CF_ENOMEM;
+    } else if (m->next == cf_range_iter_next) {
+      range_take(m->state, ch->c.items, n, left);
+      ch->c.n = n;
+    } else {
+      cf_array_iter *a = m->state;
+      memcpy(ch->c.items, a->items + a->next, n * sizeof *ch->c.items);
+      a->next += n;
+      ch->c.n = n;
+    }
+    return;
+  }
+  while (ch->c.n < m->chunksize) {
+    void *item = NULL;
+    int rc = m->next(m->state, &item);
+    if (rc <= 0) {
+      m->input_done = true;
+      m->input_err = rc;
+      return;
+    }
+    if (chunk_add(ch, item) != 0) {
+      /* This item is lost to the map: end it here with the error. */
+      m->input_done = true;
+      m->input_err = CF_ENOMEM;
+      return;
+    }
+  }
+}
+
+/* Submits one more task if the window and the input allow. Returns 1 if
+ * it submitted, 0 if not (window full or input over). */
+static int map_submit_one(cf_map *m) {
+  if (m->input_done || m->count >= m->window)
+    return 0;
+  entry e = {NULL, NULL};
+  cf_task t = {m->fn, NULL, NULL, m->item_size, m->name};
+  void *item = NULL;
+  int rc;
+  if (!m->chunked) {
+    rc = m->next(m->state, &item);
+    if (rc <= 0) {
+      m->input_done = true;
+      m->input_err = rc;
+      return 0;
+    }
+    t.arg = item;
+  } else {
+    e.ch = map_chunk_get(m);
+    if (e.ch == NULL) {
+      m->input_done = true;
+      m->input_err = CF_ENOMEM;
+      return 0;
+    }
+    map_fill_chunk(m, e.ch);
+    if (e.ch->c.n == 0) {
+      atomic_store(&e.ch->refs, 1);
+      map_chunk_put(m, e.ch);
+      return 0;
+    }
+    t.fn = cf__map_chunk_task;
+    t.arg = &e.ch->c;
+    t.arg_dtor = chunk_unref;
+    t.arg_size = 0;
+    t.name = NULL;
+  }
+  int64_t timeout = CF_FOREVER;
+  if (m->deadline != CF_FOREVER) {
+    timeout = m->deadline - cf_now_ns();
+    if (timeout < 0)
+      timeout = 0;
+  }
+  rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
+  if (rc != 0) {
+    if (e.ch != NULL) {
+      atomic_store(&e.ch->refs, 1); /* the task never got its reference */
+      map_chunk_put(m, e.ch);
+    }
+    /* Report it at this position, after what is already in flight. */
+    m->input_done = true;
+    m->input_err = rc;
+    m->submit_failed = true;
+    return 0;
+  }
+  m->ring[(m->head + m->count) % m->capacity] = e;
+  m->count++;
+  return 1;
+}
+
+int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
+                    void *state, const cf_map_opts *opts, cf_map **out) {
+  if (out != NULL)
+    *out = NULL;
+  int64_t workers = cf_executor_get_max_workers(ex);
+  if (workers < 0)
+    return (int)workers;
+  cf_map_opts o = {0};
+  if (opts != NULL)
+    o = *opts;
+  if (out == NULL || fn == NULL || next == NULL || o.chunksize < 0 ||
+      o.prefetch < 0 || o.timeout_ns < 0 ||
+      (!o.has_timeout && o.timeout_ns != 0))
+    return CF_EINVAL;
+  int64_t min_window = workers > 2 ? 2 * workers : 4;
+  if (o.prefetch == 0) {
+    /* Enough single tasks to amortise each worker's queue round trip;
+     * chunks are long tasks, so two per worker keep every worker busy
+     * while the map's buffers stay few and get reused. */
+    if (o.chunksize > 1)
+      o.prefetch = min_window;
+    else
+      o.prefetch = workers > 16 ? 4 * workers : 64;
+  }
+  cf_map *m = cf__calloc(1, sizeof *m);
+  if (m == NULL)
+    return CF_ENOMEM;
+  m->ring = cf__calloc((size_t)o.prefetch, sizeof *m->ring);
+  if (m->ring == NULL) {
+    free(m);
+    return CF_ENOMEM;
+  }
+  m->ex = ex;
+  m->fn = fn;
+  m->next = next;
+  m->state = state;
+  m->name = o.name;
+  m->item_size = o.item_size;
+  m->adaptive = o.chunksize == 0;
+  m->chunked = o.chunksize != 1;
+  m->chunksize = (size_t)(o.chunksize > 1 ? o.chunksize : 1);
+  m->capacity = (size_t)o.prefetch;
+  m->min_window = (size_t)(min_window < o.prefetch ? min_window : o.prefetch);
+  map_set_window(m);
+  m->deadline = o.has_timeout ? cf_deadline_after(o.timeout_ns) : CF_FOREVER;
+  while (map_submit_one(m))
+    ;
+  /* If the very first submission failed, report it from this call, like
+   * Python's map(). Input iterator errors and later failures are reported
+   * by cf_map_next at their position. */
+  int rc = m->input_err;
+  if (m->count == 0 && m->submit_failed) {
+    cf_map_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+/* Yields the head entry's next result, or fails the map at it. */
+static int map_yield_head(cf_map *m, cf_value *out) {
+  entry *e = &m->ring[m->head];
+  /* The next futures were last written by workers on other cores: start
+   * fetching them now so their misses overlap (bench/NOTES.md). */
+  for (size_t i = 1; i <= 4 && i < m->count; i++)
+    __builtin_prefetch(m->ring[(m->head + i) % m->capacity].f);
+  int rc = cf_future_wait_until(e->f, m->deadline);
+  if (rc == CF_ETIMEDOUT)
+    return map_fail(m, CF_ETIMEDOUT, "map: timed out waiting for a result");
+  if (rc != 0)
+    return map_fail(m, rc, NULL);
+  bool last;
+  if (e->ch == NULL) {
+    cf_error err = cf_future_get_error(e->f);
+    if (err.code != 0)
+      return map_fail(m, err.code, err.message);
+    cf__future_take_value(e->f, out);
+    last = true;
+  } else {
+    chunk *ch = e->ch;
+    if (cf_future_cancelled(e->f))
+      return map_fail(m, CF_ECANCELED, NULL);
+    if (!ch->measured)
+      map_adapt(m, ch);
+    if (ch->next >= ch->c.nok) {
+      if (ch->c.err != 0)
+        return map_fail(m, ch->c.err, ch->c.errmsg);
+      /* No item failed: the chunk's task never ran its items (it was
+       * cancelled or failed on its own); report the future's error. */
+      cf_error err = cf_future_get_error(e->f);
+      return map_fail(m, err.code != 0 ? err.code : CF_ETASK, err.message);
+    }
+    m->ready = ch;
+    /* No need to clear the slot: only results from next on are owned. */
+    *out = ch->c.results[ch->next++];
+    last = ch->next == ch->c.n;
+  }
+  if (last) {
+    map_drop_entry(m, e);
+    m->head = (m->head + 1) % m->capacity;
+    m->count--;
+  }
+  return 1;
+}
+
+int cf_map_next(cf_map *m, cf_value *out) {
+  if (m == NULL || out == NULL)
+    return CF_EINVAL;
+  /* Fast path: more results of a chunk already checked. The chunk's last
+   * result takes the slow path, which drops the chunk and refills. */
+  chunk *ch = m->ready;
+  if (ch != NULL && ch->next + 1 < ch->c.nok) {
+    *out = ch->c.results[ch->next++];
+    return 1;
+  }
+  memset(out, 0, sizeof *out);
+  if (m->err != 0)
+    return m->err;
+  while (map_submit_one(m))
+    ;
+  if (m->count == 0) {
+    if (m->input_err < 0)
+      return map_fail(m, m->input_err,
+                      m->input_err == CF_ENOMEM ? "map: out of memory" : NULL);
+    return 0;
+  }
+  int rc = map_yield_head(m, out);
+  if (rc == 1)
+    while (map_submit_one(m))
+      ;
+  return rc;
+}
+
+cf_error cf_map_get_error(const cf_map *m) {
+  cf_error e = {0, ""};
+  if (m != NULL && m->err != 0) {
+    e.code = m->err;
+    e.message = m->errmsg != NULL ? m->errmsg : cf_strerror(m->err);
+  }
+  return e;
+}
+
+int cf_map_describe(const cf_map *m, char *buf, size_t size) {
+  if (m == NULL || (buf == NULL && size > 0))
+    return CF_EINVAL;
+  return snprintf(buf, size, "<cf_map iterator at %p>", (const void *)m);
+}
+
+void cf_map_free(cf_map *m) {
+  if (m == NULL)
+    return;
+  while (m->count > 0) {
+    entry *e = &m->ring[m->head];
+    cf_future_cancel(e->f);
+    map_drop_entry(m, e);
+    m->head = (m->head + 1) % m->capacity;
+    m->count--;
+  }
+  while (m->spare != NULL) {
+    chunk *ch = m->spare;
+    m->spare = ch->spare_next;
+    chunk_free(ch);
+  }
+  free(m->errmsg);
+  free(m->ring);
+  free(m);
+}

@@ -1,0 +1,299 @@
+/*
+ * pool.h - the thread pool's internals, shared by its files. Internal.
+ *
+ *   thread_pool.c  the executor: options, submit, shutdown, workers, stats,
+ *                  fork
+ *   pool_queue.c   the FIFO of segments, the workers' slots, taking work
+ *                  (batches, stealing), settling queued work
+ *   pool_idle.c    idle workers: spinning, the idle stack, parking, waking
+ *   pool_help.c    running tasks, and waiting inside a worker (the wait
+ *                  hook: help while waiting, the multi-future sleep/wake)
+ *
+ * Data flow. submit() allocates the future (which is also the task record:
+ * one allocation per task) and appends a pointer to it to the pool's FIFO,
+ * a list of array segments, under qlock. A worker that runs dry takes one
+ * task at a time while its tasks are long, or, once its recent tasks were
+ * short and every worker is started, up to BATCH_MAX in one critical
+ * section: the first to run now, the rest into its `slots`
+ * (pool_queue.c). On the target machines moving one cache line between
+ * cores costs ~220 ns (bench/NOTES.md), so every line both sides touch is
+ * paid for once per batch, not once per task.
+ *
+ * Locks (none is held while user code runs):
+ *   qlock  (a spinlock) the FIFO, qlen, submitted, the idle stack, the
+ *          shutdown and broken flags' transitions. Never held across
+ *          anything that can block or allocate. Taken under wlock, and
+ *          under a future's stripe lock (and an as_completed/wait mutex)
+ *          when a completion wakes a waiting worker; it takes no lock
+ *          itself.
+ *   wlock  spawning and joining workers. Order: wlock -> qlock.
+ *   registry_mu (thread_pool.c) the list of live pools, for fork. Order:
+ *          registry_mu -> wlock.
+ *
+ * Lifetime. The pool holds one reference on every queued future and drops
+ * it after running, cancelling or failing it. Worker structs live until
+ * the pool is destroyed (after all workers are joined), so waking a
+ * worker after it was claimed never touches freed memory.
+ */
+#ifndef CF_POOL_H
+#define CF_POOL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cf/thread_pool.h"
+#include "common.h"
+#include "executor_int.h"
+#include "future_int.h"
+#include "park.h"
+
+#define BATCH_MAX 32
+/* Helping with other queued work nests it on the waiting task's stack:
+ * at most this deep, and never with less than the worker's stack reserve
+ * left (a quarter of its stack, at most HELP_STACK_RESERVE). Running the
+ * awaited task itself is bounded by the stack only, since it follows the
+ * program's own dependency chain. */
+#define MAX_HELP_DEPTH 32
+#define HELP_STACK_RESERVE (64 * 1024)
+/* A waiting worker that leaves queued work to a free worker looks again
+ * after this long (the free worker was just woken; this is rare). */
+#define HELP_RECHECK_NS CF_MSEC(1)
+#define IDLE_SPIN_NS 50000
+#define SEG_CAP 254 /* a segment is 2 KiB */
+/* Tasks shorter than this on average are batched (see next_task). */
+#define SHORT_TASK_NS 2000
+
+typedef struct pool pool;
+
+/* A task being run by a worker, on that worker's stack. */
+typedef struct frame {
+  cf_future *f;
+  struct frame *up;
+} frame;
+
+/* A piece of the FIFO. items[head..tail) are queued; the producer fills
+ * at tail, consumers take from head (all under qlock). */
+typedef struct qseg {
+  struct qseg *next;
+  uint32_t head, tail;
+  cf_future *items[SEG_CAP];
+} qseg;
+
+typedef struct worker {
+  /* Tasks this worker took from the FIFO and has not started. The owner
+   * takes slot_pos..slot_end in order; thieves take the youngest. */
+  _Atomic(cf_future *) slots[BATCH_MAX];
+  /* Counters: written by this worker only (per task), read by stats;
+   * on their own line, away from the fields other workers poll. */
+  _Atomic uint64_t started __attribute__((aligned(CF__CACHELINE)));
+  _Atomic uint64_t completed, failed, cancelled;
+  /* Owner-only fields. */
+  int slot_pos __attribute__((aligned(CF__CACHELINE)));
+  int slot_end;
+  bool token_given; /* offered an idle token since its last task */
+  /* When this worker last took from the FIFO, and how many tasks: the
+   * time to its next take gives the length of its tasks. */
+  int64_t take_ns;
+  int take_n;
+  bool short_tasks;      /* its recent tasks averaged under SHORT_TASK_NS */
+  int depth;             /* nesting of tasks run on this stack */
+  struct frame *top;     /* the futures being run, innermost first */
+  uintptr_t stack_lo;    /* lowest usable stack address, or 0 */
+  size_t stack_reserve;  /* stack kept free when nesting tasks */
+  /* 1 while parked and unclaimed; a waker sets 0 and wakes it. */
+  _Atomic uint32_t parked;
+  /* Multi-future waits (pool_help.c): 1 once woken, 2 while sleeping on
+   * this word outside the idle stack, 0 otherwise. */
+  _Atomic uint32_t permit;
+  struct worker *idle_next; /* idle stack link (guarded by qlock) */
+  bool on_stack;            /* guarded by qlock */
+  pool *p;
+  pthread_t thread;
+  int index;
+  bool started_ok; /* pthread_create succeeded (guarded by wlock) */
+} __attribute__((aligned(CF__CACHELINE))) worker;
+
+struct pool {
+  cf_executor base; /* first: the public handle */
+  /* Configuration (read-only after creation). */
+  int max_workers;
+  int64_t max_queued; /* 0: unbounded */
+  size_t stack_size;
+  char *prefix;
+  int (*initializer)(void *);
+  void (*finalizer)(void *);
+  void *initarg;
+  cf__cb_sink sink;
+  _Atomic uint64_t callbacks_failed;
+  struct pool *reg_prev, *reg_next; /* the registry (thread_pool.c) */
+
+  /* Everything the submitter touches on each submit, guarded by qlock. */
+  cf__spinlock qlock __attribute__((aligned(CF__CACHELINE)));
+  qseg *qfirst, *qlast; /* the FIFO */
+  qseg *spare;          /* a free segment kept for reuse */
+  size_t qlen;
+  _Atomic uint64_t submitted; /* written under qlock, read by stats */
+  worker *idle_top;           /* parked workers, most recent first */
+  int nidle;
+  _Atomic bool shutdown; /* set under qlock */
+  _Atomic bool broken;   /* set under qlock */
+  char *broken_msg;      /* set once, before broken */
+  int starting;          /* submits between enqueue and adjust_workers
+                            (incremented under qlock); destroy waits */
+
+  /* qlen as seen by spinners and stats: stored by lock holders, polled
+   * by idle workers without touching the lock's line. */
+  _Atomic size_t qlen_pub __attribute__((aligned(CF__CACHELINE)));
+
+  _Atomic int spinning __attribute__((aligned(CF__CACHELINE)));
+  _Atomic int idle_tokens; /* idle workers not yet claimed by a submit */
+  _Atomic int idle_now;    /* workers inside idle() (for stats) */
+  _Atomic bool cancelling; /* shutdown(cancel_futures) happened */
+  /* Producers blocked on a full queue park on space_seq. */
+  _Atomic uint32_t space_seq;
+  _Atomic int space_waiters;
+  /* Settled by the pool without running (shutdown, broken). */
+  _Atomic uint64_t settled_cancelled, settled_failed;
+  _Atomic int starting_done; /* submits that left adjust_workers */
+
+  /* Workers: guarded by wlock; the array is fixed at max_workers. */
+  pthread_mutex_t wlock __attribute__((aligned(CF__CACHELINE)));
+  pthread_cond_t joined_cv;
+  worker *workers;
+  _Atomic int nworkers;    /* published count of workers[] in use */
+  _Atomic uint32_t exited; /* workers that left worker_main (futex word) */
+  bool joining, joined;
+  bool forked; /* the parent's pool in a fork child: no threads here */
+};
+
+extern _Thread_local worker *cf__current_worker;
+
+static inline bool is_own_worker(pool *p) {
+  return cf__current_worker != NULL && cf__current_worker->p == p;
+}
+
+static inline void bump(_Atomic uint64_t *c) {
+  /* Single writer: a plain load and store, no locked instruction. */
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+static inline void set_qlen_locked(pool *p, size_t n) {
+  p->qlen = n;
+  /* seq_cst only for bounded queues: it pairs with a blocked producer's
+   * announce-then-recheck in wait_for_room (wake_space_waiters). Two
+   * calls, not a computed order: compilers treat a non-constant order as
+   * seq_cst, a locked instruction on every submit. */
+  if (p->max_queued != 0)
+    atomic_store_explicit(&p->qlen_pub, n, memory_order_seq_cst);
+  else
+    atomic_store_explicit(&p->qlen_pub, n, memory_order_relaxed);
+}
+
+/* ---- pool_idle.c ------------------------------------------------------ */
+
+static inline void idle_push_locked(pool *p, worker *w) {
+  atomic_store_explicit(&w->parked, 1, memory_order_relaxed);
+  w->idle_next = p->idle_top;
+  p->idle_top = w;
+  w->on_stack = true;
+  p->nidle++;
+}
+
+static inline void idle_unlink_locked(pool *p, worker *w) {
+  worker **pp = &p->idle_top;
+  while (*pp != w)
+    pp = &(*pp)->idle_next;
+  *pp = w->idle_next;
+  w->on_stack = false;
+  p->nidle--;
+  atomic_store_explicit(&w->parked, 0, memory_order_release);
+}
+
+/* Claims a parked worker to wake, if work needs one: nobody is spinning
+ * (a spinner would find the work) and somebody is parked. The caller
+ * wakes the result with wake_claimed() after unlocking. */
+static inline worker *claim_idle_locked(pool *p) {
+  if (p->nidle == 0 ||
+      atomic_load_explicit(&p->spinning, memory_order_relaxed) != 0)
+    return NULL;
+  worker *w = p->idle_top;
+  idle_unlink_locked(p, w);
+  return w;
+}
+
+static inline void wake_claimed(worker *w) {
+  if (w != NULL)
+    cf__park_wake(&w->parked, 1);
+}
+
+/* Claims and wakes w if it is parked on the idle stack. */
+void idle_wake_worker(pool *p, worker *w);
+/* Wakes every parked worker (shutdown, broken pool). */
+void wake_all(pool *p);
+/* Wakes producers blocked on a full queue (call after making room or
+ * changing state, without qlock). */
+void wake_space_waiters(pool *p);
+/* Parks w on the idle stack until a waker claims it or the deadline
+ * passes, unless work is queued or `ready` already holds once w is on the
+ * stack (the re-check that makes lost wake-ups impossible). Returns false
+ * if it did not park. */
+bool park_worker(worker *w, int64_t deadline,
+                 bool (*ready)(worker *w, void *ctx), void *ctx);
+/* Idles until there may be work. Returns false when the worker must exit. */
+bool idle(worker *w);
+
+/* ---- pool_queue.c ----------------------------------------------------- */
+
+/* Appends f. Returns false if a segment is needed and none is spare
+ * (the caller allocates one outside the lock and retries). */
+static inline bool fifo_push_locked(pool *p, cf_future *f) {
+  qseg *s = p->qlast;
+  if (s == NULL || s->tail == SEG_CAP) {
+    if (s != NULL && s->head == SEG_CAP) {
+      s->head = s->tail = 0; /* fully consumed: reuse in place */
+    } else {
+      qseg *n = p->spare;
+      if (n == NULL)
+        return false;
+      p->spare = NULL;
+      n->next = NULL;
+      n->head = n->tail = 0;
+      if (s != NULL)
+        s->next = n;
+      else
+        p->qfirst = n;
+      p->qlast = s = n;
+    }
+  }
+  s->items[s->tail++] = f;
+  return true;
+}
+
+/* Detaches the whole FIFO (a chain of segments); qlock held. */
+qseg *fifo_detach_locked(pool *p);
+/* Settles every task of a detached FIFO and frees its segments. */
+void settle_chain(pool *p, qseg *chain, int err, const char *msg);
+/* Settles every queued and slotted task with err, no lock held while
+ * settling (it runs user callbacks and arg destructors). */
+void settle_everything(pool *p, int err, const char *msg);
+/* Settles one future the pool will not run and drops its reference. */
+void settle(pool *p, cf_future *f, int err, const char *msg);
+/* The next task for w (its slots, the FIFO, another worker's slots), or
+ * NULL. */
+cf_future *next_task(worker *w);
+/* Whether any worker's slots hold a task. */
+bool anything_stealable(pool *p);
+
+/* ---- pool_help.c ------------------------------------------------------ */
+
+/* Runs a future taken from the queue (unless cancelled meanwhile) and
+ * drops the queue's reference. */
+void run_one(worker *w, cf_future *f);
+/* Whether this worker may nest one more task on its stack. */
+bool stack_allows_nesting(worker *w);
+/* Installs the worker's wait hook on the calling thread. */
+void install_wait_hook(worker *w);
+
+#endif /* CF_POOL_H */
