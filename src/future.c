@@ -158,11 +158,11 @@ _Static_assert(sizeof(struct cf_future) == CF__FUTURE_SIZE,
 
 cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room) {
   cf_future *f;
+  if (room > (size_t)UINT32_MAX * CF__CACHELINE)
+    return NULL; /* more than room_lines can say */
   size_t lines = (room + CF__CACHELINE - 1) / CF__CACHELINE;
   if (room == 0)
     f = cf__fault(CF__FAULT_ALLOC) ? NULL : cf__fcache_alloc();
-  else if (lines > UINT32_MAX / 2)
-    f = NULL;
   else
     f = cf__aligned_alloc(CF__CACHELINE, CF__FUTURE_SIZE + lines * CF__CACHELINE);
   if (f == NULL)

@@ -141,14 +141,19 @@ static int spawn_locked(pool *p) {
   pthread_attr_init(&attr);
   if (p->stack_size != 0)
     pthread_attr_setstacksize(&attr, p->stack_size);
+  /* Published before the thread exists: whoever sees a task it ran done
+   * then also sees it among the workers (stats sum their counters). */
+  w->started_ok = true;
+  atomic_store_explicit(&p->nworkers, n + 1, memory_order_release);
   int rc = cf__fault(CF__FAULT_THREAD_CREATE)
                ? EAGAIN
                : pthread_create(&w->thread, &attr, worker_main, w);
   pthread_attr_destroy(&attr);
-  if (rc != 0)
+  if (rc != 0) {
+    w->started_ok = false;
+    atomic_store_explicit(&p->nworkers, n, memory_order_release);
     return -rc;
-  w->started_ok = true;
-  atomic_store_explicit(&p->nworkers, n + 1, memory_order_release);
+  }
   return 0;
 }
 

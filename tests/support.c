@@ -4,9 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fault.h"
+#include "future_int.h"
+#include "pool.h"
 
 _Atomic int cf_test_thread_failures;
 _Atomic long dtor_calls;
@@ -208,3 +213,127 @@ long stress_div(void) {
 }
 
 long scaled(long n) { return n / stress_div(); }
+
+void capture_stderr(captured *c) {
+  c->tmp = tmpfile();
+  assert_non_null(c->tmp);
+  fflush(stderr);
+  c->saved = dup(2);
+  assert_true(c->saved >= 0);
+  assert_int_equal(dup2(fileno(c->tmp), 2), 2);
+}
+
+char *captured_text(captured *c) {
+  fflush(stderr);
+  dup2(c->saved, 2);
+  close(c->saved);
+  long n = ftell(c->tmp);
+  char *text = calloc(1, n > 0 ? (size_t)n + 1 : 1);
+  assert_non_null(text);
+  rewind(c->tmp);
+  if (n > 0 && fread(text, 1, (size_t)n, c->tmp) != (size_t)n)
+    text[0] = '\0';
+  fclose(c->tmp);
+  return text;
+}
+
+int count_occurrences(const char *haystack, const char *needle) {
+  int n = 0;
+  size_t len = strlen(needle);
+  for (const char *p = strstr(haystack, needle); p != NULL;
+       p = strstr(p + len, needle))
+    n++;
+  return n;
+}
+
+int run_in_child(void (*fn)(void *arg), void *arg, char **err) {
+  int fds[2];
+  if (err != NULL && pipe(fds) != 0)
+    return -1;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    if (err != NULL) {
+      dup2(fds[1], 2);
+      close(fds[0]);
+      close(fds[1]);
+    }
+    fn(arg);
+    _exit(0);
+  }
+  char *text = NULL;
+  size_t len = 0;
+  if (err != NULL) {
+    close(fds[1]);
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fds[0], buf, sizeof buf)) > 0) {
+      char *t = realloc(text, len + (size_t)r + 1);
+      if (t == NULL)
+        break;
+      text = t;
+      memcpy(text + len, buf, (size_t)r);
+      len += (size_t)r;
+      text[len] = '\0';
+    }
+    close(fds[0]);
+    *err = text != NULL ? text : calloc(1, 1);
+  }
+  int64_t end = cf_now_ns() + SOON;
+  int status;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid)
+      return status;
+    if (cf_now_ns() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    usleep(1000);
+  }
+}
+
+static bool all_listened(void *arg) {
+  cf_future *const *fs = ((cf_future *const **)arg)[0];
+  size_t n = (size_t)(uintptr_t)((void **)arg)[1];
+  for (size_t i = 0; i < n; i++)
+    if (!(atomic_load(&fs[i]->state) & CF__FL_LISTENERS) &&
+        !cf_future_done(fs[i]))
+      return false;
+  return true;
+}
+
+bool wait_listened(cf_future *const *fs, size_t n) {
+  const void *arg[2] = {fs, (void *)(uintptr_t)n};
+  int64_t end = cf_now_ns() + SOON;
+  while (!all_listened(arg)) {
+    if (cf_now_ns() > end)
+      return false;
+    sched_yield();
+  }
+  return true;
+}
+
+bool wait_parked_on(cf_future *f) {
+  int64_t end = cf_now_ns() + SOON;
+  while (!(atomic_load(&f->state) & CF__FL_WAITERS)) {
+    if (cf_now_ns() > end)
+      return false;
+    sched_yield();
+  }
+  return true;
+}
+
+bool wait_blocked_submitter(cf_executor *ex) {
+  pool *p = (pool *)ex;
+  int64_t end = cf_now_ns() + SOON;
+  while (atomic_load(&p->space_waiters) == 0) {
+    if (cf_now_ns() > end)
+      return false;
+    sched_yield();
+  }
+  return true;
+}

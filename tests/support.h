@@ -100,6 +100,33 @@ long scaled(long n);
 /* Starts a thread; aborts the test on failure. */
 pthread_t spawn(void *(*fn)(void *), void *arg);
 
+/* Captures what the process writes to stderr (fd 2) until
+ * captured_text(), which restores it and returns the text (malloc'ed;
+ * free it). Main thread only. */
+typedef struct captured {
+  FILE *tmp;
+  int saved;
+} captured;
+void capture_stderr(captured *c);
+char *captured_text(captured *c);
+
+/* How many times needle occurs in haystack. */
+int count_occurrences(const char *haystack, const char *needle);
+
+/* Runs fn(arg) in a forked child and returns its wait status, or -1 if it
+ * did not end within SOON (it is then killed). The child's stderr is
+ * captured into *err (malloc'ed) if err is non-NULL. */
+int run_in_child(void (*fn)(void *arg), void *arg, char **err);
+
+/* Waits (up to SOON) for a state that proves a test is on its path,
+ * instead of sleeping and hoping: every future of fs has a listener
+ * attached (a cf_wait or as_completed is waiting on it), or a thread is
+ * blocked in a submit to the thread pool ex, waiting for room. */
+bool wait_listened(cf_future *const *fs, size_t n);
+/* A thread is parked (asleep, past its spin) waiting for f. */
+bool wait_parked_on(cf_future *f);
+bool wait_blocked_submitter(cf_executor *ex);
+
 /* Common tasks. */
 int task_return_arg(void *arg, cf_value *result); /* result.i = (intptr_t)arg */
 int task_wait_gate(void *arg, cf_value *result);  /* waits on (gate *)arg */

@@ -196,13 +196,15 @@ CF_TEST(result_times_out) {
 typedef struct completer_arg {
   cf_future *f;
   gate go;
-  int how; /* 0 result, 1 error, 2 cancel */
+  int how;     /* 0 result, 1 error, 2 cancel */
+  bool waiter; /* someone waits: complete once it sleeps */
 } completer_arg;
 
 static void *completer(void *p) {
   completer_arg *a = p;
   TCHECK(gate_wait(&a->go));
-  usleep(2000); /* let the waiter park: exercises the sleep path */
+  if (a->waiter)
+    TCHECK(wait_parked_on(a->f)); /* the waiter sleeps: the sleep path */
   if (a->how == 0) {
     cf_value v = CF_VALUE_INIT;
     v.u.i = 7;
@@ -221,6 +223,7 @@ CF_TEST(wait_wakes_on_each_outcome) {
     completer_arg a;
     a.f = new_future();
     a.how = how;
+    a.waiter = true;
     gate_init(&a.go);
     pthread_t t = spawn(completer, &a);
     gate_open(&a.go);

@@ -1,7 +1,9 @@
 /* test_thread_pool.c - the thread-pool executor. */
 #include <stdlib.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -428,12 +430,15 @@ typedef struct shutdown_later {
   cf_executor *ex;
   counter *started;
   gate *g;
+  cf_future **queued; /* the 7 futures the consumer must be waiting on */
 } shutdown_later;
 
 static void *do_shutdown_cancel(void *arg) {
   shutdown_later *s = arg;
   TCHECK(counter_wait_ge(s->started, 1));
-  usleep(5000); /* let the consumer block in as_completed/wait */
+  /* Once the consumer listens on every queued future, the cancellations
+   * can only reach it through its listeners (the path under test). */
+  TCHECK(wait_listened(s->queued, 7));
   TCHECK(cf_executor_shutdown(s->ex, CF_SHUTDOWN_CANCEL_FUTURES, 0) == 0);
   gate_open(s->g);
   return NULL;
@@ -449,7 +454,7 @@ CF_TEST(as_completed_and_wait_see_shutdown_cancellations) {
     saturate(ex, &h, fs, 1);
     for (int i = 1; i < 8; i++)
       fs[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
-    shutdown_later s = {ex, &h.started, &h.g};
+    shutdown_later s = {ex, &h.started, &h.g, fs + 1};
     pthread_t t = spawn(do_shutdown_cancel, &s);
     if (use_wait) {
       size_t nd, nn;
@@ -600,7 +605,7 @@ static int task_wait_foreign_forever(void *arg, cf_value *result) {
 }
 
 static void *complete_soon(void *arg) {
-  usleep(5000);
+  TCHECK(wait_parked_on(arg)); /* the worker sleeps in its wait */
   TCHECK(cf_future_set_result(arg, NULL) == 0);
   return NULL;
 }
@@ -715,7 +720,7 @@ CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
   /* A blocking submit waits for room, then goes through. */
   late_submit ls = {ex, 1, NULL};
   pthread_t th = spawn(submit_blocking, &ls);
-  usleep(5000);
+  assert_true(wait_blocked_submitter(ex)); /* it waits for room */
   gate_open(&h.g);
   pthread_join(th, NULL);
   assert_int_equal(ls.rc, 0);
@@ -729,7 +734,7 @@ CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
 }
 
 static void *shutdown_soon(void *arg) {
-  usleep(5000);
+  TCHECK(wait_blocked_submitter(arg)); /* the submit is blocked on room */
   TCHECK(cf_executor_shutdown(arg, CF_SHUTDOWN_CANCEL_FUTURES, 0) == 0);
   return NULL;
 }
@@ -1465,6 +1470,319 @@ CF_TEST(completing_executor_futures_by_hand) {
   cf_future_unref(queued);
   cf_future_unref(queued2);
   assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+/* ---- second-pass defects ------------------------------------------------- */
+
+typedef struct sub_wait {
+  cf_executor *ex;
+  int64_t timeout;
+} sub_wait;
+
+static int task_submit_and_wait(void *arg, cf_value *result) {
+  sub_wait *sw = arg;
+  cf_future *sub;
+  int rc = cf_executor_submit(sw->ex, task_return_arg, (void *)41, &sub);
+  if (rc != 0)
+    return rc;
+  const cf_value *v;
+  rc = cf_future_result(sub, sw->timeout, &v);
+  if (rc == 0)
+    result->u.i = v->u.i + 1;
+  cf_future_unref(sub);
+  return rc;
+}
+
+/* The smallest stack accepted, one worker: a task that waits for a task it
+ * submitted still runs it (the reserve kept free is a quarter of the
+ * stack, not all of it). It used to hang. */
+CF_TEST(smallest_stack_runs_what_it_waits_for) {
+  (void)state;
+  const int64_t timeouts[] = {CF_FOREVER, SOON};
+  for (int k = 0; k < 2; k++) {
+    cf_executor *ex = make_pool_with(&(cf_thread_pool_opts){
+        .max_workers = 1, .stack_size = CF_THREAD_POOL_MIN_STACK});
+    sub_wait sw = {ex, timeouts[k]};
+    cf_future *f = submit(ex, task_submit_and_wait, &sw);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON, &v), 0);
+    assert_int_equal(v->u.i, 42);
+    cf_future_unref(f);
+    assert_int_equal(cf_executor_free(ex), 0);
+  }
+}
+
+typedef struct stats_snap {
+  cf_executor *ex;
+  cf_executor_stats st;
+  _Atomic bool taken;
+} stats_snap;
+
+static int snap_stats(cf_future *f, void *arg) {
+  (void)f;
+  stats_snap *s = arg;
+  TCHECK(cf_executor_get_stats(s->ex, &s->st) == 0);
+  atomic_store(&s->taken, true);
+  return 0;
+}
+
+/* Whoever sees the last future done reads exact counters: the worker
+ * counts the task before it publishes the outcome. A done callback (which
+ * runs right after the outcome is published, in the completing thread)
+ * makes the window certain; it used to read running == 1 every time, and
+ * a waiter about once in 20. */
+CF_TEST(stats_are_exact_once_the_waiter_sees_the_last_future_done) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  for (int i = 0; i < 2000; i++) {
+    cf_future *f = submit(ex, i % 3 ? task_return_arg : task_fail,
+                          (void *)(intptr_t)-5);
+    stats_snap snap = {ex, {0}, false};
+    assert_int_equal(cf_future_add_done_callback(f, snap_stats, &snap), 0);
+    assert_int_equal(cf_future_wait(f, SOON), 0);
+    while (!atomic_load(&snap.taken)) /* callbacks run after the wake */
+      sched_yield();
+    for (int k = 0; k < 2; k++) {
+    cf_executor_stats st = k == 0 ? snap.st : stats(ex);
+    if (st.running != 0 || st.queued != 0 ||
+        st.submitted != st.completed + st.failed + st.cancelled)
+      fail_msg("read %d: submitted %llu completed %llu failed %llu "
+               "cancelled %llu running %llu queued %llu",
+               i, (unsigned long long)st.submitted,
+               (unsigned long long)st.completed, (unsigned long long)st.failed,
+               (unsigned long long)st.cancelled,
+               (unsigned long long)st.running, (unsigned long long)st.queued);
+    }
+    cf_future_unref(f);
+  }
+  /* Settled ones too: cancelled by shutdown while queued. */
+  hold h;
+  hold_init(&h);
+  cf_future *block;
+  cf_executor *one = make_pool(1);
+  saturate(one, &h, &block, 1);
+  cf_future *q = submit(one, task_nop, NULL);
+  assert_int_equal(cf_executor_shutdown(one, CF_SHUTDOWN_CANCEL_FUTURES, 0), 0);
+  assert_int_equal(cf_future_wait(q, SOON), 0);
+  cf_executor_stats st = stats(one);
+  assert_int_equal(st.cancelled, 1);
+  gate_open(&h.g);
+  cf_future_unref(q);
+  cf_future_unref(block);
+  assert_int_equal(cf_executor_free(one), 0);
+  hold_destroy(&h);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static void unref_twice(void *arg) {
+  (void)arg;
+  cf_future *f;
+  if (cf_future_new(&f) != 0)
+    _exit(3);
+  cf_future_unref(f);
+  cf_future_unref(f); /* the bug under test */
+  cf_future *g;
+  if (cf_future_new(&g) == 0)
+    cf_future_unref(g);
+  _exit(0); /* not caught: the test fails */
+}
+
+/* A second unref of the same future is caught at once with a message
+ * (AddressSanitizer builds report it as a use after free), instead of
+ * corrupting the future cache so that a later cf_future_new crashes. */
+CF_TEST(second_unref_of_a_future_is_caught) {
+  (void)state;
+  char *err = NULL;
+  int status = run_in_child(unref_twice, NULL, &err);
+  assert_true(status != -1);
+  assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  if (strstr(err, "AddressSanitizer") == NULL) {
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    assert_non_null(strstr(err, "dropped twice"));
+  } else {
+    assert_non_null(strstr(err, "use-after-free"));
+  }
+  free(err);
+}
+
+typedef struct racer_shutdown {
+  cf_executor *ex;
+  gate started;
+  int rc;
+} racer_shutdown;
+
+static void *shutdown_waiting(void *arg) {
+  racer_shutdown *r = arg;
+  gate_open(&r->started);
+  r->rc = cf_executor_shutdown(r->ex, CF_SHUTDOWN_WAIT, CF_FOREVER);
+  return NULL;
+}
+
+static int task_sleep_ms(void *arg, cf_value *result) {
+  (void)result;
+  usleep((useconds_t)(intptr_t)arg * 1000);
+  return 0;
+}
+
+/* cf_executor_free racing a shutdown that waits: the shutdown either
+ * completes (free waits for it) or, if it starts after free, fails with
+ * CF_EBADF; nothing is touched after it is freed (ThreadSanitizer and
+ * AddressSanitizer check). It used to be a use after free. */
+CF_TEST(free_racing_a_waiting_shutdown_is_safe) {
+  (void)state;
+  for (int i = 0; i < scaled(200); i++) {
+    cf_executor *ex = make_pool(2);
+    cf_future *f = submit(ex, task_sleep_ms, (void *)(intptr_t)(i % 3));
+    racer_shutdown r = {.ex = ex, .rc = 99};
+    gate_init(&r.started);
+    pthread_t t = spawn(shutdown_waiting, &r);
+    assert_true(gate_wait(&r.started));
+    if (i % 2)
+      sched_yield();
+    assert_int_equal(cf_executor_free(ex), 0);
+    pthread_join(t, NULL);
+    if (r.rc != 0 && r.rc != CF_EBADF)
+      fail_msg("round %d: shutdown returned %d", i, r.rc);
+    assert_true(cf_future_done(f));
+    cf_future_unref(f);
+    gate_destroy(&r.started);
+  }
+}
+
+typedef struct deadline_probe {
+  cf_executor *ex;
+  gate *release;
+  _Atomic(pthread_t) sub_thread;
+  int wait_rc;
+  pthread_t waiter_thread;
+} deadline_probe;
+
+static int task_record_thread_and_wait(void *arg, cf_value *result) {
+  (void)result;
+  deadline_probe *d = arg;
+  atomic_store(&d->sub_thread, pthread_self());
+  TCHECK(gate_wait(d->release));
+  return 0;
+}
+
+static int task_wait_with_deadline(void *arg, cf_value *result) {
+  (void)result;
+  deadline_probe *d = arg;
+  d->waiter_thread = pthread_self();
+  cf_future *sub;
+  int rc = cf_executor_submit(d->ex, task_record_thread_and_wait, d, &sub);
+  if (rc != 0)
+    return rc;
+  d->wait_rc = cf_future_result(sub, CF_MSEC(50), NULL);
+  cf_future_unref(sub);
+  return 0;
+}
+
+static bool idle_at_least_4(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_get_stats(arg, &st) == 0 && st.idle_workers >= 4;
+}
+
+/* Inside a worker, a wait with a deadline on a task it just submitted,
+ * with idle workers around: another worker runs that task (in parallel)
+ * and the wait times out at its deadline, as in Python. It used to run
+ * the task inline and return when the task ended. */
+CF_TEST(wait_with_deadline_in_a_worker_leaves_the_task_to_idle_workers) {
+  (void)state;
+  cf_executor *ex = make_pool(5);
+  /* Start all five workers, then let them go idle. */
+  hold h;
+  hold_init(&h);
+  cf_future *warm[5];
+  saturate(ex, &h, warm, 5);
+  gate_open(&h.g);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(cf_future_wait(warm[i], SOON), 0);
+  unref_all(warm, 5);
+  assert_true(eventually(idle_at_least_4, ex));
+  gate release;
+  gate_init(&release);
+  deadline_probe d = {.ex = ex, .release = &release};
+  cf_future *f = submit(ex, task_wait_with_deadline, &d);
+  /* The subtask blocks until released: had the waiter run it inline, the
+   * waiting task could not finish before we open the gate. */
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(d.wait_rc, CF_ETIMEDOUT);
+  while (atomic_load(&d.sub_thread) == 0)
+    sched_yield();
+  assert_false(pthread_equal(atomic_load(&d.sub_thread), d.waiter_thread));
+  gate_open(&release);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&release);
+  hold_destroy(&h);
+}
+
+static int initializer_with_message(void *arg) {
+  return cf_raise(-ENOENT, "no configuration at %s", (const char *)arg);
+}
+
+/* A failing initializer's own code and message reach every future it
+ * breaks, and are reported once on stderr (Python logs them). */
+CF_TEST(initializer_failure_carries_its_message_and_is_reported_once) {
+  (void)state;
+  captured c;
+  capture_stderr(&c);
+  cf_executor *ex = make_pool_with(&(cf_thread_pool_opts){
+      .max_workers = 3,
+      .initializer = initializer_with_message,
+      .initarg = "/etc/flags.conf",
+      .thread_name_prefix = "initfail"});
+  cf_future *fs[6];
+  for (int i = 0; i < 6; i++) {
+    fs[i] = NULL;
+    if (cf_executor_submit(ex, task_nop, NULL, &fs[i]) != 0)
+      fs[i] = NULL; /* the pool broke already: CF_EBROKEN */
+  }
+  for (int i = 0; i < 6; i++) {
+    if (fs[i] == NULL)
+      continue;
+    assert_int_equal(cf_future_result(fs[i], SOON, NULL), CF_EBROKEN);
+    cf_error e = cf_future_get_error(fs[i]);
+    assert_non_null(strstr(e.message, "no configuration at /etc/flags.conf"));
+    assert_non_null(strstr(e.message, "ENOENT"));
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+  char *text = captured_text(&c);
+  assert_int_equal(count_occurrences(text, "no configuration at"), 1);
+  assert_non_null(strstr(text, "initfail"));
+  free(text);
+  for (int i = 0; i < 6; i++)
+    cf_future_unref(fs[i]);
+}
+
+/* shutdown with a timeout returns CF_ETIMEDOUT while a task runs, and
+ * waits again when called again; free after it does not block. */
+CF_TEST(shutdown_wait_has_a_deadline) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *f = submit(ex, task_wait_gate, &g);
+  while (!cf_future_running(f))
+    sched_yield();
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_MSEC(20)),
+                   CF_ETIMEDOUT);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, 0), CF_ETIMEDOUT);
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, NULL), CF_ESHUTDOWN);
+  gate_open(&g);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, SOON), 0);
+  assert_true(cf_future_done(f));
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_true(cf_now_ns() - t0 < SOON);
+  /* Bad flags and timeouts. */
+  cf_executor *ex2 = make_pool(1);
+  assert_int_equal(cf_executor_shutdown(ex2, 1u << 7, 0), CF_EINVAL);
+  assert_int_equal(cf_executor_shutdown(ex2, 0, -1), CF_EINVAL);
+  assert_int_equal(cf_executor_free(ex2), 0);
+  cf_future_unref(f);
   gate_destroy(&g);
 }
 

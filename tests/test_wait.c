@@ -1,5 +1,6 @@
 /* test_wait.c - as_completed and wait over futures (no executor needed). */
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "fault.h"
@@ -419,13 +420,14 @@ typedef struct late_failure {
   int code;
 } late_failure;
 
-/* Finishes fs[0] normally, then (a little later, while the main thread
- * is most likely inside cf_wait) fails fs[2] with lf->code. */
+/* Finishes fs[0] normally, then, once the main thread waits inside
+ * cf_wait (its listeners are attached to fs[1..3]), fails fs[2] with
+ * lf->code: the wait must end on that failure, reported by a listener. */
 static void *fail_later(void *arg) {
   late_failure *lf = arg;
   cf_value v = CF_VALUE_INIT;
   TCHECK(cf_future_set_result(lf->fs[0], &v) == 0);
-  usleep(50000);
+  TCHECK(wait_listened(lf->fs + 1, 3));
   TCHECK(cf_future_set_error(lf->fs[2], lf->code, "late") == 0);
   return NULL;
 }
@@ -603,6 +605,75 @@ CF_TEST(waiting_inside_a_worker_on_its_own_task_is_a_deadlock_error) {
   cf_future_unref(sw.self);
   assert_int_equal(cf_executor_free(ex), 0);
   gate_destroy(&sw.g);
+}
+
+/* ---- waiting on many futures inside a worker, without polling ----------- */
+
+typedef struct quiet_wait {
+  cf_future *fs[3]; /* completed by a foreign thread, later */
+  int mode;         /* 0 cf_wait FIRST_COMPLETED, 1 as_completed */
+  int64_t timeout;
+  long switches;    /* voluntary context switches during the wait */
+  int rc;
+} quiet_wait;
+
+static long voluntary_switches(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  return ru.ru_nvcsw;
+}
+
+static int task_wait_quietly(void *arg, cf_value *result) {
+  (void)result;
+  quiet_wait *q = arg;
+  long before = voluntary_switches();
+  if (q->mode == 0) {
+    size_t nd = 0;
+    q->rc = cf_wait(q->fs, 3, q->timeout, CF_FIRST_COMPLETED, NULL, &nd, NULL,
+                    NULL);
+    if (q->rc == 0 && nd != 1)
+      q->rc = -1000;
+  } else {
+    cf_as_completed *it;
+    q->rc = cf_as_completed_new(q->fs, 3, q->timeout, &it);
+    if (q->rc == 0) {
+      cf_future *f;
+      q->rc = cf_as_completed_next(it, &f);
+      q->rc = q->rc == 1 && f == q->fs[1] ? 0 : -1000 + q->rc;
+      cf_future_unref(f);
+      cf_as_completed_free(it);
+    }
+  }
+  q->switches = voluntary_switches() - before;
+  return 0;
+}
+
+/* A worker waiting on several futures sleeps until the first completion
+ * and wakes once (plus the odd wake-up a scheduler causes): it used to
+ * wake every millisecond, about 200 times in these 200 ms. */
+CF_TEST(waits_on_many_inside_a_worker_do_not_poll) {
+  (void)state;
+  const int64_t timeouts[] = {CF_FOREVER, SOON};
+  for (int mode = 0; mode < 2; mode++) {
+    for (int k = 0; k < 2; k++) {
+      cf_executor *ex = make_pool(2);
+      quiet_wait q = {.mode = mode, .timeout = timeouts[k]};
+      make(q.fs, 3);
+      cf_future *w = NULL;
+      assert_int_equal(cf_executor_submit(ex, task_wait_quietly, &q, &w), 0);
+      assert_true(wait_listened(q.fs, 3)); /* it waits */
+      usleep(200000); /* the interval measured, not a coordination */
+      finish(q.fs[1], 1);
+      assert_int_equal(cf_future_wait(w, SOON), 0);
+      assert_int_equal(q.rc, 0);
+      if (q.switches > 20)
+        fail_msg("mode %d, timeout %lld: %ld wake-ups in a 200 ms wait", mode,
+                 (long long)timeouts[k], q.switches);
+      cf_future_unref(w);
+      unref_all(q.fs, 3);
+      assert_int_equal(cf_executor_free(ex), 0);
+    }
+  }
 }
 
 CF_TEST_MAIN()

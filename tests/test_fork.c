@@ -1,0 +1,225 @@
+/*
+ * test_fork.c - the library in the child of a fork(): fresh pools work
+ * even when the parent forked while its threads were inside the library,
+ * and the parent's pools fail clearly there, never leaving a future
+ * pending.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.h"
+
+/* In the child: a new pool runs a task; exits 0 if it worked. */
+static int child_uses_a_new_pool(void) {
+  cf_executor *ex;
+  if (cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2}, &ex) != 0)
+    return 10;
+  cf_future *fs[4];
+  for (int i = 0; i < 4; i++)
+    if (cf_executor_submit(ex, task_return_arg, (void *)(intptr_t)(i + 1),
+                           &fs[i]) != 0)
+      return 11;
+  size_t nd = 0;
+  if (cf_wait(fs, 4, SOON, CF_ALL_COMPLETED, NULL, &nd, NULL, NULL) != 0 ||
+      nd != 4)
+    return 12;
+  cf_as_completed *it;
+  if (cf_as_completed_new(fs, 4, SOON, &it) != 0)
+    return 13;
+  int64_t sum = 0;
+  cf_future *f;
+  while (cf_as_completed_next(it, &f) == 1) {
+    const cf_value *v;
+    if (cf_future_result(f, 0, &v) != 0)
+      return 14;
+    sum += v->u.i;
+    cf_future_unref(f);
+  }
+  cf_as_completed_free(it);
+  for (int i = 0; i < 4; i++)
+    cf_future_unref(fs[i]);
+  if (sum != 10)
+    return 15;
+  return cf_executor_free(ex) == 0 ? 0 : 16;
+}
+
+static void child_main(void *arg) {
+  (void)arg;
+  _exit(child_uses_a_new_pool());
+}
+
+/* Threads of the parent that keep the library's locks busy: waiting in
+ * as_completed and cf_wait on futures that complete all the time, and
+ * running done callbacks. */
+typedef struct churn {
+  cf_executor *ex;
+  _Atomic bool stop;
+  int kind;
+} churn;
+
+static int noop_callback(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  return 0;
+}
+
+static void *churner(void *arg) {
+  churn *c = arg;
+  while (!atomic_load(&c->stop)) {
+    cf_future *fs[8];
+    for (int i = 0; i < 8; i++) {
+      if (cf_executor_submit(c->ex, task_nop, NULL, &fs[i]) != 0)
+        return NULL;
+      cf_future_add_done_callback(fs[i], noop_callback, NULL);
+    }
+    if (c->kind == 0) {
+      cf_as_completed *it;
+      if (cf_as_completed_new(fs, 8, SOON, &it) == 0) {
+        cf_future *f;
+        while (cf_as_completed_next(it, &f) == 1)
+          cf_future_unref(f);
+        cf_as_completed_free(it);
+      }
+    } else {
+      cf_wait(fs, 8, SOON, c->kind == 1 ? CF_FIRST_COMPLETED : CF_ALL_COMPLETED,
+              NULL, NULL, NULL, NULL);
+    }
+    for (int i = 0; i < 8; i++) {
+      cf_future_wait(fs[i], SOON);
+      cf_future_unref(fs[i]);
+    }
+  }
+  return NULL;
+}
+
+/* A child forked while other threads are inside as_completed, cf_wait
+ * and callbacks can use a new pool. It used to deadlock on a stripe mutex
+ * about 7 times in 200. */
+CF_TEST(child_can_use_a_new_pool_while_parent_threads_are_inside) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  churn cs[3];
+  pthread_t ts[3];
+  for (int i = 0; i < 3; i++) {
+    cs[i].ex = ex;
+    cs[i].kind = i;
+    atomic_init(&cs[i].stop, false);
+    ts[i] = spawn(churner, &cs[i]);
+  }
+  long rounds = scaled(200);
+  for (long r = 0; r < rounds; r++) {
+    int status = run_in_child(child_main, NULL, NULL);
+    if (status == -1)
+      fail_msg("round %ld: the child hung", r);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      fail_msg("round %ld: the child failed (status %#x)", r, status);
+  }
+  for (int i = 0; i < 3; i++) {
+    atomic_store(&cs[i].stop, true);
+    pthread_join(ts[i], NULL);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* The parent's pool, with a task running and tasks queued, as the child
+ * sees it. */
+typedef struct parent_pool {
+  cf_executor *ex;
+  cf_future *running, *queued[3];
+} parent_pool;
+
+static int parent_pool_in_child(parent_pool *pp) {
+  /* Work is refused with a clear error. */
+  cf_future *f = NULL;
+  if (cf_executor_submit(pp->ex, task_nop, NULL, &f) != CF_EFORKED || f != NULL)
+    return 20;
+  /* Its futures do not stay pending: waiting settles them. */
+  const cf_value *v;
+  if (cf_future_result(pp->queued[0], SOON, &v) != CF_EFORKED)
+    return 21;
+  cf_error e = cf_future_get_error(pp->queued[0]);
+  if (strstr(e.message, "parent") == NULL)
+    return 22;
+  if (cf_future_result(pp->running, SOON, NULL) != CF_EFORKED)
+    return 23;
+  for (int i = 1; i < 3; i++)
+    if (!cf_future_done(pp->queued[i]))
+      return 24;
+  /* It reports no worker, and is freed without joining threads that do
+   * not exist here. */
+  cf_executor_stats st;
+  if (cf_executor_get_stats(pp->ex, &st) != 0 || st.workers != 0)
+    return 25;
+  if (cf_executor_free(pp->ex) != 0)
+    return 26;
+  /* A new pool works. */
+  return child_uses_a_new_pool();
+}
+
+static void parent_pool_child_main(void *arg) {
+  _exit(parent_pool_in_child(arg));
+}
+
+CF_TEST(parent_pool_fails_clearly_in_the_child) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  parent_pool pp = {ex, NULL, {NULL}};
+  assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &pp.running), 0);
+  while (!cf_future_running(pp.running))
+    sched_yield();
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &pp.queued[i]), 0);
+  int status = run_in_child(parent_pool_child_main, &pp, NULL);
+  assert_true(status != -1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  /* The parent's pool is untouched by all that. */
+  gate_open(&g);
+  assert_int_equal(cf_future_result(pp.running, SOON, NULL), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(cf_future_result(pp.queued[i], SOON, NULL), 0);
+    cf_future_unref(pp.queued[i]);
+  }
+  cf_future_unref(pp.running);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+static int task_fork(void *arg, cf_value *result) {
+  (void)arg;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(child_uses_a_new_pool());
+  if (pid < 0)
+    return -errno;
+  int status;
+  if (waitpid(pid, &status, 0) != pid)
+    return -errno;
+  result->u.i = status;
+  return 0;
+}
+
+/* A task that forks: the child (which is a copy of that worker) can use
+ * the library afresh. */
+CF_TEST(child_forked_inside_a_task_can_use_the_library) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  cf_future *f;
+  assert_int_equal(cf_executor_submit(ex, task_fork, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  int status = (int)v->u.i;
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST_MAIN()
