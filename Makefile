@@ -2,7 +2,8 @@
 #
 #   make demo   install what is missing, build (Release), run the demos
 #   make test   install what is missing, build and run the whole suite:
-#               plain (-Werror), then ThreadSanitizer, then ASan+UBSan
+#               plain (-Werror), then ThreadSanitizer, then ASan+UBSan,
+#               then the portable parking (CF_NO_FUTEX: mutex/condvar)
 #   make bench  run the side-by-side benchmarks, rewrite bench/RESULTS.md
 #
 # Build trees live under build/ (one per configuration).
@@ -10,7 +11,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: demo test test-plain test-tsan test-asan bench clean
+.PHONY: demo test test-plain test-tsan test-asan test-nofutex bench clean
 
 demo:
 	@scripts/ensure-deps.sh demo
@@ -26,7 +27,8 @@ test:
 	$(MAKE) --no-print-directory test-plain
 	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-asan
-	@echo "make test: all three configurations passed"
+	$(MAKE) --no-print-directory test-nofutex
+	@echo "make test: all four configurations passed"
 
 test-plain:
 	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -45,6 +47,12 @@ test-asan:
 	      -DCF_ASAN=ON -DCF_UBSAN=ON -DCF_TEST_TIMEOUT_MULTIPLIER=3 -DCF_STRESS_DIV=3
 	cmake --build build/asan -j$(JOBS)
 	cd build/asan && $(CTEST)
+
+test-nofutex:
+	cmake -S . -B build/nofutex -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCF_WERROR=ON -DCF_NO_FUTEX=ON -DCF_BUILD_APPS=OFF
+	cmake --build build/nofutex -j$(JOBS)
+	cd build/nofutex && $(CTEST)
 
 bench:
 	@scripts/ensure-deps.sh bench

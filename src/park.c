@@ -65,20 +65,6 @@ static void stripes_init(void) {
     pthread_condattr_init(&ca);
 #if !defined(__APPLE__)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-
-/* Parked threads of the parent do not exist in the child: fresh stripes. */
-void cf__park_atfork(int phase) {
-  pthread_once(&stripes_once, stripes_init);
-  if (phase == CF__FORK_PREPARE) {
-    for (int i = 0; i < NSTRIPES; i++)
-      pthread_mutex_lock(&stripes[i].mu);
-  } else if (phase == CF__FORK_PARENT) {
-    for (int i = NSTRIPES - 1; i >= 0; i--)
-      pthread_mutex_unlock(&stripes[i].mu);
-  } else {
-    stripes_init();
-  }
-}
 #endif
     pthread_mutex_init(&stripes[i].mu, NULL);
     pthread_cond_init(&stripes[i].cv, &ca);
@@ -123,17 +109,11 @@ void cf__park_wake(_Atomic uint32_t *addr, int n) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* Parked threads of the parent do not exist in the child: fresh stripes. */
+/* The stripes guard no data (the words are atomic), only the sleeping
+ * itself, and the parked threads of the parent do not exist in the child:
+ * the child gets fresh stripes, and prepare holds none of them. */
 void cf__park_atfork(int phase) {
-  pthread_once(&stripes_once, stripes_init);
-  if (phase == CF__FORK_PREPARE) {
-    for (int i = 0; i < NSTRIPES; i++)
-      pthread_mutex_lock(&stripes[i].mu);
-  } else if (phase == CF__FORK_PARENT) {
-    for (int i = NSTRIPES - 1; i >= 0; i--)
-      pthread_mutex_unlock(&stripes[i].mu);
-  } else {
+  if (phase == CF__FORK_CHILD)
     stripes_init();
-  }
 }
 #endif

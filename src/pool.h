@@ -28,7 +28,7 @@
  *          itself.
  *   wlock  spawning and joining workers. Order: wlock -> qlock.
  *   registry_mu (thread_pool.c) the list of live pools, for fork. Order:
- *          registry_mu -> wlock.
+ *          registry_mu -> qlock (the fork handler holds every qlock).
  *
  * Lifetime. The pool holds one reference on every queued future and drops
  * it after running, cancelling or failing it. Worker structs live until

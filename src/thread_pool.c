@@ -21,7 +21,7 @@ static const cf__executor_vtable pool_vtable;
 static _Atomic int pool_counter;
 _Thread_local worker *cf__current_worker;
 
-/* Live pools, for the fork handlers (registry_mu -> wlock -> qlock). */
+/* Live pools, for the fork handlers (registry_mu -> each qlock). */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool *registry;
 
@@ -512,19 +512,22 @@ static void pool_forked_settle(cf_executor *ex) {
   wake_space_waiters(p);
 }
 
+/* Prepare holds every pool's queue lock (the FIFO and the idle stack
+ * must not be copied half-updated), not its wlock: what wlock guards is
+ * published atomically (nworkers, a worker's struct before it), and the
+ * child never spawns or joins for the parent's pool. Holding spinlocks
+ * also keeps the number of mutexes held at once small (ThreadSanitizer
+ * tracks at most 64). */
 void cf__pool_atfork(int phase) {
   if (phase == CF__FORK_PREPARE) {
     pthread_mutex_lock(&registry_mu);
-    for (pool *p = registry; p != NULL; p = p->reg_next) {
-      pthread_mutex_lock(&p->wlock);
+    for (pool *p = registry; p != NULL; p = p->reg_next)
       cf__spin_lock(&p->qlock);
-    }
     return;
   }
   for (pool *p = registry; p != NULL; p = p->reg_next) {
     if (phase == CF__FORK_PARENT) {
       cf__spin_unlock(&p->qlock);
-      pthread_mutex_unlock(&p->wlock);
     } else {
       atomic_store(&p->qlock.locked, 0);
       pthread_mutex_init(&p->wlock, NULL);
