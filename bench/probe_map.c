@@ -6,7 +6,7 @@
  *   probe_map [ITEMS] [CHUNKSIZE] [RUNS] [WORKERS] [PREFETCH]
  *
  * Maps item -> item * item over range(ITEMS) (default 1000000, chunksize
- * 1000, 21 runs, 2 workers, default look-ahead), checks the sum, and
+ * 1000 (0: adaptive), 21 runs, 2 workers, default look-ahead), checks the sum, and
  * prints the median, minimum and maximum ns per item.
  */
 #include <stdio.h>
@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
   int runs = argc > 3 ? atoi(argv[3]) : 21;
   int workers = argc > 4 ? atoi(argv[4]) : 2;
   long prefetch = argc > 5 ? atol(argv[5]) : 0;
-  if (n < 1 || chunk < 1 || runs < 1 || runs > 64 || workers < 1 ||
+  if (n < 1 || chunk < 0 || runs < 1 || runs > 64 || workers < 1 ||
       prefetch < 0) {
     fprintf(stderr, "usage: probe_map [ITEMS] [CHUNKSIZE] [RUNS 1-64] "
                     "[WORKERS] [PREFETCH]\n");

@@ -118,20 +118,45 @@ bool cf__executor_forked(cf_executor *ex);
 
 /* The map's chunk: items run by one task, in order. The map fills fn,
  * name, item_size, n and items and reads the rest once the chunk's future
- * is done (the future's release/acquire orders it). */
+ * is done (the future's release/acquire orders it).
+ *
+ * Results come in one of two forms. While every value is plain (no size,
+ * dtor or type: an integer, a double or a borrowed pointer, what most
+ * maps return) only its 8 bytes are stored, in plain[] (plain == true),
+ * which moves a quarter of the memory between the worker's core and the
+ * consumer's; the first value that is not plain switches the chunk to
+ * full cf_values in results[] (plain == false), converting the ones
+ * before it. A backend that runs chunks elsewhere may always produce
+ * full results. */
 typedef struct cf__map_chunk {
   cf_task_fn fn;
-  const char *name;  /* cf_map_opts.name */
-  size_t item_size;  /* cf_map_opts.item_size */
-  size_t n;          /* items */
-  void **items;      /* n items */
-  cf_value *results; /* results_cap slots, allocated by whoever runs it */
+  const char *name; /* cf_map_opts.name */
+  size_t item_size; /* cf_map_opts.item_size */
+  size_t n;         /* items */
+  /* The items: items[0..n), or, when items is NULL, the range first,
+   * first + step, ... (item i is (void *)(intptr_t)(first + i * step),
+   * computed with wrapping arithmetic): cf__map_chunk_item(). items may
+   * point into the caller's array (cf_array_iter), not copied. */
+  void *const *items;
+  int64_t first;
+  uint64_t step;
+  bool plain; /* results are in plain_results[], else in results[] */
+  uint64_t *plain_results; /* the u of each plain result */
+  size_t plain_cap;
+  cf_value *results; /* full results, allocated by whoever runs it */
   size_t results_cap;
-  size_t nok;         /* results produced, results[0..nok) */
+  size_t nok;         /* results produced: [0..nok) */
   int err;            /* failure of item nok, or 0 */
   char *errmsg;       /* its message (malloc'ed), or NULL */
   int64_t elapsed_ns; /* how long running the items took */
 } cf__map_chunk;
+
+/* Item i of a chunk. */
+static inline void *cf__map_chunk_item(const cf__map_chunk *c, size_t i) {
+  if (c->items != NULL)
+    return c->items[i];
+  return (void *)(intptr_t)(int64_t)((uint64_t)c->first + i * c->step);
+}
 
 /* Runs a chunk in this process (the task of a chunk). */
 int cf__map_chunk_task(void *arg, cf_value *result);

@@ -68,15 +68,15 @@ static uint64_t range_left(const cf_range_iter *r) {
   return range_span(r, &dist, &mag) ? (dist - 1) / mag + 1 : 0;
 }
 
-/* Takes n items (0 < n <= left, left = range_left(r)) into items, as n
- * calls of cf_range_iter_next would, in one pass. Wrapping unsigned
- * arithmetic gives each item exactly; after the last item next is stop. */
-static void range_take(cf_range_iter *r, void **items, uint64_t n,
-                       uint64_t left) {
+/* Takes the next n items (0 < n <= left, left = range_left(r)), as n
+ * calls of cf_range_iter_next would: returns the first; the others follow
+ * by the step (wrapping unsigned arithmetic gives each item exactly).
+ * After the last item next is stop. */
+static int64_t range_take(cf_range_iter *r, uint64_t n, uint64_t left) {
+  int64_t first = r->next;
   uint64_t pos = (uint64_t)r->next, step = (uint64_t)r->step;
-  for (uint64_t i = 0; i < n; i++)
-    items[i] = (void *)(intptr_t)(int64_t)(pos + i * step);
   r->next = n == left ? r->stop : (int64_t)(pos + n * step);
+  return first;
 }
 
 int cf_range_iter_next(void *state, void **item) {
@@ -99,6 +99,7 @@ int cf_range_iter_next(void *state, void **item) {
 #define ADAPT_TARGET_NS 100000 /* work per chunk: ~1 % for a ~1 us task */
 #define ADAPT_MAX_CHUNK 65536
 #define WINDOW_ITEMS 8192 /* items in flight beyond which fewer chunks are */
+#define GROWTH 4          /* the most a chunk grows per measurement */
 
 /* A chunk as the map keeps it: the contract's cf__map_chunk (the task's
  * arg) and the map's own bookkeeping. Two references: the task's
@@ -111,7 +112,8 @@ typedef struct chunk {
   _Atomic int refs;
   struct chunk *spare_next; /* in the map's spare list */
   size_t next;              /* next result to yield (map only) */
-  size_t cap;               /* c.items' capacity */
+  void **own;               /* items read one by one (c.items points here) */
+  size_t cap;               /* own's capacity */
   bool measured;            /* the map has read its timing (map only) */
 } chunk;
 
@@ -125,45 +127,42 @@ static chunk *chunk_new(cf_task_fn fn, const char *name, size_t item_size) {
     return NULL;
   atomic_init(&ch->refs, 2);
   ch->c.fn = fn;
+  ch->c.items = NULL;
   ch->c.name = name;
   ch->c.item_size = item_size;
   return ch;
 }
 
-/* Makes room for n items in all. */
-static int chunk_reserve(chunk *ch, size_t n) {
-  if (n <= ch->cap)
-    return 0;
-  void **items = cf__realloc(ch->c.items, n, sizeof *items);
-  if (items == NULL)
-    return CF_ENOMEM;
-  ch->c.items = items;
-  ch->cap = n;
-  return 0;
-}
-
 /* Appends an item, growing the array with the items actually read (a
  * huge chunksize costs nothing until the input provides the items). */
 static int chunk_add(chunk *ch, void *item) {
-  if (ch->c.n == ch->cap &&
-      chunk_reserve(ch, ch->cap != 0 ? 2 * ch->cap : 16) != 0)
-    return CF_ENOMEM;
-  ch->c.items[ch->c.n++] = item;
+  if (ch->c.n == ch->cap) {
+    size_t cap = ch->cap != 0 ? 2 * ch->cap : 16;
+    void **own = cf__realloc(ch->own, cap, sizeof *own);
+    if (own == NULL)
+      return CF_ENOMEM;
+    ch->own = own;
+    ch->cap = cap;
+  }
+  ch->own[ch->c.n++] = item;
+  ch->c.items = ch->own;
   return 0;
 }
 
 /* Releases the results not yet yielded and the error message. */
 static void chunk_clear(chunk *ch) {
-  for (size_t i = ch->next; i < ch->c.nok; i++)
-    cf_value_release(&ch->c.results[i]);
+  if (!ch->c.plain)
+    for (size_t i = ch->next; i < ch->c.nok; i++)
+      cf_value_release(&ch->c.results[i]);
   free(ch->c.errmsg);
   ch->c.errmsg = NULL;
 }
 
 static void chunk_free(chunk *ch) {
   chunk_clear(ch);
-  free(ch->c.items);
+  free(ch->own);
   free(ch->c.results);
+  free(ch->c.plain_results);
   free(ch);
 }
 
@@ -174,6 +173,38 @@ static void chunk_unref(void *arg) {
     chunk_free(ch);
 }
 
+static bool value_is_plain(const cf_value *v) {
+  return v->size == 0 && v->dtor == NULL && v->type == NULL;
+}
+
+/* Makes room for n values of size `size` in *buf (capacity *cap). */
+static bool chunk_room(void **buf, size_t *cap, size_t n, size_t size) {
+  if (*cap >= n)
+    return true;
+  free(*buf);
+  *cap = 0;
+  *buf = n > SIZE_MAX / size ? NULL : cf__malloc(n * size);
+  if (*buf == NULL)
+    return false;
+  *cap = n;
+  return true;
+}
+
+/* The first result that is not plain: from now on full values, the
+ * plain ones before it converted. */
+static bool chunk_go_full(cf__map_chunk *c, size_t done) {
+  if (!chunk_room((void **)&c->results, &c->results_cap, c->n,
+                  sizeof *c->results))
+    return false;
+  for (size_t i = 0; i < done; i++) {
+    cf_value *v = &c->results[i];
+    memset(v, 0, sizeof *v);
+    memcpy(&v->u, &c->plain_results[i], sizeof v->u);
+  }
+  c->plain = false;
+  return true;
+}
+
 int cf__map_chunk_task(void *arg, cf_value *result) {
   (void)result;
   cf__map_chunk *c = arg;
@@ -181,30 +212,29 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
   /* The worker allocates the results, not the map's consumer: the memory
    * is first touched (and page-faulted) in parallel, by the threads that
    * write it. Each slot is written before nok moves past it. */
-  if (c->results_cap < c->n) {
-    free(c->results);
-    c->results_cap = 0;
-    c->results = cf__malloc(c->n > SIZE_MAX / sizeof *c->results
-                                ? SIZE_MAX
-                                : c->n * sizeof *c->results);
-    if (c->results == NULL) {
-      c->err = CF_ENOMEM;
-      c->nok = 0;
-      c->elapsed_ns = cf_now_ns() - t0;
-      return CF_ENOMEM;
-    }
-    c->results_cap = c->n;
+  c->plain = true;
+  c->nok = 0;
+  if (!chunk_room((void **)&c->plain_results, &c->plain_cap, c->n,
+                  sizeof *c->plain_results)) {
+    c->err = CF_ENOMEM;
+    c->elapsed_ns = cf_now_ns() - t0;
+    return CF_ENOMEM;
   }
   int *raised = cf__raise_code_slot();
   for (size_t i = 0; i < c->n; i++) {
-    cf_value *v = &c->results[i];
-    memset(v, 0, sizeof *v);
+    cf_value v = CF_VALUE_INIT;
     *raised = 0; /* no message left by an earlier item */
-    int rc = c->fn(c->items[i], v);
+    int rc = c->fn(cf__map_chunk_item(c, i), &v);
+    if (rc == 0 && c->plain && value_is_plain(&v)) {
+      memcpy(&c->plain_results[i], &v.u, sizeof v.u);
+      continue;
+    }
+    if (rc == 0 && c->plain && !chunk_go_full(c, i))
+      rc = CF_ENOMEM; /* the value is released below */
     if (rc != 0) {
       if (rc > 0)
         rc = CF_ETASK;
-      cf_value_release(v);
+      cf_value_release(&v);
       c->err = rc;
       c->errmsg = cf__raise_take(rc);
       c->nok = i;
@@ -212,10 +242,23 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
       /* The chunk's own future fails too (for counters and callbacks). */
       return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
     }
+    c->results[i] = v;
   }
   c->nok = c->n;
   c->elapsed_ns = cf_now_ns() - t0;
   return 0;
+}
+
+/* Moves result i of a finished chunk into *out. */
+static inline void chunk_result(const chunk *ch, size_t i, cf_value *out) {
+  if (ch->c.plain) {
+    memcpy(&out->u, &ch->c.plain_results[i], sizeof out->u);
+    out->size = 0;
+    out->dtor = NULL;
+    out->type = NULL;
+  } else {
+    *out = ch->c.results[i]; /* only results from next on are owned */
+  }
 }
 
 typedef struct entry {
@@ -232,6 +275,7 @@ struct cf_map {
   size_t item_size;
   bool chunked;     /* every task is a chunk (chunksize > 1, or adaptive) */
   bool adaptive;    /* chunksize chosen by the map */
+  bool measured;    /* adaptive: a chunk's timing has been read */
   size_t chunksize; /* items per chunk for the next submission */
   size_t capacity;  /* ring capacity: the most entries in flight */
   size_t window;    /* entries in flight allowed now (<= capacity) */
@@ -257,6 +301,7 @@ static chunk *map_chunk_get(cf_map *m) {
   m->spare = ch->spare_next;
   ch->spare_next = NULL;
   ch->c.n = ch->c.nok = ch->next = 0;
+  ch->c.items = ch->own;
   ch->c.err = 0;
   ch->c.elapsed_ns = 0;
   ch->measured = false;
@@ -302,7 +347,9 @@ static int map_fail(cf_map *m, int err, const char *msg) {
  * chunks, fewer chunks once they hold many items. */
 static void map_set_window(cf_map *m) {
   size_t w = m->capacity;
-  if (m->adaptive) {
+  if (m->adaptive && !m->measured) {
+    w = m->min_window; /* until the first chunk tells how long items are */
+  } else if (m->adaptive) {
     size_t by_items = (WINDOW_ITEMS + m->chunksize - 1) / m->chunksize;
     if (by_items < w)
       w = by_items;
@@ -319,6 +366,10 @@ static void map_adapt(cf_map *m, chunk *ch) {
   ch->measured = true;
   if (!m->adaptive || ch->c.n == 0 || ch->c.nok != ch->c.n)
     return;
+  if (!m->measured) {
+    m->measured = true;
+    map_set_window(m);
+  }
   int64_t per_item = ch->c.elapsed_ns / (int64_t)ch->c.n;
   if (per_item < 1)
     per_item = 1;
@@ -329,7 +380,7 @@ static void map_adapt(cf_map *m, chunk *ch) {
     ideal = ADAPT_MAX_CHUNK;
   size_t cur = m->chunksize, want = (size_t)ideal;
   if (want > cur)
-    want = want < 2 * cur ? want : 2 * cur; /* grow step by step */
+    want = want < GROWTH * cur ? want : GROWTH * cur; /* step by step */
   else if (2 * want > cur)
     want = cur; /* within a factor of two: keep it */
   if (want != cur) {
@@ -360,15 +411,17 @@ static void map_fill_chunk(cf_map *m, chunk *ch) {
     if (n == 0) {
       m->input_done = true;
       m->input_err = 0;
-    } else if (chunk_reserve(ch, n) != 0) {
-      m->input_done = true; /* nothing was read: end the input here */
-      m->input_err = CF_ENOMEM;
     } else if (m->next == cf_range_iter_next) {
-      range_take(m->state, ch->c.items, n, left);
+      /* Nothing to copy: the worker computes the items. */
+      cf_range_iter *r = m->state;
+      ch->c.step = (uint64_t)r->step;
+      ch->c.first = range_take(r, n, left);
+      ch->c.items = NULL;
       ch->c.n = n;
     } else {
+      /* Nothing to copy either: the chunk reads the caller's array. */
       cf_array_iter *a = m->state;
-      memcpy(ch->c.items, a->items + a->next, n * sizeof *ch->c.items);
+      ch->c.items = a->items + a->next;
       a->next += n;
       ch->c.n = n;
     }
@@ -464,10 +517,13 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
       o.prefetch < 0 || o.timeout_ns < 0 ||
       (!o.has_timeout && o.timeout_ns != 0))
     return CF_EINVAL;
-  int64_t min_window = workers > 2 ? 2 * workers : 4;
+  /* Chunks in flight: four per worker, at least 8. With two per worker
+   * the consumer outran the window and waited for a worker's wake-up at
+   * every chunk (bench/NOTES.md section 10: 15 against 5 ns/item). */
+  int64_t min_window = workers > 2 ? 4 * workers : 8;
   if (o.prefetch == 0) {
     /* Enough single tasks to amortise each worker's queue round trip;
-     * chunks are long tasks, so two per worker keep every worker busy
+     * chunks are long tasks, so a few per worker keep every worker busy
      * while the map's buffers stay few and get reused. */
     if (o.chunksize > 1)
       o.prefetch = min_window;
@@ -543,8 +599,7 @@ static int map_yield_head(cf_map *m, cf_value *out) {
       return map_fail(m, err.code != 0 ? err.code : CF_ETASK, err.message);
     }
     m->ready = ch;
-    /* No need to clear the slot: only results from next on are owned. */
-    *out = ch->c.results[ch->next++];
+    chunk_result(ch, ch->next++, out);
     last = ch->next == ch->c.n;
   }
   if (last) {
@@ -562,7 +617,7 @@ int cf_map_next(cf_map *m, cf_value *out) {
    * result takes the slow path, which drops the chunk and refills. */
   chunk *ch = m->ready;
   if (ch != NULL && ch->next + 1 < ch->c.nok) {
-    *out = ch->c.results[ch->next++];
+    chunk_result(ch, ch->next++, out);
     return 1;
   }
   memset(out, 0, sizeof *out);

@@ -198,9 +198,10 @@ typedef struct cf_array_iter {
  * pointer is passed on, not copied or owned; NULL elements are items like
  * any other), 0 past the end, CF_EINVAL for NULL arguments or a NULL
  * items array with next < count. Not thread-safe: one map per iterator
- * state. A map with chunksize > 1 reads a whole chunk of this iterator
- * (and of cf_range_iter_next) in one step, with the same items and the
- * same final state as one call per item. */
+ * state. A chunked map reads a whole chunk of this iterator (and of
+ * cf_range_iter_next) in one step, with the same items and the same final
+ * state as one call per item, and its tasks read the items in place: the
+ * array must stay unchanged until the map is freed. */
 CF_EXTERN int cf_array_iter_next(void *state, void **item);
 
 /** Python's range(start, stop, step) as items (void *)(intptr_t)i:
@@ -233,7 +234,9 @@ typedef struct cf_map_opts {
   int64_t chunksize;
   /** Look-ahead: the most tasks (chunks) submitted but not yet yielded.
    * 0: with chunksize 0 or 1, 4 * max_workers, at least 64; with
-   * chunksize > 1, 2 * max_workers, at least 4. Negative: CF_EINVAL. */
+   * chunksize > 1, 4 * max_workers, at least 8 (adaptive chunks start
+   * with as many, and hold fewer once they grow large). Negative:
+   * CF_EINVAL. */
   int64_t prefetch;
   /** With has_timeout: the deadline for the whole map, counted from the
    * call to cf_executor_map, with cf/time.h's meanings (0: poll, so an
