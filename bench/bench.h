@@ -127,4 +127,37 @@ static inline void bench_map_measure(const char *impl, bench_args a,
   m->results = NULL;
 }
 
+/* The seeds' sum of prime factors (the concurrent.futures notebook), as
+ * apps/cpu_bound.c has it: trial division by 2 and the odd numbers up to
+ * sqrt(n); what is left over is a factor too. Without libm: the integer
+ * square root by Newton's method. */
+static inline int64_t bench_isqrt(int64_t n) {
+  if (n < 2)
+    return n;
+  int64_t x = n, y = (x + 1) / 2;
+  while (y < x) {
+    x = y;
+    y = (x + n / x) / 2;
+  }
+  return x;
+}
+
+static inline int64_t bench_sum_of_factors(int64_t n) {
+  int64_t sum = 0, left = n, limit = bench_isqrt(n);
+  for (int64_t i = 2; i <= limit; i = i == 2 ? 3 : i + 2) {
+    while (left % i == 0) {
+      sum += i;
+      left /= i;
+      if (left == 1)
+        return sum;
+    }
+  }
+  return sum + left;
+}
+
+/* The seeds' small-factors workload: range(1, 40000), sum 139614694. */
+#define BENCH_FACTORS_N 40000
+#define BENCH_FACTORS_SUM INT64_C(139614694)
+#define BENCH_FACTORS_RUNS 21
+
 #endif

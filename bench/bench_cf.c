@@ -1,9 +1,12 @@
 /*
  * bench_cf - cfutures' thread pool:
- *   throughput   N no-op tasks submitted (futures kept), then all waited
- *   latency      submit one task and wait for its result, N times
- *   map          cf_executor_map of N tiny items, chunksize 1
- *   map_chunked  the same with chunksize 1000
+ *   throughput    N no-op tasks submitted (futures kept), then all waited
+ *   latency       submit one task and wait for its result, N times
+ *   map           cf_executor_map of N tiny items, chunksize 1
+ *   map_chunked   the same with chunksize 1000
+ *   map_adaptive  the same with no chunksize given (the map chooses)
+ *   factors       the seeds' sum of the prime factors of 1..39999: a C
+ *                 loop, and the map with no chunksize and with 1000
  */
 #include <cf/cfutures.h>
 
@@ -18,6 +21,11 @@ static int nop(void *arg, cf_value *result) {
 static int square(void *arg, cf_value *result) {
   intptr_t x = (intptr_t)arg;
   result->u.i = x * x;
+  return 0;
+}
+
+static int factors(void *arg, cf_value *result) {
+  result->u.i = bench_sum_of_factors((int64_t)(intptr_t)arg);
   return 0;
 }
 
@@ -74,11 +82,14 @@ int main(int argc, char **argv) {
   bench_report("cfutures", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
 
-  for (int chunked = 0; chunked < 2; chunked++) {
+  static const int64_t chunks[3] = {1, 1000, 0};
+  static const char *const map_names[3] = {"map", "map_chunked",
+                                           "map_adaptive"};
+  for (int k = 0; k < 3; k++) {
     for (int r = 0; r < a.runs; r++) {
       cf_executor *ex = pool(a.workers);
       cf_range_iter items = cf_range_iter_init(0, a.n_tasks, 1);
-      cf_map_opts o = {.chunksize = chunked ? 1000 : 1};
+      cf_map_opts o = {.chunksize = chunks[k]};
       cf_map *m;
       int64_t t0 = bench_now_ns();
       must(cf_executor_map(ex, square, cf_range_iter_next, &items, &o, &m),
@@ -99,8 +110,47 @@ int main(int argc, char **argv) {
         return 1;
       }
     }
-    bench_report("cfutures", chunked ? "map_chunked" : "map", a.n_tasks,
-                 a.workers, "ns/item", v, a.runs);
+    bench_report("cfutures", map_names[k], a.n_tasks, a.workers, "ns/item", v,
+                 a.runs);
+  }
+
+  /* The seeds' factors: sequential, then the map on one warm pool (as a
+   * program that maps twice would), many short runs. */
+  {
+    int runs = BENCH_FACTORS_RUNS;
+    double seq[64], par[2][64];
+    cf_executor *ex = pool(a.workers);
+    for (int r = 0; r < runs; r++) {
+      int64_t t0 = bench_now_ns(), sum = 0;
+      for (int64_t n = 1; n < BENCH_FACTORS_N; n++)
+        sum += bench_sum_of_factors(n);
+      seq[r] = (double)(bench_now_ns() - t0) / 1e6;
+      if (sum != BENCH_FACTORS_SUM)
+        return 1;
+      for (int k = 0; k < 2; k++) {
+        cf_range_iter items = cf_range_iter_init(1, BENCH_FACTORS_N, 1);
+        cf_map_opts o = {.chunksize = k == 0 ? 0 : 1000};
+        cf_map *m;
+        t0 = bench_now_ns();
+        must(cf_executor_map(ex, factors, cf_range_iter_next, &items, &o, &m),
+             "map");
+        cf_value val;
+        sum = 0;
+        while (cf_map_next(m, &val) == 1)
+          sum += val.u.i;
+        par[k][r] = (double)(bench_now_ns() - t0) / 1e6;
+        cf_map_free(m);
+        if (sum != BENCH_FACTORS_SUM)
+          return 1;
+      }
+    }
+    cf_executor_free(ex);
+    bench_report("c_sequential", "factors", BENCH_FACTORS_N - 1, 1, "ms", seq,
+                 runs);
+    bench_report("cfutures", "factors", BENCH_FACTORS_N - 1, a.workers, "ms",
+                 par[0], runs);
+    bench_report("cfutures_chunked", "factors", BENCH_FACTORS_N - 1,
+                 a.workers, "ms", par[1], runs);
   }
   free(fs);
   return 0;
