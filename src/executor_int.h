@@ -141,7 +141,7 @@ typedef struct cf__map_chunk {
   int64_t first;
   uint64_t step;
   bool plain; /* results are in plain_results[], else in results[] */
-  uint64_t *plain_results; /* the u of each plain result */
+  cf_word *plain_results; /* the u of each plain result */
   size_t plain_cap;
   cf_value *results; /* full results, allocated by whoever runs it */
   size_t results_cap;

@@ -199,7 +199,7 @@ static bool chunk_go_full(cf__map_chunk *c, size_t done) {
   for (size_t i = 0; i < done; i++) {
     cf_value *v = &c->results[i];
     memset(v, 0, sizeof *v);
-    memcpy(&v->u, &c->plain_results[i], sizeof v->u);
+    v->u = c->plain_results[i];
   }
   c->plain = false;
   return true;
@@ -226,7 +226,7 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
     *raised = 0; /* no message left by an earlier item */
     int rc = c->fn(cf__map_chunk_item(c, i), &v);
     if (rc == 0 && c->plain && value_is_plain(&v)) {
-      memcpy(&c->plain_results[i], &v.u, sizeof v.u);
+      c->plain_results[i] = v.u;
       continue;
     }
     if (rc == 0 && c->plain && !chunk_go_full(c, i))
@@ -252,7 +252,7 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
 /* Moves result i of a finished chunk into *out. */
 static inline void chunk_result(const chunk *ch, size_t i, cf_value *out) {
   if (ch->c.plain) {
-    memcpy(&out->u, &ch->c.plain_results[i], sizeof out->u);
+    out->u = ch->c.plain_results[i];
     out->size = 0;
     out->dtor = NULL;
     out->type = NULL;
@@ -267,6 +267,12 @@ typedef struct entry {
 } entry;
 
 struct cf_map {
+  /* First: cf_map_next's inline fast path (cf/executor.h) reads it. While
+   * the ready chunk is plain it covers its results from `next` up to, not
+   * including, its last (which the slow path yields, to drop the chunk
+   * and refill); else it is empty. The slow path syncs the chunk's `next`
+   * from it before anything else. */
+  cf__map_cursor cursor;
   cf_executor *ex;
   cf_task_fn fn;
   cf_iter_fn next;
@@ -318,9 +324,28 @@ static void map_chunk_put(cf_map *m, chunk *ch) {
   m->spare = ch;
 }
 
+/* Makes ch the ready chunk (NULL: none) and points the cursor at what it
+ * has left for the fast path. */
+static void map_set_ready(cf_map *m, chunk *ch) {
+  m->ready = ch;
+  if (ch != NULL && ch->c.plain && ch->next + 1 < ch->c.nok) {
+    m->cursor.next = &ch->c.plain_results[ch->next];
+    m->cursor.end = &ch->c.plain_results[ch->c.nok - 1];
+  } else {
+    m->cursor.next = m->cursor.end = NULL;
+  }
+}
+
+/* Brings the ready chunk's `next` up to what the fast path handed out. */
+static void map_sync_cursor(cf_map *m) {
+  chunk *ch = m->ready;
+  if (ch != NULL && m->cursor.next != NULL)
+    ch->next = (size_t)(m->cursor.next - ch->c.plain_results);
+}
+
 static void map_drop_entry(cf_map *m, entry *e) {
   if (e->ch != NULL && e->ch == m->ready)
-    m->ready = NULL;
+    map_set_ready(m, NULL);
   if (e->ch != NULL)
     map_chunk_put(m, e->ch);
   cf_future_unref(e->f);
@@ -598,8 +623,8 @@ static int map_yield_head(cf_map *m, cf_value *out) {
       cf_error err = cf_future_get_error(e->f);
       return map_fail(m, err.code != 0 ? err.code : CF_ETASK, err.message);
     }
-    m->ready = ch;
     chunk_result(ch, ch->next++, out);
+    map_set_ready(m, ch);
     last = ch->next == ch->c.n;
   }
   if (last) {
@@ -610,11 +635,13 @@ static int map_yield_head(cf_map *m, cf_value *out) {
   return 1;
 }
 
-int cf_map_next(cf_map *m, cf_value *out) {
+int cf__map_next_slow(cf_map *m, cf_value *out) {
   if (m == NULL || out == NULL)
     return CF_EINVAL;
-  /* Fast path: more results of a chunk already checked. The chunk's last
-   * result takes the slow path, which drops the chunk and refills. */
+  map_sync_cursor(m);
+  /* Fast path (full results; plain ones are handed out inline): more
+   * results of a chunk already checked. The chunk's last result takes the
+   * slow path, which drops the chunk and refills. */
   chunk *ch = m->ready;
   if (ch != NULL && ch->next + 1 < ch->c.nok) {
     chunk_result(ch, ch->next++, out);
@@ -656,6 +683,7 @@ int cf_map_describe(const cf_map *m, char *buf, size_t size) {
 void cf_map_free(cf_map *m) {
   if (m == NULL)
     return;
+  map_sync_cursor(m);
   while (m->count > 0) {
     entry *e = &m->ring[m->head];
     cf_future_cancel(e->f);

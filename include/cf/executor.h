@@ -226,8 +226,8 @@ typedef struct cf_map_opts {
    * one task per item, exactly as Python's map. 0 (the default): adaptive.
    * The map starts with one item per task, so long items run exactly as
    * with 1 (each starts as soon as a worker is free, in input order), and
-   * once items turn out short it lets chunks grow (doubling, up to a
-   * chunk of about a hundred microseconds of work, at most 65536 items),
+   * once items turn out short it lets chunks grow (up to 4x per step,
+   * towards about a hundred microseconds of work, at most 65536 items),
    * so that tiny items are not swamped by the cost of a task; it shrinks
    * them again if items get longer. Results stay in input order and
    * lazy; memory stays bounded by prefetch chunks. Negative: CF_EINVAL. */
@@ -300,8 +300,32 @@ CF_EXTERN int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
  * its results are yielded.
  *
  * Not thread-safe: one consumer per map (different maps are independent).
+ *
+ * It is inline, like stdio's getc: while the current chunk holds plain
+ * results (values without size, destructor or type) it reads them from a
+ * private cursor at the start of the map object without a call; anything
+ * else goes to cf__map_next_slow. The cursor is not part of the API.
  */
-CF_EXTERN int cf_map_next(cf_map *m, cf_value *out);
+static inline int cf_map_next(cf_map *m, cf_value *out);
+
+/* Private: the map's fast-path cursor (the first member of every map)
+ * and the out-of-line rest of cf_map_next. */
+typedef struct cf__map_cursor {
+  const cf_word *next, *end; /* plain results ready to hand out, or equal */
+} cf__map_cursor;
+CF_EXTERN int cf__map_next_slow(cf_map *m, cf_value *out);
+
+static inline int cf_map_next(cf_map *m, cf_value *out) {
+  cf__map_cursor *c = (cf__map_cursor *)(void *)m;
+  if (m != NULL && out != NULL && c->next != c->end) {
+    out->u = *c->next++;
+    out->size = 0;
+    out->dtor = NULL;
+    out->type = NULL;
+    return 1;
+  }
+  return cf__map_next_slow(m, out);
+}
 
 /** The error that ended the map, code and message together: {0, ""} while
  * none (also for a NULL map), else what cf_map_next returns and its text

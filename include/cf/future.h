@@ -74,12 +74,15 @@ typedef enum cf_future_state {
  * owns the value last: the future when it is freed, or the caller that
  * took ownership (cf_map_next) through cf_value_release().
  */
+/** The 8 bytes of a value: a pointer, an integer or a double. */
+typedef union cf_word {
+  void *ptr;
+  int64_t i;
+  double d;
+} cf_word;
+
 typedef struct cf_value {
-  union {
-    void *ptr;
-    int64_t i;
-    double d;
-  } u;
+  cf_word u;
   size_t size;             /**< byte length when u.ptr is a buffer, else 0 */
   void (*dtor)(void *ptr); /**< frees u.ptr, or NULL */
   const char *type; /**< static type label for descriptions ("str"), or NULL */
