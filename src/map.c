@@ -353,11 +353,8 @@ static void map_drop_entry(cf_map *m, entry *e) {
   e->ch = NULL;
 }
 
-/* Ends the map with an error: cancel and drop everything in flight. */
-static int map_fail(cf_map *m, int err, const char *msg) {
-  m->err = err;
-  free(m->errmsg);
-  m->errmsg = cf__asprintf("%s", msg != NULL ? msg : cf_strerror(err));
+/* Cancels and drops everything in flight. */
+static void map_drop_all(cf_map *m) {
   while (m->count > 0) {
     entry *e = &m->ring[m->head];
     cf_future_cancel(e->f);
@@ -365,6 +362,14 @@ static int map_fail(cf_map *m, int err, const char *msg) {
     m->head = (m->head + 1) % m->capacity;
     m->count--;
   }
+}
+
+/* Ends the map with an error. */
+static int map_fail(cf_map *m, int err, const char *msg) {
+  m->err = err;
+  free(m->errmsg);
+  m->errmsg = cf__asprintf("%s", msg != NULL ? msg : cf_strerror(err));
+  map_drop_all(m);
   return err;
 }
 
@@ -684,13 +689,7 @@ void cf_map_free(cf_map *m) {
   if (m == NULL)
     return;
   map_sync_cursor(m);
-  while (m->count > 0) {
-    entry *e = &m->ring[m->head];
-    cf_future_cancel(e->f);
-    map_drop_entry(m, e);
-    m->head = (m->head + 1) % m->capacity;
-    m->count--;
-  }
+  map_drop_all(m);
   while (m->spare != NULL) {
     chunk *ch = m->spare;
     m->spare = ch->spare_next;
