@@ -149,8 +149,8 @@ int main(int argc, char **argv) {
                  runs);
     bench_report("cfutures", "factors", BENCH_FACTORS_N - 1, a.workers, "ms",
                  par[0], runs);
-    bench_report("cfutures_chunked", "factors", BENCH_FACTORS_N - 1,
-                 a.workers, "ms", par[1], runs);
+    bench_report("cfutures_chunked", "factors", BENCH_FACTORS_N - 1, a.workers,
+                 "ms", par[1], runs);
   }
   free(fs);
   return 0;

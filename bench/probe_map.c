@@ -6,8 +6,8 @@
  *   probe_map [ITEMS] [CHUNKSIZE] [RUNS] [WORKERS] [PREFETCH]
  *
  * Maps item -> item * item over range(ITEMS) (default 1000000, chunksize
- * 1000 (0: adaptive), 21 runs, 2 workers, default look-ahead), checks the sum, and
- * prints the median, minimum and maximum ns per item.
+ * 1000 (0: adaptive), 21 runs, 2 workers, default look-ahead), checks the sum,
+ * and prints the median, minimum and maximum ns per item.
  */
 #include <stdio.h>
 #include <stdlib.h>

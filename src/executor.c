@@ -106,6 +106,26 @@ int cf_executor_submit_task(cf_executor *ex, const cf_task *task,
   return ex->vt->submit(ex, task, cf_deadline_after(timeout_ns), out);
 }
 
+int cf__executor_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
+                              int64_t deadline_ns, cf_future **out,
+                              size_t *done) {
+  *done = 0;
+  int rc = check(ex);
+  if (rc != 0)
+    return rc;
+  if (orphaned(ex))
+    return CF_EFORKED;
+  if (ex->vt->submit_batch != NULL)
+    return ex->vt->submit_batch(ex, tasks, n, deadline_ns, out, done);
+  for (size_t i = 0; i < n; i++) {
+    rc = ex->vt->submit(ex, &tasks[i], deadline_ns, &out[i]);
+    if (rc != 0)
+      return rc;
+    *done = i + 1;
+  }
+  return 0;
+}
+
 int cf_executor_submit(cf_executor *ex, cf_task_fn fn, void *arg,
                        cf_future **out) {
   if (out != NULL)

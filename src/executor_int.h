@@ -62,6 +62,12 @@ typedef struct cf__executor_vtable {
    * it if the backend needs it); the deadline is valid. */
   int (*submit)(cf_executor *ex, const cf_task *task, int64_t deadline_ns,
                 cf_future **out);
+  /* Optional: submits tasks[0..n) in order as n submits would (out[i]
+   * gets task i's future, a reference), cheaper (one queue lock). Stores
+   * how many were submitted in *done; returns 0 if all were, else the
+   * error that stopped it at task *done. NULL: the base loops on submit. */
+  int (*submit_batch)(cf_executor *ex, const cf_task *tasks, size_t n,
+                      int64_t deadline_ns, cf_future **out, size_t *done);
   /* Cancels f, RUNNING and owned by ex, if the backend can interrupt it:
    * returns 0 once the cancellation is delivered (the future will be
    * finished, cancelled with cf__future_finish_cancelled or, if the task
@@ -101,6 +107,12 @@ struct cf_executor {
 
 /* Initialises the base of a new backend object. */
 void cf__executor_init(cf_executor *ex, const cf__executor_vtable *vt);
+
+/* Submits tasks[0..n) through vt->submit_batch, or one by one; the
+ * checks of cf_executor_submit_task first. Returns as submit_batch. */
+int cf__executor_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
+                              int64_t deadline_ns, cf_future **out,
+                              size_t *done);
 
 /* Pins ex for the duration of a call that free must wait for. Returns 0,
  * CF_EINVAL (NULL), CF_EBADF (freed or being freed: not pinned). */

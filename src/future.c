@@ -164,7 +164,8 @@ cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room) {
   if (room == 0)
     f = cf__fault(CF__FAULT_ALLOC) ? NULL : cf__fcache_alloc();
   else
-    f = cf__aligned_alloc(CF__CACHELINE, CF__FUTURE_SIZE + lines * CF__CACHELINE);
+    f = cf__aligned_alloc(CF__CACHELINE,
+                          CF__FUTURE_SIZE + lines * CF__CACHELINE);
   if (f == NULL)
     return NULL;
   memset(f, 0, sizeof *f);
@@ -307,7 +308,7 @@ cf_error cf_future_get_error(const cf_future *f) {
     e.message = cf_strerror(CF_ECANCELED);
   } else {
     e.code = f->err;
-    e.message = f->err == 0              ? ""
+    e.message = f->err == 0           ? ""
                 : f->u.errmsg != NULL ? f->u.errmsg
                                       : cf_strerror(f->err);
   }
@@ -516,8 +517,8 @@ static int cancel_pending(cf_future *f, const cf__cb_sink *sink,
   return 0;
 }
 
-int cf__future_settle(cf_future *f, int err, char *msg,
-                      const cf__cb_sink *sink, _Atomic uint64_t *counter) {
+int cf__future_settle(cf_future *f, int err, char *msg, const cf__cb_sink *sink,
+                      _Atomic uint64_t *counter) {
   if (err == CF_ECANCELED) {
     free(msg);
     return cancel_pending(f, sink, counter) == 0 ? 0 : CF_EINVALSTATE;

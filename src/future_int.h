@@ -219,8 +219,8 @@ int cf__future_finish_cancelled(cf_future *f, const cf__cb_sink *sink);
  * wins, *counter (when non-NULL) is bumped before the outcome is published,
  * so that a waiter who sees the future done reads counters that count it.
  * Returns 0, or CF_EINVALSTATE if the future was already taken. */
-int cf__future_settle(cf_future *f, int err, char *msg,
-                      const cf__cb_sink *sink, _Atomic uint64_t *counter);
+int cf__future_settle(cf_future *f, int err, char *msg, const cf__cb_sink *sink,
+                      _Atomic uint64_t *counter);
 
 /* Attaches an internal listener. Returns 0 if attached (notify will run
  * once, under the stripe lock, when f completes, unless detached first),

@@ -533,6 +533,61 @@ static int map_submit_one(cf_map *m) {
   return 1;
 }
 
+/* Tops the window up. One task per item, several free places: the items
+ * go in one batch (one queue lock for all), so that the consumer and
+ * the workers do not hand the lock back and forth once per item. */
+#define REFILL_BATCH 32
+static void map_refill(cf_map *m) {
+  size_t room = m->window - m->count;
+  if (m->chunked || m->input_done || room < 2) {
+    while (map_submit_one(m))
+      ;
+    return;
+  }
+  while (!m->input_done && m->count < m->window) {
+    cf_task tasks[REFILL_BATCH];
+    cf_future *fs[REFILL_BATCH];
+    size_t n = 0, want = m->window - m->count;
+    if (want > REFILL_BATCH)
+      want = REFILL_BATCH;
+    while (n < want) {
+      void *item = NULL;
+      int rc = m->next(m->state, &item);
+      if (rc <= 0) {
+        m->input_done = true;
+        m->input_err = rc;
+        break;
+      }
+      cf_task t = {m->fn, item, NULL, m->item_size, m->name};
+      tasks[n++] = t;
+    }
+    if (n == 0)
+      return;
+    size_t done = 0;
+    int rc = cf__executor_submit_batch(m->ex, tasks, n, m->deadline, fs, &done);
+    for (size_t i = 0; i < done; i++) {
+      entry e = {fs[i], NULL};
+      m->ring[(m->head + m->count) % m->capacity] = e;
+      m->count++;
+    }
+    if (rc != 0) {
+      /* Report it at this position, after what is already in flight. */
+      m->input_done = true;
+      m->input_err = rc;
+      m->submit_failed = true;
+      return;
+    }
+  }
+}
+
+/* Whether to top the window up now. Chunks: whenever there is room. One
+ * task per item: in bursts, once a quarter of the window is free (or
+ * nothing is in flight): a burst goes to the queue under one lock and a
+ * worker takes it as a batch. */
+static bool map_wants_refill(const cf_map *m) {
+  return m->chunked || m->count == 0 || 4 * (m->window - m->count) >= m->window;
+}
+
 int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
                     void *state, const cf_map_opts *opts, cf_map **out) {
   if (out != NULL)
@@ -581,8 +636,7 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
   m->min_window = (size_t)(min_window < o.prefetch ? min_window : o.prefetch);
   map_set_window(m);
   m->deadline = o.has_timeout ? cf_deadline_after(o.timeout_ns) : CF_FOREVER;
-  while (map_submit_one(m))
-    ;
+  map_refill(m);
   /* If the very first submission failed, report it from this call, like
    * Python's map(). Input iterator errors and later failures are reported
    * by cf_map_next at their position. */
@@ -655,8 +709,8 @@ int cf__map_next_slow(cf_map *m, cf_value *out) {
   memset(out, 0, sizeof *out);
   if (m->err != 0)
     return m->err;
-  while (map_submit_one(m))
-    ;
+  if (map_wants_refill(m))
+    map_refill(m);
   if (m->count == 0) {
     if (m->input_err < 0)
       return map_fail(m, m->input_err,
@@ -664,9 +718,8 @@ int cf__map_next_slow(cf_map *m, cf_value *out) {
     return 0;
   }
   int rc = map_yield_head(m, out);
-  if (rc == 1)
-    while (map_submit_one(m))
-      ;
+  if (rc == 1 && map_wants_refill(m))
+    map_refill(m);
   return rc;
 }
 

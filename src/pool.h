@@ -96,11 +96,11 @@ typedef struct worker {
    * time to its next take gives the length of its tasks. */
   int64_t take_ns;
   int take_n;
-  bool short_tasks;      /* its recent tasks averaged under SHORT_TASK_NS */
-  int depth;             /* nesting of tasks run on this stack */
-  struct frame *top;     /* the futures being run, innermost first */
-  uintptr_t stack_lo;    /* lowest usable stack address, or 0 */
-  size_t stack_reserve;  /* stack kept free when nesting tasks */
+  bool short_tasks;     /* its recent tasks averaged under SHORT_TASK_NS */
+  int depth;            /* nesting of tasks run on this stack */
+  struct frame *top;    /* the futures being run, innermost first */
+  uintptr_t stack_lo;   /* lowest usable stack address, or 0 */
+  size_t stack_reserve; /* stack kept free when nesting tasks */
   /* 1 while parked and unclaimed; a waker sets 0 and wakes it. */
   _Atomic uint32_t parked;
   /* Multi-future waits (pool_help.c): 1 once woken, 2 while sleeping on

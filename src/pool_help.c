@@ -44,8 +44,8 @@ static void run_claimed(worker *w, cf_future *f) {
 bool stack_allows_nesting(worker *w) {
   if (w->stack_lo == 0)
     return w->depth < MAX_HELP_DEPTH;
-  /* The frame address, not a local's: sanitizers may move locals to a
-   * heap-allocated fake stack. */
+    /* The frame address, not a local's: sanitizers may move locals to a
+     * heap-allocated fake stack. */
 #if defined(__GNUC__) || defined(__clang__)
   uintptr_t here = (uintptr_t)__builtin_frame_address(0);
 #else
@@ -95,8 +95,8 @@ void run_one(worker *w, cf_future *f) {
  * the idle stack for it, and the free worker would then sleep on. */
 static void pass_on_work(pool *p) {
   cf__spin_lock(&p->qlock);
-  worker *wake = p->qlen > 0 || anything_stealable(p) ? claim_idle_locked(p)
-                                                      : NULL;
+  worker *wake =
+      p->qlen > 0 || anything_stealable(p) ? claim_idle_locked(p) : NULL;
   cf__spin_unlock(&p->qlock);
   wake_claimed(wake);
 }

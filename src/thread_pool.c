@@ -284,8 +284,8 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   worker *wake = claim_idle_locked(p);
   /* Starting a worker touches wlock and the worker array: counted under
    * the lock (which saw the pool live), so destroy waits for it. */
-  bool start = atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
-               p->max_workers;
+  bool start =
+      atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers;
   if (start)
     p->starting++;
   cf__spin_unlock(&p->qlock);
@@ -303,6 +303,98 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     atomic_fetch_add(&p->starting_done, 1);
   }
   return 0;
+}
+
+/* Many tasks under one queue lock (the map's refills). A bounded queue
+ * takes the one-by-one path, which knows how to wait for room. */
+static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
+                             int64_t deadline, cf_future **out, size_t *done) {
+  pool *p = (pool *)ex;
+  *done = 0;
+  if (p->max_queued != 0 || n == 1) {
+    for (size_t i = 0; i < n; i++) {
+      int rc = pool_submit(ex, &tasks[i], deadline, &out[i]);
+      if (rc != 0)
+        return rc;
+      *done = i + 1;
+    }
+    return 0;
+  }
+  size_t k = 0;
+  int rc = 0;
+  for (; k < n; k++) {
+    if (tasks[k].fn == NULL) {
+      rc = CF_EINVAL;
+      break;
+    }
+    cf_future *f = cf__future_alloc(ex, 2, 0);
+    if (f == NULL) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    f->u.task.fn = tasks[k].fn;
+    f->u.task.arg = tasks[k].arg;
+    f->u.task.arg_dtor = tasks[k].arg_dtor;
+    out[k] = f;
+  }
+  size_t pushed = 0;
+  cf__spin_lock(&p->qlock);
+  while (pushed < k) {
+    int state_rc = atomic_load_explicit(&p->broken, memory_order_relaxed)
+                       ? CF_EBROKEN
+                   : atomic_load_explicit(&p->shutdown, memory_order_relaxed)
+                       ? CF_ESHUTDOWN
+                       : 0;
+    if (state_rc != 0) {
+      rc = state_rc;
+      break;
+    }
+    if (fifo_push_locked(p, out[pushed])) {
+      pushed++;
+      continue;
+    }
+    /* Needs a new segment: allocate it outside the spinlock. */
+    cf__spin_unlock(&p->qlock);
+    qseg *s = cf__malloc(sizeof *s);
+    cf__spin_lock(&p->qlock);
+    if (s == NULL) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    if (p->spare == NULL)
+      p->spare = s;
+    else
+      free(s);
+  }
+  worker *wake = NULL;
+  bool start = false;
+  if (pushed > 0) {
+    set_qlen_locked(p, p->qlen + pushed);
+    atomic_store_explicit(
+        &p->submitted,
+        atomic_load_explicit(&p->submitted, memory_order_relaxed) + pushed,
+        memory_order_relaxed);
+    wake = claim_idle_locked(p);
+    start = atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
+            p->max_workers;
+    if (start)
+      p->starting++;
+  }
+  cf__spin_unlock(&p->qlock);
+  for (size_t i = pushed; i < k; i++) {
+    out[i]->u.task.arg_dtor = NULL; /* refused: the caller keeps the arg */
+    cf__future_discard(out[i]);
+    out[i] = NULL;
+  }
+  wake_claimed(wake);
+  *done = pushed;
+  if (start) {
+    int arc = adjust_workers(p);
+    if (arc != 0)
+      fail_queued_no_workers(p, arc);
+    atomic_fetch_add(&p->starting_done, 1);
+  }
+  return pushed == n ? 0 : rc;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -443,8 +535,8 @@ static uint64_t sub_floor(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 static void pool_stats(cf_executor *ex, cf_executor_stats *st) {
   pool *p = (pool *)ex;
   uint64_t started = 0, completed = 0, failed = 0, cancelled = 0;
-  int n = p->forked ? 0 : atomic_load_explicit(&p->nworkers,
-                                               memory_order_acquire);
+  int n =
+      p->forked ? 0 : atomic_load_explicit(&p->nworkers, memory_order_acquire);
   /* Read the later stages first so that, while tasks move on, derived
    * counts err towards zero rather than wrap. */
   for (int i = 0; i < n; i++) {
@@ -552,6 +644,7 @@ void cf__pool_atfork(int phase) {
 static const cf__executor_vtable pool_vtable = {
     .name = "thread_pool",
     .submit = pool_submit,
+    .submit_batch = pool_submit_batch,
     .cancel = NULL, /* a running thread cannot be interrupted */
     .shutdown = pool_shutdown,
     .destroy = pool_destroy,

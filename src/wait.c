@@ -245,8 +245,7 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
       it->token = token;
       it->wake = hook->wake;
       pthread_mutex_unlock(&it->mu);
-      int hrc =
-          hook->sleep(hook->ctx, token, it->pending, it->n, it->deadline);
+      int hrc = hook->sleep(hook->ctx, token, it->pending, it->n, it->deadline);
       pthread_mutex_lock(&it->mu);
       it->token = NULL;
       if (hrc == CF_ETIMEDOUT && it->done_head == NULL) {
@@ -313,7 +312,8 @@ typedef struct wait_node {
 /* FINISHED with an error. Decided by the state, not the code: a task may
  * fail with any code, CF_ECANCELED and CF_EINVALSTATE included. */
 static bool failed_future(const cf_future *f) {
-  return cf_future_get_state(f) == CF_FINISHED && cf_future_get_error(f).code != 0;
+  return cf_future_get_state(f) == CF_FINISHED &&
+         cf_future_get_error(f).code != 0;
 }
 
 static bool wait_satisfied(cf_return_when when, size_t done, size_t failed,

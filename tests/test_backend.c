@@ -33,7 +33,7 @@ typedef struct manual {
   cf_future *running[MANUAL_MAX]; /* taken, not yet finished */
   int nrunning;
   bool stop, shut;
-  bool auto_run;  /* the backend's thread runs what it takes */
+  bool auto_run; /* the backend's thread runs what it takes */
   uint64_t next_id;
   _Atomic int cancel_calls;
   pthread_t thread;
@@ -217,12 +217,13 @@ static int manual_max_workers(cf_executor *ex) {
 }
 
 static const cf__executor_vtable manual_vt = {.name = "manual",
-                                             .submit = manual_submit,
-                                             .cancel = manual_cancel,
-                                             .shutdown = manual_shutdown,
-                                             .destroy = manual_destroy,
-                                             .stats = manual_stats,
-                                             .max_workers = manual_max_workers};
+                                              .submit = manual_submit,
+                                              .cancel = manual_cancel,
+                                              .shutdown = manual_shutdown,
+                                              .destroy = manual_destroy,
+                                              .stats = manual_stats,
+                                              .max_workers =
+                                                  manual_max_workers};
 
 static manual *manual_new(bool auto_run) {
   manual *m = calloc(1, sizeof *m);
@@ -297,8 +298,8 @@ CF_TEST(task_names_and_sizes_reach_the_backend) {
   (void)state;
   manual *m = manual_new(false);
   int64_t payload[3] = {1, 2, 3};
-  cf_task t = {.fn = NULL, .arg = payload, .arg_size = sizeof payload,
-               .name = "answer"};
+  cf_task t = {
+      .fn = NULL, .arg = payload, .arg_size = sizeof payload, .name = "answer"};
   cf_future *f;
   assert_int_equal(cf_executor_submit_task(&m->base, &t, 0, &f), 0);
   assert_int_equal(room_of(f)->arg_size, sizeof payload);
@@ -306,8 +307,7 @@ CF_TEST(task_names_and_sizes_reach_the_backend) {
   /* Without a name or a function, this backend refuses. */
   cf_task none = {0};
   cf_future *g = (cf_future *)&none;
-  assert_int_equal(cf_executor_submit_task(&m->base, &none, 0, &g),
-                   CF_EINVAL);
+  assert_int_equal(cf_executor_submit_task(&m->base, &none, 0, &g), CF_EINVAL);
   assert_null(g);
   /* The thread pool needs a function: the check is the backend's. */
   cf_executor *pool = make_pool(1);
@@ -355,14 +355,14 @@ static int recording_submit(cf_executor *ex, const cf_task *task,
   nseen++;
   return manual_submit(ex, task, deadline_ns, out);
 }
-static const cf__executor_vtable recording_vt = {
-    .name = "recording",
-    .submit = recording_submit,
-    .cancel = manual_cancel,
-    .shutdown = manual_shutdown,
-    .destroy = manual_destroy,
-    .stats = manual_stats,
-    .max_workers = manual_max_workers};
+static const cf__executor_vtable recording_vt = {.name = "recording",
+                                                 .submit = recording_submit,
+                                                 .cancel = manual_cancel,
+                                                 .shutdown = manual_shutdown,
+                                                 .destroy = manual_destroy,
+                                                 .stats = manual_stats,
+                                                 .max_workers =
+                                                     manual_max_workers};
 
 CF_TEST(map_items_are_sized_for_the_backend) {
   (void)state;
@@ -379,8 +379,8 @@ CF_TEST(map_items_are_sized_for_the_backend) {
     m->base.vt = &recording_vt;
     nseen = 0;
     cf_array_iter it = {items, 12, 0};
-    cf_map_opts o = {.chunksize = chunks[k], .item_size = sizeof(pair),
-                     .name = "sum_pair"};
+    cf_map_opts o = {
+        .chunksize = chunks[k], .item_size = sizeof(pair), .name = "sum_pair"};
     cf_map *map;
     assert_int_equal(cf_executor_map(&m->base, task_sum_pair,
                                      cf_array_iter_next, &it, &o, &map),
@@ -477,8 +477,8 @@ CF_TEST(shutdown_settles_queued_work_of_any_backend) {
   cf_future *fs[5];
   for (int i = 0; i < 5; i++)
     assert_int_equal(cf_executor_submit(&m->base, task_nop, NULL, &fs[i]), 0);
-  assert_int_equal(cf_executor_shutdown(&m->base, CF_SHUTDOWN_CANCEL_FUTURES, 0),
-                   0);
+  assert_int_equal(
+      cf_executor_shutdown(&m->base, CF_SHUTDOWN_CANCEL_FUTURES, 0), 0);
   for (int i = 0; i < 5; i++) {
     assert_true(cf_future_cancelled(fs[i]));
     cf_future_unref(fs[i]);

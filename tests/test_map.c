@@ -323,11 +323,12 @@ CF_TEST(bad_arguments_and_shutdown) {
   cf_executor *ex = make_pool(1);
   cf_range_iter r = cf_range_iter_init(0, 3, 1);
   cf_map *m = (cf_map *)ex;
-  cf_map_opts bad[] = {{.chunksize = -1},
-                       {.prefetch = -2},
-                       {.has_timeout = true, .timeout_ns = -3},
-                       {.timeout_ns = CF_SEC(1)}, /* without has_timeout */
-                       {0, 0, CF_SEC(1), 0, NULL, false} /* positional: the same */};
+  cf_map_opts bad[] = {
+      {.chunksize = -1},
+      {.prefetch = -2},
+      {.has_timeout = true, .timeout_ns = -3},
+      {.timeout_ns = CF_SEC(1)}, /* without has_timeout */
+      {0, 0, CF_SEC(1), 0, NULL, false} /* positional: the same */};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
@@ -724,39 +725,77 @@ CF_TEST(allocation_failures_anywhere_give_a_prefix_then_enomem) {
     assert_int_equal(cf_future_result(hold[i], SOON, NULL), 0);
     cf_future_unref(hold[i]);
   }
-  int partial = 0, complete = 0;
-  for (int skip = 0; skip < 80 && complete < 5; skip++) {
-    for (int wrap = 0; wrap < 2; wrap++) {
-      cf_range_iter r = cf_range_iter_init(0, 40, 1);
-      wrapped_iter w = {cf_range_iter_next, &r};
-      cf_map_opts o = {.chunksize = 3, .prefetch = 2};
-      cf_map *m = NULL;
-      cf__fault_arm(CF__FAULT_ALLOC, skip, 1);
-      int rc = cf_executor_map(ex, task_identity,
-                               wrap ? wrapped_next : cf_range_iter_next,
-                               wrap ? (void *)&w : (void *)&r, &o, &m);
-      long n = 0;
-      if (rc == 0) {
-        cf_value v;
-        while ((rc = cf_map_next(m, &v)) == 1) {
-          assert_int_equal(v.u.i, n);
-          n++;
+  /* Chunks of 3; one task per item, submitted in batches; adaptive. */
+  static const cf_map_opts shapes[] = {{.chunksize = 3, .prefetch = 2},
+                                       {.chunksize = 1, .prefetch = 16},
+                                       {.chunksize = 0, .prefetch = 16}};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    int partial = 0, complete = 0;
+    for (int skip = 0; skip < 120 && complete < 5; skip++) {
+      for (int wrap = 0; wrap < 2; wrap++) {
+        cf_range_iter r = cf_range_iter_init(0, 40, 1);
+        wrapped_iter w = {cf_range_iter_next, &r};
+        cf_map_opts o = shapes[k];
+        cf_map *m = NULL;
+        cf__fault_arm(CF__FAULT_ALLOC, skip, 1);
+        int rc = cf_executor_map(ex, task_identity,
+                                 wrap ? wrapped_next : cf_range_iter_next,
+                                 wrap ? (void *)&w : (void *)&r, &o, &m);
+        long n = 0;
+        if (rc == 0) {
+          cf_value v;
+          while ((rc = cf_map_next(m, &v)) == 1) {
+            assert_int_equal(v.u.i, n);
+            n++;
+          }
+          cf_map_free(m);
         }
-        cf_map_free(m);
-      }
-      cf__fault_arm(CF__FAULT_ALLOC, 0, 0);
-      if (rc == 0) {
-        assert_int_equal(n, 40);
-        complete += wrap;
-      } else {
-        assert_int_equal(rc, CF_ENOMEM);
-        partial += n > 0;
+        cf__fault_arm(CF__FAULT_ALLOC, 0, 0);
+        if (rc == 0) {
+          assert_int_equal(n, 40);
+          complete += wrap;
+        } else {
+          assert_int_equal(rc, CF_ENOMEM);
+          partial += n > 0;
+        }
       }
     }
+    assert_true(partial > 0);  /* failures after some results were made */
+    assert_true(complete > 0); /* and the sweep went past every allocation */
   }
-  assert_true(partial > 0);  /* failures after some results were made */
-  assert_true(complete > 0); /* and the sweep went past every allocation */
   gate_destroy(&g);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* The pool shuts down while a map (one task per item, submitted in
+ * batches) is under way: what was submitted still runs and is yielded in
+ * order, then the map ends with CF_ESHUTDOWN at the first item it could
+ * not submit. */
+CF_TEST(shutdown_during_a_batched_map_ends_it_at_its_position) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  cf_range_iter r = cf_range_iter_init(0, 100000, 1);
+  cf_map_opts o = {.chunksize = 1, .prefetch = 64};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &o, &m), 0);
+  cf_value v;
+  int64_t n = 0;
+  for (; n < 100; n++) {
+    assert_int_equal(cf_map_next(m, &v), 1);
+    assert_int_equal(v.u.i, n);
+  }
+  assert_int_equal(cf_executor_shutdown(ex, 0, 0), 0);
+  int rc;
+  while ((rc = cf_map_next(m, &v)) == 1) {
+    assert_int_equal(v.u.i, n);
+    n++;
+  }
+  assert_int_equal(rc, CF_ESHUTDOWN);
+  assert_int_equal(cf_map_get_error(m).code, CF_ESHUTDOWN);
+  assert_true(n < 100 + 64 + 1); /* no more than the window went through */
+  assert_int_equal(cf_map_next(m, &v), CF_ESHUTDOWN); /* sticky */
+  cf_map_free(m);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -784,7 +823,7 @@ static int spy_submit(cf_executor *ex, const cf_task *task, int64_t deadline_ns,
   return rc;
 }
 static int spy_shutdown(cf_executor *ex, unsigned flags, int64_t deadline_ns) {
-  int64_t timeout = deadline_ns == CF_FOREVER ? CF_FOREVER
+  int64_t timeout = deadline_ns == CF_FOREVER   ? CF_FOREVER
                     : deadline_ns > cf_now_ns() ? deadline_ns - cf_now_ns()
                                                 : 0;
   return cf_executor_shutdown(((spy *)ex)->inner, flags, timeout);
@@ -802,11 +841,11 @@ static int spy_max_workers(cf_executor *ex) {
   return cf_executor_get_max_workers(((spy *)ex)->inner);
 }
 static const cf__executor_vtable spy_vt = {.name = "spy",
-                                          .submit = spy_submit,
-                                          .shutdown = spy_shutdown,
-                                          .destroy = spy_destroy,
-                                          .stats = spy_stats,
-                                          .max_workers = spy_max_workers};
+                                           .submit = spy_submit,
+                                           .shutdown = spy_shutdown,
+                                           .destroy = spy_destroy,
+                                           .stats = spy_stats,
+                                           .max_workers = spy_max_workers};
 
 static bool only_the_spy_holds_it(void *f) {
   return atomic_load(&((cf_future *)f)->refs) == 1;

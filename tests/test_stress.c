@@ -333,7 +333,12 @@ CF_TEST(stress_shutdown_races_submitters) {
     }
     usleep(rnd(&seed) % 200);
     bool wait = rnd(&seed) % 2, cancel = rnd(&seed) % 2;
-    assert_int_equal(cf_executor_shutdown(ex, (wait ? CF_SHUTDOWN_WAIT : 0) | (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0), CF_FOREVER), 0);
+    assert_int_equal(
+        cf_executor_shutdown(ex,
+                             (wait ? CF_SHUTDOWN_WAIT : 0) |
+                                 (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0),
+                             CF_FOREVER),
+        0);
     for (int i = 0; i < 2; i++)
       pthread_join(t[i], NULL);
     assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);

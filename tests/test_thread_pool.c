@@ -149,7 +149,8 @@ CF_TEST(bad_submissions) {
   assert_int_equal(cf_executor_get_stats(ex, NULL), CF_EINVAL);
   assert_int_equal(cf_executor_get_stats(NULL, NULL), CF_EINVAL);
   assert_int_equal(cf_executor_get_max_workers(NULL), CF_EINVAL);
-  assert_int_equal(cf_executor_shutdown(NULL, CF_SHUTDOWN_WAIT, CF_FOREVER), CF_EINVAL);
+  assert_int_equal(cf_executor_shutdown(NULL, CF_SHUTDOWN_WAIT, CF_FOREVER),
+                   CF_EINVAL);
   assert_int_equal(cf_executor_free(NULL), CF_EINVAL);
   cf__fault_arm(CF__FAULT_ALLOC, 0, 1);
   assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ENOMEM);
@@ -390,7 +391,10 @@ CF_TEST(shutdown_wait_runs_queued_work) {
   assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_ESHUTDOWN);
   assert_null(f);
   /* Shutting down again is harmless. */
-  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT | CF_SHUTDOWN_CANCEL_FUTURES, CF_FOREVER), 0);
+  assert_int_equal(
+      cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT | CF_SHUTDOWN_CANCEL_FUTURES,
+                           CF_FOREVER),
+      0);
   assert_int_equal(cf_executor_shutdown(ex, 0, 0), 0);
   assert_int_equal(cf_executor_free(ex), 0);
 }
@@ -498,7 +502,11 @@ CF_TEST(no_future_left_pending_after_shutdown) {
         cf_future_cancel(fs[i]);
     }
     bool cancel = round % 2 == 1;
-    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT | (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0), CF_FOREVER), 0);
+    assert_int_equal(
+        cf_executor_shutdown(
+            ex, CF_SHUTDOWN_WAIT | (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0),
+            CF_FOREVER),
+        0);
     cf_executor_stats st = stats(ex);
     for (int i = 0; i < M; i++) {
       cf_future_state s = cf_future_get_state(fs[i]);
@@ -709,7 +717,8 @@ CF_TEST(bounded_queue_blocks_or_fails_with_eagain) {
   saturate(ex, &h, fs, 1);
   fs[1] = submit(ex, task_return_arg, (void *)1);
   fs[2] = submit(ex, task_return_arg, (void *)2);
-  cf_task t = {.fn = task_return_arg, .arg = (void *)3, .arg_dtor = counting_dtor};
+  cf_task t = {
+      .fn = task_return_arg, .arg = (void *)3, .arg_dtor = counting_dtor};
   cf_future *f = (cf_future *)ex;
   assert_int_equal(cf_executor_submit_task(ex, &t, 0, &f), CF_EAGAIN);
   assert_null(f);
@@ -795,7 +804,8 @@ CF_TEST(thread_creation_failure_fails_the_future_not_the_process) {
   (void)state;
   cf_executor *ex = make_pool(2);
   cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, -1);
-  cf_task t = {.fn = task_return_arg, .arg = (void *)1, .arg_dtor = counting_dtor};
+  cf_task t = {
+      .fn = task_return_arg, .arg = (void *)1, .arg_dtor = counting_dtor};
   cf_future *f = NULL;
   assert_int_equal(cf_executor_submit_task(ex, &t, CF_FOREVER, &f), 0);
   assert_true(cf_future_done(f));
@@ -936,7 +946,10 @@ CF_TEST(freed_handle_is_detected) {
   cf_future *f = (cf_future *)ex;
   assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_EBADF);
   assert_null(f);
-  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT | CF_SHUTDOWN_CANCEL_FUTURES, CF_FOREVER), CF_EBADF);
+  assert_int_equal(
+      cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT | CF_SHUTDOWN_CANCEL_FUTURES,
+                           CF_FOREVER),
+      CF_EBADF);
   assert_int_equal(cf_executor_get_max_workers(ex), CF_EBADF);
   cf_executor_stats st;
   assert_int_equal(cf_executor_get_stats(ex, &st), CF_EBADF);
@@ -970,8 +983,10 @@ CF_TEST(arg_destructor_runs_exactly_once) {
   cf_future *block;
   saturate(ex, &h, &block, 1);
   /* arg = the number of arg destructor calls the task expects to see. */
-  cf_task ran = {.fn = task_check_arg_alive, .arg = (void *)1, .arg_dtor = count_arg_dtor};
-  cf_task cancelled = {.fn = task_check_arg_alive, .arg = (void *)0, .arg_dtor = count_arg_dtor};
+  cf_task ran = {
+      .fn = task_check_arg_alive, .arg = (void *)1, .arg_dtor = count_arg_dtor};
+  cf_task cancelled = {
+      .fn = task_check_arg_alive, .arg = (void *)0, .arg_dtor = count_arg_dtor};
   cf_future *a, *b;
   assert_int_equal(cf_executor_submit_task(ex, &ran, 0, &a), 0);
   assert_int_equal(cf_executor_submit_task(ex, &cancelled, 0, &b), 0);
@@ -1256,7 +1271,11 @@ CF_TEST(shutdown_between_enqueue_and_worker_start) {
     pthread_t t = spawn(race_submit, &r);
     pthread_barrier_wait(&r.go);
     assert_true(eventually(submit_paused, NULL));
-    assert_int_equal(cf_executor_shutdown(r.ex, CF_SHUTDOWN_WAIT | (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0), CF_FOREVER), 0);
+    assert_int_equal(
+        cf_executor_shutdown(
+            r.ex, CF_SHUTDOWN_WAIT | (cancel ? CF_SHUTDOWN_CANCEL_FUTURES : 0),
+            CF_FOREVER),
+        0);
     /* shutdown(wait) returned: the queued task ran or was cancelled. */
     pthread_join(t, NULL);
     assert_int_equal(r.rc, 0);
@@ -1277,9 +1296,11 @@ CF_TEST(stress_shutdown_racing_the_first_submit) {
     pthread_barrier_init(&r.go, NULL, 2);
     pthread_t t = spawn(race_submit, &r);
     pthread_barrier_wait(&r.go);
-    assert_int_equal(cf_executor_shutdown(r.ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
+    assert_int_equal(cf_executor_shutdown(r.ex, CF_SHUTDOWN_WAIT, CF_FOREVER),
+                     0);
     pthread_join(t, NULL);
-    assert_int_equal(cf_executor_shutdown(r.ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
+    assert_int_equal(cf_executor_shutdown(r.ex, CF_SHUTDOWN_WAIT, CF_FOREVER),
+                     0);
     if (r.rc == 0) {
       if (!cf_future_done(r.f))
         fail_msg("round %ld: future still %s after shutdown", i,
@@ -1536,23 +1557,24 @@ CF_TEST(stats_are_exact_once_the_waiter_sees_the_last_future_done) {
   (void)state;
   cf_executor *ex = make_pool(2);
   for (int i = 0; i < 2000; i++) {
-    cf_future *f = submit(ex, i % 3 ? task_return_arg : task_fail,
-                          (void *)(intptr_t)-5);
+    cf_future *f =
+        submit(ex, i % 3 ? task_return_arg : task_fail, (void *)(intptr_t)-5);
     stats_snap snap = {ex, {0}, false};
     assert_int_equal(cf_future_add_done_callback(f, snap_stats, &snap), 0);
     assert_int_equal(cf_future_wait(f, SOON), 0);
     while (!atomic_load(&snap.taken)) /* callbacks run after the wake */
       sched_yield();
     for (int k = 0; k < 2; k++) {
-    cf_executor_stats st = k == 0 ? snap.st : stats(ex);
-    if (st.running != 0 || st.queued != 0 ||
-        st.submitted != st.completed + st.failed + st.cancelled)
-      fail_msg("read %d: submitted %llu completed %llu failed %llu "
-               "cancelled %llu running %llu queued %llu",
-               i, (unsigned long long)st.submitted,
-               (unsigned long long)st.completed, (unsigned long long)st.failed,
-               (unsigned long long)st.cancelled,
-               (unsigned long long)st.running, (unsigned long long)st.queued);
+      cf_executor_stats st = k == 0 ? snap.st : stats(ex);
+      if (st.running != 0 || st.queued != 0 ||
+          st.submitted != st.completed + st.failed + st.cancelled)
+        fail_msg("read %d: submitted %llu completed %llu failed %llu "
+                 "cancelled %llu running %llu queued %llu",
+                 i, (unsigned long long)st.submitted,
+                 (unsigned long long)st.completed,
+                 (unsigned long long)st.failed,
+                 (unsigned long long)st.cancelled,
+                 (unsigned long long)st.running, (unsigned long long)st.queued);
     }
     cf_future_unref(f);
   }
@@ -1729,11 +1751,11 @@ CF_TEST(initializer_failure_carries_its_message_and_is_reported_once) {
   (void)state;
   captured c;
   capture_stderr(&c);
-  cf_executor *ex = make_pool_with(&(cf_thread_pool_opts){
-      .max_workers = 3,
-      .initializer = initializer_with_message,
-      .initarg = "/etc/flags.conf",
-      .thread_name_prefix = "initfail"});
+  cf_executor *ex = make_pool_with(
+      &(cf_thread_pool_opts){.max_workers = 3,
+                             .initializer = initializer_with_message,
+                             .initarg = "/etc/flags.conf",
+                             .thread_name_prefix = "initfail"});
   cf_future *fs[6];
   for (int i = 0; i < 6; i++) {
     fs[i] = NULL;

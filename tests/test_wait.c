@@ -312,7 +312,8 @@ CF_TEST(wait_first_exception_counts_tasks_failing_with_library_codes) {
         cf_wait(again, 2, 0, CF_FIRST_EXCEPTION, done, &nd, NULL, &nn), 0);
     assert_int_equal(nd, 2);
     cf_executor_stats st;
-    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0); /* exact */
+    assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER),
+                     0); /* exact */
     assert_int_equal(cf_executor_get_stats(ex, &st), 0);
     assert_int_equal(st.failed, 1);
     assert_int_equal(st.cancelled, 0);
@@ -613,7 +614,7 @@ typedef struct quiet_wait {
   cf_future *fs[3]; /* completed by a foreign thread, later */
   int mode;         /* 0 cf_wait FIRST_COMPLETED, 1 as_completed */
   int64_t timeout;
-  long switches;    /* voluntary context switches during the wait */
+  long switches; /* voluntary context switches during the wait */
   int rc;
 } quiet_wait;
 
