@@ -15,8 +15,17 @@
  * marks the object DEAD (seq_cst), shuts it down, then waits for pins to
  * drain before destroy releases anything, so a pinned call never sees
  * freed memory; a call that pins after DEAD unpins and fails CF_EBADF.
+ * A thread's pins form a chain on its stack: free from inside a pinned
+ * call on the same executor (a callback run by shutdown's cancellation,
+ * or by a backend's cancel) is refused with CF_EDEADLK.
  *
- * Locks: quarantine_mu is a leaf lock.
+ * fork: the live executors are on a list, so that the child handler can
+ * record the pins the parent's threads held (pin_base; nobody in the
+ * child will release them). Orphaning runs the backend's `forked` once;
+ * a callback it runs that uses the same executor again returns at once
+ * instead of waiting for itself.
+ *
+ * Locks: handles_mu (the quarantine and the live list) is a leaf lock.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -31,16 +40,35 @@
 
 #define QUARANTINE 32
 
-static pthread_mutex_t quarantine_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
 static cf_executor *quarantine[QUARANTINE];
 static unsigned quarantine_pos;
+static cf_executor *live_list; /* live executors (guarded by handles_mu) */
+
+static _Thread_local cf__pin *pins_here;      /* this thread's pins */
+static _Thread_local cf__pin *orphaning_here; /* executors it orphans */
 
 void cf__executor_init(cf_executor *ex, const cf__executor_vtable *vt) {
   ex->vt = vt;
   ex->fork_gen = cf__fork_generation();
+  ex->pin_base = 0;
   atomic_init(&ex->pins, 0);
   atomic_init(&ex->orphan_done, 0);
+  pthread_mutex_lock(&handles_mu);
+  ex->live_prev = NULL;
+  ex->live_next = live_list;
+  if (live_list != NULL)
+    live_list->live_prev = ex;
+  live_list = ex;
+  pthread_mutex_unlock(&handles_mu);
   atomic_store_explicit(&ex->magic, CF__EXECUTOR_LIVE, memory_order_release);
+}
+
+static bool pinned_here(const cf_executor *ex) {
+  for (const cf__pin *p = pins_here; p != NULL; p = p->up)
+    if (p->ex == ex)
+      return true;
+  return false;
 }
 
 static int check(cf_executor *ex) {
@@ -50,7 +78,7 @@ static int check(cf_executor *ex) {
   return m == CF__EXECUTOR_LIVE ? 0 : CF_EBADF;
 }
 
-int cf__executor_pin(cf_executor *ex) {
+int cf__executor_pin(cf_executor *ex, cf__pin *pin) {
   if (ex == NULL)
     return CF_EINVAL;
   atomic_fetch_add(&ex->pins, 1);
@@ -58,14 +86,22 @@ int cf__executor_pin(cf_executor *ex) {
     atomic_fetch_sub(&ex->pins, 1);
     return CF_EBADF;
   }
+  pin->ex = ex;
+  pin->up = pins_here;
+  pins_here = pin;
   return 0;
 }
 
-void cf__executor_unpin(cf_executor *ex) { atomic_fetch_sub(&ex->pins, 1); }
+void cf__executor_unpin(cf__pin *pin) {
+  pins_here = pin->up;
+  atomic_fetch_sub(&pin->ex->pins, 1);
+}
 
 static void wait_unpinned(cf_executor *ex) {
-  while (atomic_load(&ex->pins) != 0)
-    sched_yield(); /* pinned calls are short once the executor is shut down */
+  /* Pins inherited from a parent's threads (pin_base) never go; ours do,
+   * and pinned calls are short once the executor is shut down. */
+  while ((int32_t)(atomic_load(&ex->pins) - ex->pin_base) > 0)
+    sched_yield();
 }
 
 bool cf__executor_forked(cf_executor *ex) {
@@ -75,11 +111,17 @@ bool cf__executor_forked(cf_executor *ex) {
 void cf__executor_orphan(cf_executor *ex) {
   int zero = 0;
   if (atomic_compare_exchange_strong(&ex->orphan_done, &zero, 1)) {
+    cf__pin frame = {ex, orphaning_here};
+    orphaning_here = &frame;
     if (ex->vt->forked != NULL)
-      ex->vt->forked(ex);
+      ex->vt->forked(ex); /* runs callbacks, which may use ex again */
+    orphaning_here = frame.up;
     atomic_store(&ex->orphan_done, 2);
     return;
   }
+  for (cf__pin *p = orphaning_here; p != NULL; p = p->up)
+    if (p->ex == ex)
+      return; /* this thread is orphaning it, further up its stack */
   while (atomic_load(&ex->orphan_done) != 2)
     sched_yield();
 }
@@ -145,12 +187,13 @@ int cf_executor_shutdown(cf_executor *ex, unsigned flags, int64_t timeout_ns) {
   if (ex == NULL || (flags & ~(unsigned)SHUTDOWN_FLAGS) != 0 || timeout_ns < 0)
     return CF_EINVAL;
   int64_t deadline = cf_deadline_after(timeout_ns);
-  int rc = cf__executor_pin(ex);
+  cf__pin pin;
+  int rc = cf__executor_pin(ex, &pin);
   if (rc != 0)
     return rc;
   orphaned(ex);
   rc = ex->vt->shutdown(ex, flags, deadline);
-  cf__executor_unpin(ex);
+  cf__executor_unpin(&pin);
   return rc;
 }
 
@@ -159,24 +202,32 @@ int cf_executor_free(cf_executor *ex) {
   if (rc != 0)
     return rc;
   orphaned(ex);
-  /* From one of its own threads it could never finish: refuse before
-   * claiming the handle, so nothing changes. */
-  if (ex->vt->is_own_thread != NULL && ex->vt->is_own_thread(ex))
+  /* From one of its own threads, or from inside a call on it that free
+   * would wait for (a callback its shutdown or cancel runs), it could never
+   * finish: refuse before claiming the handle, so nothing changes. */
+  if ((ex->vt->is_own_thread != NULL && ex->vt->is_own_thread(ex)) ||
+      pinned_here(ex))
     return CF_EDEADLK;
   /* Claim the handle so two racing frees cannot both proceed; calls that
    * pin from now on fail with CF_EBADF. */
-  uint32_t live = CF__EXECUTOR_LIVE;
-  if (!atomic_compare_exchange_strong(&ex->magic, &live, CF__EXECUTOR_DEAD))
+  uint32_t magic = CF__EXECUTOR_LIVE;
+  if (!atomic_compare_exchange_strong(&ex->magic, &magic, CF__EXECUTOR_DEAD))
     return CF_EBADF;
   rc = ex->vt->shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER);
   CF__ASSERT(rc == 0); /* no timeout, not from its own thread */
   wait_unpinned(ex);
   ex->vt->destroy(ex);
-  pthread_mutex_lock(&quarantine_mu);
+  pthread_mutex_lock(&handles_mu);
+  if (ex->live_prev != NULL)
+    ex->live_prev->live_next = ex->live_next;
+  else
+    live_list = ex->live_next;
+  if (ex->live_next != NULL)
+    ex->live_next->live_prev = ex->live_prev;
   cf_executor *old = quarantine[quarantine_pos];
   quarantine[quarantine_pos] = ex;
   quarantine_pos = (quarantine_pos + 1) % QUARANTINE;
-  pthread_mutex_unlock(&quarantine_mu);
+  pthread_mutex_unlock(&handles_mu);
   if (old != NULL)
     wait_unpinned(old); /* a stale call may still be failing on it */
   free(old);
@@ -186,13 +237,14 @@ int cf_executor_free(cf_executor *ex) {
 int cf_executor_get_stats(cf_executor *ex, cf_executor_stats *st) {
   if (st == NULL)
     return ex == NULL ? CF_EINVAL : check(ex) != 0 ? CF_EBADF : CF_EINVAL;
-  int rc = cf__executor_pin(ex);
+  cf__pin pin;
+  int rc = cf__executor_pin(ex, &pin);
   if (rc != 0)
     return rc;
   orphaned(ex);
   memset(st, 0, sizeof *st);
   ex->vt->stats(ex, st);
-  cf__executor_unpin(ex);
+  cf__executor_unpin(&pin);
   return 0;
 }
 
@@ -202,10 +254,20 @@ int cf_executor_get_max_workers(cf_executor *ex) {
 }
 
 void cf__executor_atfork(int phase) {
-  if (phase == CF__FORK_PREPARE)
-    pthread_mutex_lock(&quarantine_mu);
-  else if (phase == CF__FORK_PARENT)
-    pthread_mutex_unlock(&quarantine_mu);
-  else
-    pthread_mutex_init(&quarantine_mu, NULL);
+  if (phase == CF__FORK_PREPARE) {
+    pthread_mutex_lock(&handles_mu);
+  } else if (phase == CF__FORK_PARENT) {
+    pthread_mutex_unlock(&handles_mu);
+  } else {
+    /* Single-threaded here: the pins of the parent's other threads stay
+     * held forever. The forking thread's own (a fork from a callback run
+     * inside a pinned call) are in its chain and will be released. */
+    for (cf_executor *ex = live_list; ex != NULL; ex = ex->live_next) {
+      uint32_t mine = 0;
+      for (cf__pin *p = pins_here; p != NULL; p = p->up)
+        mine += p->ex == ex;
+      ex->pin_base = atomic_load(&ex->pins) - mine;
+    }
+    pthread_mutex_init(&handles_mu, NULL);
+  }
 }

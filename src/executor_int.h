@@ -103,7 +103,20 @@ struct cf_executor {
   const cf__executor_vtable *vt;
   uint32_t fork_gen;       /* cf__fork_gen when created */
   _Atomic int orphan_done; /* forked(): 0 not yet, 1 running, 2 done */
+  /* In a fork child: the pins the parent's threads held at the fork, which
+   * nobody will ever release (set by the fork handler). */
+  uint32_t pin_base;
+  struct cf_executor *live_prev, *live_next; /* the live executors */
 };
+
+/* A pin held by the calling thread (on its stack): the thread's pins
+ * form a chain, so that a callback run inside a pinned call that frees
+ * the same executor is refused (CF_EDEADLK) instead of waiting for
+ * itself. */
+typedef struct cf__pin {
+  cf_executor *ex;
+  struct cf__pin *up;
+} cf__pin;
 
 /* Initialises the base of a new backend object. */
 void cf__executor_init(cf_executor *ex, const cf__executor_vtable *vt);
@@ -114,10 +127,11 @@ int cf__executor_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
                               int64_t deadline_ns, cf_future **out,
                               size_t *done);
 
-/* Pins ex for the duration of a call that free must wait for. Returns 0,
- * CF_EINVAL (NULL), CF_EBADF (freed or being freed: not pinned). */
-int cf__executor_pin(cf_executor *ex);
-void cf__executor_unpin(cf_executor *ex);
+/* Pins ex for the duration of a call that free must wait for (pin lives
+ * on the caller's stack until the matching unpin). Returns 0, CF_EINVAL
+ * (NULL), CF_EBADF (freed or being freed: not pinned). */
+int cf__executor_pin(cf_executor *ex, cf__pin *pin);
+void cf__executor_unpin(cf__pin *pin);
 
 /* In a fork child, for an executor of the parent: runs vt->forked once
  * (concurrent callers wait for it to end). */

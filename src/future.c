@@ -44,6 +44,31 @@ static cf__spinlock *stripe_of(const cf_future *f) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* Threads across fork                                                     */
+
+/* A thread's id (never reused; 0 until first asked for). After a fork,
+ * the forking thread keeps its id in the child: forker_tid, alive there
+ * since generation forker_since. */
+static _Thread_local uint64_t my_tid;
+static _Atomic uint64_t tid_counter;
+static uint64_t forker_tid;
+static uint32_t forker_since;
+
+static uint64_t thread_id(void) {
+  if (CF__UNLIKELY(my_tid == 0))
+    my_tid = atomic_fetch_add(&tid_counter, 1) + 1;
+  return my_tid;
+}
+
+/* Whether the thread that attached l (an internal listener) exists in
+ * this process: attached in this generation, or by the thread that has
+ * done every fork since. */
+static bool listener_alive(const cf__listener *l, uint32_t gen) {
+  return CF__LIKELY(l->fork_gen == gen) ||
+         (l->tid == forker_tid && l->fork_gen >= forker_since);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Values, cf_raise                                                        */
 
 void cf_value_release(cf_value *v) {
@@ -75,8 +100,10 @@ static void raise_thread_exit(void *p) {
   r->code = 0;
 }
 
+static bool raise_key_ok;
+
 static void raise_key_init(void) {
-  pthread_key_create(&raise_key, raise_thread_exit);
+  raise_key_ok = pthread_key_create(&raise_key, raise_thread_exit) == 0;
 }
 
 int cf_raise(int code, const char *fmt, ...) {
@@ -93,7 +120,8 @@ int cf_raise(int code, const char *fmt, ...) {
     if (raise_tls.msg != NULL) {
       raise_tls.code = code;
       pthread_once(&raise_once, raise_key_init);
-      if (pthread_getspecific(raise_key) == NULL)
+      /* Without a key (none left) a message left at thread exit leaks. */
+      if (raise_key_ok && pthread_getspecific(raise_key) == NULL)
         pthread_setspecific(raise_key, &raise_tls);
     }
   }
@@ -335,7 +363,7 @@ static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
     cf__listener *next = l->next;
     l->attached = false;
     if (l->notify != NULL) {
-      if (CF__LIKELY(l->fork_gen == gen))
+      if (listener_alive(l, gen))
         l->notify(l, f);
     } else {
       l->next = NULL;
@@ -544,14 +572,16 @@ int cf_future_cancel(cf_future *f) {
    * running means the executor is still running it (it cannot finish a
    * shutdown with wait before the future is done). */
   cf_executor *ex = f->owner;
-  if (ex == NULL || ex->vt->cancel == NULL || cf__executor_pin(ex) != 0)
+  cf__pin pin;
+  if (ex == NULL || ex->vt->cancel == NULL || cf__executor_pin(ex, &pin) != 0)
     return CF_EBUSY;
   rc = CF_EBUSY;
   if ((atomic_load(&f->state) & CF__ST_MASK) == CF_RUNNING &&
       !cf__executor_forked(ex))
     rc = ex->vt->cancel(ex, f);
-  cf__executor_unpin(ex);
-  return rc;
+  cf__executor_unpin(&pin);
+  /* A backend that found the work finished meanwhile: not cancelled. */
+  return rc == 0 ? 0 : CF_EBUSY;
 }
 
 int cf_future_set_running(cf_future *f) {
@@ -630,6 +660,7 @@ int cf__future_listen(cf_future *f, cf__listener *l) {
   /* The completer sees LISTENERS in its exchange and takes this lock, so
    * it finds l on the list. */
   l->fork_gen = cf__fork_generation();
+  l->tid = thread_id();
   if (f->listeners == NULL) {
     l->prev = l->next = l;
     f->listeners = l;
@@ -703,11 +734,46 @@ const cf_wait_hook *cf__wait_hook_current(void) {
   return wait_hook.wait != NULL ? &wait_hook : NULL;
 }
 
+/* In a fork child, after its executor was orphaned, f is still not done
+ * if whoever held it does not exist here: a worker of the parent between
+ * taking it and running it, or a completer half-way through. Settle it
+ * here. A transient state (a completer writing the outcome) is given a
+ * moment first, in case a thread of the child is that completer. */
+static void settle_stranded(cf_future *f) {
+  static const char why[] = "the executor belongs to the parent process: "
+                            "this future was in the hands of one of its "
+                            "threads at the fork";
+  for (int i = 0; i < 1000; i++) {
+    uint32_t st = atomic_load(&f->state) & CF__ST_MASK;
+    if (st != CF__ST_COMPLETING && st != CF__ST_CANCELLING)
+      break;
+    sched_yield();
+  }
+  uint32_t s = atomic_load(&f->state), st = s & CF__ST_MASK;
+  if (st == CF_PENDING) {
+    cf__future_settle(f, CF_EFORKED, cf__asprintf("%s", why), NULL, NULL);
+  } else if (st == CF_RUNNING) {
+    cf__outcome o = {CF_EFORKED, cf__asprintf("%s", why), CF_VALUE_INIT};
+    cf__future_finish(f, &o, NULL);
+  } else if (st == CF__ST_COMPLETING) {
+    /* The outcome may be half-written: give up on it (a value it held is
+     * leaked, never freed twice). */
+    f->err = CF_EFORKED;
+    f->u.errmsg = NULL;
+    end_complete(f, CF_FINISHED, NULL);
+  } else if (st == CF__ST_CANCELLING) {
+    f->err = CF_ECANCELED;
+    end_complete(f, CF_CANCELLED, NULL);
+  }
+}
+
 bool cf__future_orphan_check(cf_future *f) {
   cf_executor *ex = f->owner;
   if (CF__LIKELY(ex == NULL || !cf__executor_forked(ex)))
     return false;
   cf__executor_orphan(ex);
+  if (!cf__state_final(atomic_load(&f->state)))
+    settle_stranded(f);
   return true;
 }
 
@@ -834,5 +900,12 @@ void cf__future_atfork(int phase) {
     pthread_mutex_init(&handler_mu, NULL);
     for (int i = 0; i < NSTRIPES; i++)
       cf__spin_unlock(&stripes[i].lock);
+    /* This thread lives on here; it has since generation gen - 1, or
+     * longer if it also did the previous fork. */
+    uint64_t me = thread_id();
+    if (me != forker_tid) {
+      forker_tid = me;
+      forker_since = cf__fork_generation() - 1;
+    }
   }
 }

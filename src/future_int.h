@@ -45,8 +45,8 @@
  * pointer. With room 0 the future is one 64-byte cache line from the
  * future cache (the thread pool's path).
  *
- * Locks: listener lists are guarded by one of 64 stripe mutexes chosen by
- * the future's address. A stripe lock may be held while an internal
+ * Locks: listener lists are guarded by one of 64 stripe spinlocks chosen
+ * by the future's address. A stripe lock may be held while an internal
  * listener's notify() takes its own lock (as_completed, wait, pool); it is
  * never held while user code runs.
  */
@@ -85,9 +85,11 @@ struct cf__listener {
   void (*notify)(cf__listener *l, cf_future *f);
   cf_done_fn fn; /* user callback (notify == NULL) */
   void *arg;
-  uint32_t fork_gen; /* cf__fork_gen when attached: after a fork, the
-                        internal listeners of the parent's threads are
-                        skipped (their waiters do not exist here) */
+  /* Who attached it, and in which fork generation: in a fork child the
+   * internal listeners of the parent's threads are skipped (their
+   * waiters do not exist there); the forking thread's own are kept. */
+  uint64_t tid;
+  uint32_t fork_gen;
   bool attached;     /* on a list; guarded by the stripe lock */
 };
 

@@ -173,8 +173,11 @@ static int adjust_workers(pool *p) {
 /* No worker exists and none could start: queued work cannot run, so it
  * fails (the task that triggered this included) instead of hanging.
  * Under wlock, so a worker another submitter starts meanwhile is either
- * seen (and nothing fails) or starts after the queue was taken. */
-static void fail_queued_no_workers(pool *p, int rc) {
+ * seen (and nothing fails) or starts after the queue was taken. Returns
+ * the detached queue, for settle_orphans() once the caller no longer
+ * counts as starting a worker (settling runs callbacks, which may free
+ * the pool). */
+static qseg *take_queued_no_workers(pool *p) {
   qseg *chain = NULL;
   pthread_mutex_lock(&p->wlock);
   if (atomic_load(&p->nworkers) == 0) {
@@ -183,12 +186,35 @@ static void fail_queued_no_workers(pool *p, int rc) {
     cf__spin_unlock(&p->qlock);
   }
   pthread_mutex_unlock(&p->wlock);
+  return chain;
+}
+
+static void settle_orphans(pool *p, qseg *chain, int rc) {
   if (chain == NULL)
     return;
   char *msg = cf__asprintf("cannot start a worker thread: %s", cf_strerror(rc));
   settle_chain(p, chain, rc, msg);
   free(msg);
   wake_space_waiters(p);
+}
+
+/* The end of a submit that counted itself as starting a worker. */
+static void finish_start(pool *p) {
+  int rc = adjust_workers(p);
+  qseg *orphans = rc != 0 ? take_queued_no_workers(p) : NULL;
+  atomic_fetch_add(&p->starting_done, 1); /* destroy may go on from here */
+  settle_orphans(p, orphans, rc);
+}
+
+/* Keeps a segment allocated while qlock was released, unless the pool
+ * shut down meanwhile (destroy may already have released its spares).
+ * Called with qlock held. */
+static void keep_spare_locked(pool *p, qseg *s) {
+  if (p->spare == NULL && !atomic_load_explicit(&p->shutdown,
+                                                memory_order_relaxed))
+    p->spare = s;
+  else
+    free(s);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -266,10 +292,7 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
       rc = CF_ENOMEM;
       break;
     }
-    if (p->spare == NULL)
-      p->spare = s;
-    else
-      free(s);
+    keep_spare_locked(p, s);
   }
   if (rc != 0) {
     cf__spin_unlock(&p->qlock);
@@ -296,12 +319,8 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     cf__fault_pause();
   /* After the enqueue, as Python's _adjust_thread_count: a worker that
    * starts now finds this task, so idle tokens match queued work. */
-  if (start) {
-    rc = adjust_workers(p);
-    if (rc != 0)
-      fail_queued_no_workers(p, rc);
-    atomic_fetch_add(&p->starting_done, 1);
-  }
+  if (start)
+    finish_start(p);
   return 0;
 }
 
@@ -361,10 +380,7 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
       rc = CF_ENOMEM;
       break;
     }
-    if (p->spare == NULL)
-      p->spare = s;
-    else
-      free(s);
+    keep_spare_locked(p, s);
   }
   worker *wake = NULL;
   bool start = false;
@@ -388,12 +404,8 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
   }
   wake_claimed(wake);
   *done = pushed;
-  if (start) {
-    int arc = adjust_workers(p);
-    if (arc != 0)
-      fail_queued_no_workers(p, arc);
-    atomic_fetch_add(&p->starting_done, 1);
-  }
+  if (start)
+    finish_start(p);
   return pushed == n ? 0 : rc;
 }
 
@@ -501,12 +513,14 @@ static void registry_remove(pool *p) {
 
 static void pool_destroy(cf_executor *ex) {
   pool *p = (pool *)ex;
-  /* A submit that saw the pool live may still be starting a worker. */
+  /* A submit that saw the pool live may still be starting a worker.
+   * (In a fork child a submit that the forking thread was in the middle
+   * of finishes later and counts one more: hence >=.) */
   for (;;) {
     cf__spin_lock(&p->qlock);
     int starting = p->starting;
     cf__spin_unlock(&p->qlock);
-    if (atomic_load(&p->starting_done) == starting)
+    if (atomic_load(&p->starting_done) - starting >= 0)
       break;
     sched_yield();
   }
@@ -586,7 +600,11 @@ static void pool_forked_settle(cf_executor *ex) {
   cf__spin_lock(&p->qlock);
   p->forked = true;
   atomic_store(&p->shutdown, true);
+  /* What the parent's threads were in the middle of never ends here:
+   * submits starting a worker, a join. */
+  atomic_store(&p->starting_done, p->starting);
   cf__spin_unlock(&p->qlock);
+  p->joining = p->joined = true;
   int n = atomic_load(&p->nworkers);
   pthread_mutex_unlock(&p->wlock);
   settle_everything(p, CF_EFORKED, msg);

@@ -29,6 +29,7 @@
 
 #include "cf/executor.h"
 #include "common.h"
+#include "fork.h"
 #include "fault.h"
 #include "future_int.h"
 
@@ -133,6 +134,7 @@ struct cf_as_completed {
   void (*wake)(void *token);
   cf_future **pending; /* n entries: the futures not yet yielded, or NULL
                           (for the hook's sleep; consumer only) */
+  uint32_t fork_gen;   /* when the parent's futures were last settled */
 };
 
 static void ac_push_done(cf_as_completed *it, ac_node *node) {
@@ -168,6 +170,8 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, int64_t timeout_ns,
     return CF_ENOMEM;
   }
   long m = dedupe(fs, n, uniq);
+  for (long i = 0; i < m; i++)
+    cf__future_orphan_check(uniq[i]); /* a fork child: settle the parent's */
   if (m >= 0) {
     it->nodes = alloc_array((size_t)m, sizeof *it->nodes);
     if (it->nodes == NULL)
@@ -207,6 +211,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, int64_t timeout_ns,
     }
   }
   it->pending = uniq; /* for hooked sleeps; entries cleared as yielded */
+  it->fork_gen = cf__fork_generation();
   *out = it;
   return 0;
 }
@@ -217,6 +222,13 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   if (it == NULL || out == NULL)
     return CF_EINVAL;
   int rc;
+  if (CF__UNLIKELY(it->fork_gen != cf__fork_generation())) {
+    /* Used in a fork child: the parent's executors run nothing here. */
+    it->fork_gen = cf__fork_generation();
+    for (size_t i = 0; i < it->n; i++)
+      if (it->pending[i] != NULL)
+        cf__future_orphan_check(it->pending[i]);
+  }
   const cf_wait_hook *hook = multi_hook();
   void *token = hook != NULL ? hook->waiter(hook->ctx) : NULL;
   pthread_mutex_lock(&it->mu);
@@ -374,6 +386,8 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
     return (int)m;
   }
   size_t total = (size_t)m, ndone0 = 0, nfailed0 = 0;
+  for (size_t i = 0; i < total; i++)
+    cf__future_orphan_check(uniq[i]); /* a fork child: settle the parent's */
   for (size_t i = 0; i < total; i++) {
     if (cf_future_done(uniq[i])) {
       ndone0++;

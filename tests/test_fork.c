@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "executor_int.h"
 #include "support.h"
 
 /* ThreadSanitizer cannot follow a child of a multi-threaded process that
@@ -258,6 +259,175 @@ CF_TEST(child_forked_inside_a_task_can_use_the_library) {
   assert_int_equal(WEXITSTATUS(status), 0);
   cf_future_unref(f);
   assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* ---- what the parent's threads were doing at the fork -------------------- */
+
+typedef struct waiting_shutdown {
+  cf_executor *ex;
+  int rc;
+} waiting_shutdown;
+
+static void *shutdown_and_wait(void *arg) {
+  waiting_shutdown *w = arg;
+  w->rc = cf_executor_shutdown(w->ex, CF_SHUTDOWN_WAIT, CF_FOREVER);
+  return NULL;
+}
+
+static int free_parent_pool(cf_executor *ex, cf_future *queued) {
+  /* The parent's thread that is inside shutdown (pinned, waiting) does
+   * not exist here: free must not wait for it. */
+  if (cf_executor_free(ex) != 0)
+    return 30;
+  return cf_future_done(queued) ? 0 : 31;
+}
+
+typedef struct pool_and_future {
+  cf_executor *ex;
+  cf_future *f;
+} pool_and_future;
+
+static void free_parent_pool_child(void *arg) {
+  pool_and_future *pf = arg;
+  _exit(free_parent_pool(pf->ex, pf->f));
+}
+
+/* A parent thread was waiting inside cf_executor_shutdown when the parent
+ * forked: the child frees the pool without waiting for that thread (the
+ * pin it held is not the child's). It used to hang. */
+CF_TEST(child_frees_a_pool_the_parent_was_shutting_down) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *running, *queued;
+  assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &running), 0);
+  while (!cf_future_running(running))
+    sched_yield();
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &queued), 0);
+  waiting_shutdown w = {ex, 99};
+  pthread_t t = spawn(shutdown_and_wait, &w);
+  while (atomic_load(&ex->pins) == 0) /* it is inside, pinned */
+    sched_yield();
+  pool_and_future pf = {ex, queued};
+  int status = run_in_child(free_parent_pool_child, &pf, NULL);
+  assert_true(status != -1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("the child failed (status %#x)", status);
+  gate_open(&g);
+  pthread_join(t, NULL);
+  assert_int_equal(w.rc, 0);
+  assert_int_equal(cf_future_result(queued, 0, NULL), 0);
+  cf_future_unref(running);
+  cf_future_unref(queued);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+static _Atomic int resubmit_rc;
+static int resubmit_to_owner(cf_future *f, void *arg) {
+  (void)f;
+  cf_future *g = NULL;
+  atomic_store(&resubmit_rc, cf_executor_submit(arg, task_nop, NULL, &g));
+  cf_future_unref(g); /* NULL when refused */
+  return 0;
+}
+
+/* In the child, the parent's futures are settled without any submit
+ * first: by cf_wait and by as_completed, not only by a single wait; and a
+ * callback they run that uses the same pool again does not wait for the
+ * settling that runs it. */
+static int waits_settle_in_child(cf_executor *ex, cf_future **queued) {
+  size_t nd = 0;
+  if (cf_wait(queued, 1, CF_FOREVER, CF_ALL_COMPLETED, NULL, &nd, NULL,
+              NULL) != 0 ||
+      nd != 1)
+    return 40;
+  if (cf_future_result(queued[0], 0, NULL) != CF_EFORKED)
+    return 41;
+  if (atomic_load(&resubmit_rc) != CF_EFORKED)
+    return 42;
+  cf_as_completed *it;
+  if (cf_as_completed_new(queued + 1, 1, CF_FOREVER, &it) != 0)
+    return 43;
+  cf_future *f;
+  if (cf_as_completed_next(it, &f) != 1 || f != queued[1])
+    return 44;
+  cf_future_unref(f);
+  cf_as_completed_free(it);
+  return cf_executor_free(ex) == 0 ? 0 : 45;
+}
+
+typedef struct pool_and_queue {
+  cf_executor *ex;
+  cf_future **queued;
+} pool_and_queue;
+
+static void waits_settle_child(void *arg) {
+  pool_and_queue *pq = arg;
+  _exit(waits_settle_in_child(pq->ex, pq->queued));
+}
+
+CF_TEST(waits_in_the_child_settle_the_parents_futures) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  gate g;
+  gate_init(&g);
+  cf_future *running, *queued[2];
+  assert_int_equal(cf_executor_submit(ex, task_wait_gate, &g, &running), 0);
+  while (!cf_future_running(running))
+    sched_yield();
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &queued[i]), 0);
+  atomic_store(&resubmit_rc, 1);
+  assert_int_equal(
+      cf_future_add_done_callback(queued[0], resubmit_to_owner, ex), 0);
+  pool_and_queue pq = {ex, queued};
+  int status = run_in_child(waits_settle_child, &pq, NULL);
+  assert_true(status != -1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  gate_open(&g);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(cf_future_result(queued[i], SOON, NULL), 0);
+    cf_future_unref(queued[i]);
+  }
+  assert_int_equal(atomic_load(&resubmit_rc), 0); /* in the parent: ran */
+  cf_future_unref(running);
+  assert_int_equal(cf_executor_free(ex), 0);
+  gate_destroy(&g);
+}
+
+typedef struct own_iterator {
+  cf_as_completed *it;
+  cf_future *f;
+} own_iterator;
+
+static void own_iterator_child(void *arg) {
+  own_iterator *o = arg;
+  if (cf_future_set_result(o->f, NULL) != 0)
+    _exit(50);
+  cf_future *got = NULL;
+  if (cf_as_completed_next(o->it, &got) != 1 || got != o->f)
+    _exit(51);
+  _exit(0);
+}
+
+/* The forking thread's own as_completed iterator keeps working in the
+ * child (its listeners are not the dead threads'). */
+CF_TEST(forking_threads_own_iterator_works_in_the_child) {
+  (void)state;
+  own_iterator o;
+  assert_int_equal(cf_future_new(&o.f), 0);
+  assert_int_equal(cf_as_completed_new(&o.f, 1, SOON, &o.it), 0);
+  int status = run_in_child(own_iterator_child, &o, NULL);
+  assert_true(status != -1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  cf_as_completed_free(o.it);
+  cf_future_unref(o.f);
 }
 
 CF_TEST_MAIN()

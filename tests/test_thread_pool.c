@@ -1808,4 +1808,63 @@ CF_TEST(shutdown_wait_has_a_deadline) {
   gate_destroy(&g);
 }
 
+typedef struct free_from_callback {
+  cf_executor *ex;
+  _Atomic int rc;
+} free_from_callback;
+
+static int try_free_in_callback(cf_future *f, void *arg) {
+  (void)f;
+  free_from_callback *fc = arg;
+  atomic_store(&fc->rc, cf_executor_free(fc->ex));
+  return 0;
+}
+
+/* A done callback that shutdown(CF_SHUTDOWN_CANCEL_FUTURES) runs, and
+ * that frees the same pool: refused (the shutdown is still under way on
+ * this very thread), instead of waiting for itself forever. */
+CF_TEST(free_from_a_callback_run_by_shutdown_is_refused) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  hold h;
+  hold_init(&h);
+  cf_future *block;
+  saturate(ex, &h, &block, 1);
+  cf_future *q = submit(ex, task_nop, NULL);
+  free_from_callback fc = {ex, 99};
+  assert_int_equal(cf_future_add_done_callback(q, try_free_in_callback, &fc),
+                   0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_CANCEL_FUTURES, 0), 0);
+  assert_int_equal(atomic_load(&fc.rc), CF_EDEADLK);
+  assert_true(cf_future_cancelled(q));
+  gate_open(&h.g);
+  cf_future_unref(q);
+  cf_future_unref(block);
+  assert_int_equal(cf_executor_free(ex), 0);
+  hold_destroy(&h);
+}
+
+static cf_executor *pool_to_free;
+static _Atomic int freed_in_dtor = 99;
+static void free_pool_dtor(void *arg) {
+  (void)arg;
+  atomic_store(&freed_in_dtor, cf_executor_free(pool_to_free));
+}
+
+/* No worker could start, and the failed task's arg destructor (run while
+ * submit settles the queue) frees the pool: that works, instead of
+ * waiting for the submit that runs it. */
+CF_TEST(free_from_a_destructor_run_by_a_failing_submit_works) {
+  (void)state;
+  pool_to_free = make_pool(2);
+  cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, -1);
+  cf_task t = {.fn = task_nop, .arg = NULL, .arg_dtor = free_pool_dtor};
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_task(pool_to_free, &t, 0, &f), 0);
+  cf__fault_arm(CF__FAULT_THREAD_CREATE, 0, 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), -EAGAIN);
+  assert_int_equal(atomic_load(&freed_in_dtor), 0);
+  cf_future_unref(f);
+}
+
 CF_TEST_MAIN()

@@ -10,9 +10,10 @@
  * any thread concurrently, including from tasks running on that executor.
  * cf_executor_free() must be the last call on it: a call that starts
  * after it is a bug, which the library detects while the handle is recent
- * (the call returns CF_EBADF instead of touching freed memory); a call
- * already under way when free starts (a shutdown waiting, a submit, a
- * stats read) completes normally, and free waits for it.
+ * (the call returns CF_EBADF instead of touching freed memory). A
+ * shutdown waiting, a stats read or a cancel already under way when free
+ * starts completes normally, and free waits for it; a submit racing free
+ * fails (CF_EBADF or CF_ESHUTDOWN) or goes through before the shutdown.
  *
  * Conventions of the whole API: out-parameters come last (the object,
  * then inputs, then options, then what the call hands back); getters are
@@ -144,7 +145,9 @@ CF_EXTERN int cf_executor_shutdown(cf_executor *ex, unsigned flags,
  * wait, shut down first: once cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT,
  * t) has returned 0, cf_executor_free(ex) does not block. Returns 0,
  * CF_EBADF for an executor already freed, CF_EDEADLK if called from one of
- * its own workers (nothing is freed then), CF_EINVAL for NULL.
+ * its own workers, or from a callback or destructor that a shutdown or a
+ * cancel on this executor is running (it could never finish; nothing is
+ * freed then), CF_EINVAL for NULL.
  */
 CF_EXTERN int cf_executor_free(cf_executor *ex);
 

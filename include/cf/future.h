@@ -289,9 +289,11 @@ CF_EXTERN void cf_set_callback_error_handler(cf_callback_error_fn fn,
 /* Completing a future (for executors and for code that owns a future)    */
 
 /**
- * PENDING -> RUNNING (Python's set_running_or_notify_cancel). Returns 0,
- * CF_ECANCELED if the future was cancelled (the caller must then not run
- * the work), CF_EINVALSTATE in any other state, CF_EINVAL for NULL.
+ * PENDING -> RUNNING (Python's set_running_or_notify_cancel), for a future
+ * of your own (cf_future_new). Returns 0, CF_ECANCELED if the future was
+ * cancelled (the caller must then not run the work), CF_EINVALSTATE in any
+ * other state and for an executor's future (its executor decides when it
+ * runs), CF_EINVAL for NULL.
  */
 CF_EXTERN int cf_future_set_running(cf_future *f);
 
