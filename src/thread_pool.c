@@ -206,15 +206,42 @@ static void finish_start(pool *p) {
   settle_orphans(p, orphans, rc);
 }
 
-/* Keeps a segment allocated while qlock was released, unless the pool
- * shut down meanwhile (destroy may already have released its spares).
- * Called with qlock held. */
-static void keep_spare_locked(pool *p, qseg *s) {
-  if (p->spare == NULL && !atomic_load_explicit(&p->shutdown,
-                                                memory_order_relaxed))
+/* The FIFO needs a new segment: allocates one with qlock released and
+ * keeps it as the spare, unless the pool shut down meanwhile (destroy may
+ * already have released its spares). Called and returns with qlock held;
+ * the caller re-checks the pool's state. Returns 0 or CF_ENOMEM. */
+static int grow_locked(pool *p) {
+  cf__spin_unlock(&p->qlock);
+  qseg *s = cf__malloc(sizeof *s);
+  cf__spin_lock(&p->qlock);
+  if (s == NULL)
+    return CF_ENOMEM;
+  if (p->spare == NULL &&
+      !atomic_load_explicit(&p->shutdown, memory_order_relaxed))
     p->spare = s;
   else
     free(s);
+  return 0;
+}
+
+/* Counts n tasks just pushed (qlock held): claims a parked worker to wake
+ * after unlocking (*wake), and returns whether the caller must start a
+ * worker too. Starting one touches wlock and the worker array: counted
+ * under the lock that saw the pool live, so destroy waits for it (see
+ * finish_start). */
+static inline __attribute__((always_inline)) bool
+pushed_locked(pool *p, size_t n, worker **wake) {
+  set_qlen_locked(p, p->qlen + n);
+  atomic_store_explicit(
+      &p->submitted,
+      atomic_load_explicit(&p->submitted, memory_order_relaxed) + n,
+      memory_order_relaxed);
+  *wake = claim_idle_locked(p);
+  bool start =
+      atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers;
+  if (start)
+    p->starting++;
+  return start;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -284,33 +311,17 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     if (fifo_push_locked(p, f))
       break;
     f->u.task.arg_dtor = NULL;
-    /* Needs a new segment: allocate it outside the spinlock. */
-    cf__spin_unlock(&p->qlock);
-    qseg *s = cf__malloc(sizeof *s);
-    cf__spin_lock(&p->qlock);
-    if (s == NULL) {
-      rc = CF_ENOMEM;
+    rc = grow_locked(p);
+    if (rc != 0)
       break;
-    }
-    keep_spare_locked(p, s);
   }
   if (rc != 0) {
     cf__spin_unlock(&p->qlock);
     cf__future_discard(f); /* never published: no destructor, listeners */
     return rc;
   }
-  set_qlen_locked(p, p->qlen + 1);
-  atomic_store_explicit(
-      &p->submitted,
-      atomic_load_explicit(&p->submitted, memory_order_relaxed) + 1,
-      memory_order_relaxed);
-  worker *wake = claim_idle_locked(p);
-  /* Starting a worker touches wlock and the worker array: counted under
-   * the lock (which saw the pool live), so destroy waits for it. */
-  bool start =
-      atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers;
-  if (start)
-    p->starting++;
+  worker *wake;
+  bool start = pushed_locked(p, 1, &wake);
   cf__spin_unlock(&p->qlock);
   wake_claimed(wake);
   if (out != NULL)
@@ -372,30 +383,12 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
       pushed++;
       continue;
     }
-    /* Needs a new segment: allocate it outside the spinlock. */
-    cf__spin_unlock(&p->qlock);
-    qseg *s = cf__malloc(sizeof *s);
-    cf__spin_lock(&p->qlock);
-    if (s == NULL) {
-      rc = CF_ENOMEM;
+    rc = grow_locked(p);
+    if (rc != 0)
       break;
-    }
-    keep_spare_locked(p, s);
   }
   worker *wake = NULL;
-  bool start = false;
-  if (pushed > 0) {
-    set_qlen_locked(p, p->qlen + pushed);
-    atomic_store_explicit(
-        &p->submitted,
-        atomic_load_explicit(&p->submitted, memory_order_relaxed) + pushed,
-        memory_order_relaxed);
-    wake = claim_idle_locked(p);
-    start = atomic_load_explicit(&p->nworkers, memory_order_relaxed) <
-            p->max_workers;
-    if (start)
-      p->starting++;
-  }
+  bool start = pushed > 0 && pushed_locked(p, pushed, &wake);
   cf__spin_unlock(&p->qlock);
   for (size_t i = pushed; i < k; i++) {
     out[i]->u.task.arg_dtor = NULL; /* refused: the caller keeps the arg */

@@ -339,8 +339,8 @@ static int resubmit_to_owner(cf_future *f, void *arg) {
  * settling that runs it. */
 static int waits_settle_in_child(cf_executor *ex, cf_future **queued) {
   size_t nd = 0;
-  if (cf_wait(queued, 1, CF_FOREVER, CF_ALL_COMPLETED, NULL, &nd, NULL,
-              NULL) != 0 ||
+  if (cf_wait(queued, 1, CF_FOREVER, CF_ALL_COMPLETED, NULL, &nd, NULL, NULL) !=
+          0 ||
       nd != 1)
     return 40;
   if (cf_future_result(queued[0], 0, NULL) != CF_EFORKED)
