@@ -44,6 +44,17 @@
 #define CHILD_MAY_ALLOCATE_UNDER_LOAD 1
 #endif
 
+/* Fails the case unless a child from run_in_child ended by exiting 0. */
+#define assert_child_ok(status)                                                \
+  do {                                                                         \
+    int st_ = (status);                                                        \
+    if (st_ == -1)                                                             \
+      fail_msg("the child hung");                                              \
+    if (!WIFEXITED(st_) || WEXITSTATUS(st_) != 0)                              \
+      fail_msg("the child failed (status %#x, exit %d)", st_,                  \
+               WIFEXITED(st_) ? WEXITSTATUS(st_) : -1);                        \
+  } while (0)
+
 /* In the child: a new pool runs a task; exits 0 if it worked. */
 static int child_uses_a_new_pool(void) {
   cf_future *own;
@@ -213,11 +224,7 @@ CF_TEST(parent_pool_fails_clearly_in_the_child) {
     sched_yield();
   for (int i = 0; i < 3; i++)
     assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &pp.queued[i]), 0);
-  int status = run_in_child(parent_pool_child_main, &pp, NULL);
-  assert_true(status != -1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_child_ok(run_in_child(parent_pool_child_main, &pp, NULL));
   /* The parent's pool is untouched by all that. */
   gate_open(&g);
   assert_int_equal(cf_future_result(pp.running, SOON, NULL), 0);
@@ -310,10 +317,7 @@ CF_TEST(child_frees_a_pool_the_parent_was_shutting_down) {
   while (atomic_load(&ex->pins) == 0) /* it is inside, pinned */
     sched_yield();
   pool_and_future pf = {ex, queued};
-  int status = run_in_child(free_parent_pool_child, &pf, NULL);
-  assert_true(status != -1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail_msg("the child failed (status %#x)", status);
+  assert_child_ok(run_in_child(free_parent_pool_child, &pf, NULL));
   gate_open(&g);
   pthread_join(t, NULL);
   assert_int_equal(w.rc, 0);
@@ -383,11 +387,7 @@ CF_TEST(waits_in_the_child_settle_the_parents_futures) {
   assert_int_equal(
       cf_future_add_done_callback(queued[0], resubmit_to_owner, ex), 0);
   pool_and_queue pq = {ex, queued};
-  int status = run_in_child(waits_settle_child, &pq, NULL);
-  assert_true(status != -1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_child_ok(run_in_child(waits_settle_child, &pq, NULL));
   gate_open(&g);
   for (int i = 0; i < 2; i++) {
     assert_int_equal(cf_future_result(queued[i], SOON, NULL), 0);
@@ -421,11 +421,7 @@ CF_TEST(forking_threads_own_iterator_works_in_the_child) {
   own_iterator o;
   assert_int_equal(cf_future_new(&o.f), 0);
   assert_int_equal(cf_as_completed_new(&o.f, 1, SOON, &o.it), 0);
-  int status = run_in_child(own_iterator_child, &o, NULL);
-  assert_true(status != -1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_child_ok(run_in_child(own_iterator_child, &o, NULL));
   cf_as_completed_free(o.it);
   cf_future_unref(o.f);
 }
