@@ -142,6 +142,24 @@ char *cf__raise_take(int code) {
   return msg;
 }
 
+void cf__raise_save(int *code, char **msg) {
+  *code = raise_tls.code;
+  *msg = raise_tls.msg;
+  raise_tls.code = 0;
+  raise_tls.msg = NULL;
+}
+
+void cf__raise_restore(int code, char *msg) {
+  free(raise_tls.msg);
+  raise_tls.code = code;
+  raise_tls.msg = msg;
+  if (msg != NULL) {
+    pthread_once(&raise_once, raise_key_init);
+    if (raise_key_ok && pthread_getspecific(raise_key) == NULL)
+      pthread_setspecific(raise_key, &raise_tls);
+  }
+}
+
 /* ---------------------------------------------------------------------- */
 /* Callback failures                                                       */
 
@@ -693,9 +711,22 @@ void cf__future_unlisten(cf_future *f, cf__listener *l) {
   cf__spin_unlock(mu);
 }
 
+static _Thread_local cf__cb_router cb_router;
+
+void cf__cb_router_swap(const cf__cb_router *r, cf__cb_router *prev) {
+  if (prev != NULL)
+    *prev = cb_router;
+  if (r != NULL)
+    cb_router = *r;
+  else
+    memset(&cb_router, 0, sizeof cb_router);
+}
+
 int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   if (f == NULL || fn == NULL)
     return CF_EINVAL;
+  if (cb_router.add != NULL)
+    return cb_router.add(cb_router.ctx, f, fn, arg);
   if (!cf_future_done(f)) {
     cf__listener *l = cf__malloc(sizeof *l);
     if (l == NULL)

@@ -248,6 +248,22 @@ int *cf__raise_code_slot(void);
 char *cf__raise_take(int code);
 void cf__raise_clear(void);
 
+/* For a scheduler that runs tasks on one thread (the loop): moves the
+ * calling thread's pending cf_raise message out (leaving none), or back
+ * in (freeing one left there), so that each task keeps its own across
+ * its suspensions. */
+void cf__raise_save(int *code, char **msg);
+void cf__raise_restore(int code, char *msg);
+
+/* Where cf_future_add_done_callback sends callbacks added on this thread
+ * (the loop, while it runs: it runs them on its own thread). add returns
+ * as cf_future_add_done_callback. */
+typedef struct cf__cb_router {
+  int (*add)(void *ctx, cf_future *f, cf_done_fn fn, void *arg);
+  void *ctx;
+} cf__cb_router;
+void cf__cb_router_swap(const cf__cb_router *r, cf__cb_router *prev);
+
 /* The calling thread's wait hook, or NULL. */
 const cf_wait_hook *cf__wait_hook_current(void);
 

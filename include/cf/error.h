@@ -43,7 +43,9 @@ extern "C" {
   XX(ESHUTDOWN, -3004, "executor has been shut down")                          \
   XX(EINVALSTATE, -3005, "future is not in a state that allows this")          \
   XX(ETASK, -3007, "task failed")                                              \
-  XX(EFORKED, -3008, "executor belongs to the parent of this forked process")
+  XX(EFORKED, -3008, "executor belongs to the parent of this forked process") \
+  XX(EWRONGTHREAD, -3009, "called from a thread that is not the loop's")       \
+  XX(ESTOPPED, -3010, "the loop was stopped before the future was done")
 
 /** Library error codes. All are negative. */
 enum cf_errno {

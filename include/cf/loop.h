@@ -1,0 +1,246 @@
+/*
+ * cf/loop.h - the event loop and coroutine tasks (Python's asyncio).
+ *
+ * A loop runs on one thread, on libuv. Its tasks are stackful coroutines:
+ * a task is an ordinary C function (cf_task_fn) that runs on a stack of
+ * its own and is suspended, not blocked, wherever it waits: in
+ * cf_future_wait / cf_future_result, cf_wait, cf_as_completed_next and
+ * cf_sleep. Thousands of tasks wait at once on one thread, in code that
+ * reads like the sequential version.
+ *
+ * A task is a cf_future like every other: spawn one with cf_loop_spawn,
+ * or submit to the loop's executor (cf_loop_executor), and wait for it,
+ * add callbacks to it, cancel it, put it in cf_wait or as_completed, from
+ * any thread. Inside a task, a future of any executor (a thread pool's,
+ * another loop's) is awaited the same way: there is no to_thread,
+ * run_in_executor or wrap_future, because there is one future type.
+ *
+ *     static int main_task(void *arg, cf_value *result) {
+ *       cf_future *f;
+ *       cf_executor_submit(pool, slow_call, arg, &f); // on a thread pool
+ *       const cf_value *v;
+ *       int rc = cf_future_result(f, CF_SEC(5), &v);  // suspends the task
+ *       ...
+ *     }
+ *     cf_future *done;
+ *     int rc = cf_loop_run_main(main_task, NULL, NULL, &done);
+ *
+ * Threads. A loop belongs to one thread at a time: the thread that
+ * created it, or that last ran it. Functions marked "loop thread" return
+ * CF_EWRONGTHREAD when called from any other thread, and change nothing.
+ * A thread runs at most one loop at a time (cf_loop_run inside a running
+ * loop: CF_EBUSY). cf_loop_call_soon_threadsafe, cf_loop_stop,
+ * cf_loop_spawn and everything in cf/future.h work from any thread.
+ *
+ * Cancellation (cf_future_cancel of a task). A task that has not started
+ * is cancelled at once and never runs. A started task gets the
+ * cancellation at its current or next wait, which returns CF_ECANCELED;
+ * the task may clean up and return CF_ECANCELED (its future ends
+ * CANCELLED), or ignore it and carry on (Python's "suppress"): a request
+ * is delivered once. A task whose function returns CF_ECANCELED ends
+ * CANCELLED in any case.
+ *
+ * Done callbacks. A callback that code running on a loop's thread adds to
+ * any future (cf_future_add_done_callback, while the loop runs) runs on
+ * that loop's thread, scheduled like cf_loop_call_soon, also when the
+ * future is completed by another thread or is already done: never inline
+ * in a foreign thread, never before add_done_callback returns.
+ *
+ * Stacks. Each running or suspended task has its own stack (mmap'ed, a
+ * guard page below it, recycled through a per-loop cache). Only the
+ * pages a task touches use memory. A task that overflows its stack dies
+ * with a message naming the stack size on stderr (SIGSEGV), never with
+ * silent corruption. Memory that a task passes to other tasks or threads
+ * may live on its stack: it stays put while the task is suspended.
+ *
+ * Errors: 0 or a negative code (cf/error.h); CF_EWRONGTHREAD as above,
+ * CF_ESHUTDOWN once the loop is shutting down or freed, CF_EINVAL for
+ * bad arguments, CF_ENOMEM.
+ */
+#ifndef CF_LOOP_H
+#define CF_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf/error.h"
+#include "cf/executor.h"
+#include "cf/future.h"
+#include "cf/time.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cf_loop cf_loop;
+
+/** Options for cf_loop_new. Zero-initialise; every zero is a default. */
+typedef struct cf_loop_opts {
+  /** Stack size of each task, in bytes (0: 256 KiB). Rounded up to whole
+   * pages; at least 16 KiB. Address space only: a task uses the pages it
+   * touches. */
+  size_t stack_size;
+  /** Stacks kept for reuse when tasks end (0: 64). */
+  size_t stack_cache;
+  /** Name in descriptions and messages (borrowed; NULL: "loop"). */
+  const char *name;
+} cf_loop_opts;
+
+/**
+ * Creates a loop, owned by the calling thread until another thread runs
+ * it. Returns 0 and the loop in *out, or CF_EINVAL (NULL out, bad
+ * options), CF_ENOMEM, or a libuv failure as -errno.
+ */
+CF_EXTERN int cf_loop_new(const cf_loop_opts *opts, cf_loop **out);
+
+/**
+ * Frees the loop (loop thread; not while it runs: CF_EBUSY). Tasks that
+ * never started are cancelled; tasks that are suspended get a
+ * cancellation, and the loop runs (on this thread) until they have all
+ * ended; callbacks still scheduled then run or, for timers not yet due,
+ * are dropped. Returns 0 (NULL: nothing to do), CF_EWRONGTHREAD,
+ * CF_EBUSY, CF_EBADF (already freed).
+ */
+CF_EXTERN int cf_loop_free(cf_loop *loop);
+
+/**
+ * The loop as an executor (borrowed; valid until cf_loop_free): submit
+ * spawns a task, map runs a task per item or chunk, shutdown with
+ * CF_SHUTDOWN_CANCEL_FUTURES cancels what has not started, and
+ * stats count tasks. Do not cf_executor_free it: free the loop.
+ * A shutdown with CF_SHUTDOWN_WAIT from the loop's thread, while the loop
+ * is not running, runs it until every task has ended; from another thread
+ * it waits for the running loop to finish them. From a task of the loop
+ * itself it returns CF_EDEADLK.
+ */
+CF_EXTERN cf_executor *cf_loop_executor(cf_loop *loop);
+
+/**
+ * Runs the loop on the calling thread until cf_loop_stop is called
+ * (Python's run_forever). The calling thread becomes the loop's thread.
+ * Returns 0 once stopped; CF_EBUSY if the loop already runs (on any
+ * thread) or this thread already runs a loop; CF_EINVAL for NULL.
+ */
+CF_EXTERN int cf_loop_run(cf_loop *loop);
+
+/**
+ * Runs the loop until f is done (Python's run_until_complete), then
+ * returns 0; read f's outcome with the future API. Returns CF_ESTOPPED if
+ * cf_loop_stop stopped the loop first, else as cf_loop_run.
+ */
+CF_EXTERN int cf_loop_run_until(cf_loop *loop, cf_future *f);
+
+/**
+ * Asks a running loop to stop: cf_loop_run returns after the callbacks
+ * already due have run. Any thread; a loop that is not running returns
+ * from its next cf_loop_run at once (once). Returns 0 or CF_EINVAL.
+ */
+CF_EXTERN int cf_loop_stop(cf_loop *loop);
+
+/** The loop running on the calling thread, or NULL (get_running_loop). */
+CF_EXTERN cf_loop *cf_loop_current(void);
+
+/**
+ * Python's asyncio.run: creates a loop with opts (NULL: defaults), runs
+ * fn(arg) as its main task until it ends, cancels the tasks still alive
+ * and lets them end, frees the loop, and returns the main task's outcome:
+ * 0, its error code, or CF_ECANCELED. If out is non-NULL it gets the main
+ * task's future (done; a reference: cf_future_unref it) for the value
+ * and the message. Returns CF_EBUSY if this thread already runs a loop,
+ * CF_EINVAL for a NULL fn, or what cf_loop_new returns.
+ */
+CF_EXTERN int cf_loop_run_main(cf_task_fn fn, void *arg,
+                               const cf_loop_opts *opts, cf_future **out);
+
+/* ---------------------------------------------------------------------- */
+/* Callbacks                                                              */
+
+/** A callback scheduled on a loop. */
+typedef void (*cf_callback_fn)(void *arg);
+
+/** A scheduled callback, for cancelling it (Python's Handle). */
+typedef struct cf_loop_call cf_loop_call;
+
+/**
+ * Schedules fn(arg) to run on the loop's next turn (loop thread). Calls
+ * scheduled this way run in the order they were scheduled. If out is
+ * non-NULL it gets a handle (release it with cf_loop_call_release).
+ * Returns 0, CF_EWRONGTHREAD, CF_ESHUTDOWN, CF_EINVAL, CF_ENOMEM.
+ */
+CF_EXTERN int cf_loop_call_soon(cf_loop *loop, cf_callback_fn fn, void *arg,
+                                cf_loop_call **out);
+
+/**
+ * Schedules fn(arg) to run once delay_ns have passed (loop thread), never
+ * earlier; calls due at the same time run in the order they were
+ * scheduled. Returns as cf_loop_call_soon, CF_EINVAL for a negative
+ * delay.
+ */
+CF_EXTERN int cf_loop_call_later(cf_loop *loop, int64_t delay_ns,
+                                 cf_callback_fn fn, void *arg,
+                                 cf_loop_call **out);
+
+/** cf_loop_call_later at an absolute deadline on cf_now_ns()'s clock. */
+CF_EXTERN int cf_loop_call_at(cf_loop *loop, int64_t deadline_ns,
+                              cf_callback_fn fn, void *arg,
+                              cf_loop_call **out);
+
+/**
+ * Schedules fn(arg) on the loop from any thread (Python's
+ * call_soon_threadsafe) and wakes the loop. Calls from one thread run in
+ * the order made. Returns 0, CF_ESHUTDOWN (the loop is being freed: fn
+ * will not run), CF_EINVAL, CF_ENOMEM.
+ */
+CF_EXTERN int cf_loop_call_soon_threadsafe(cf_loop *loop, cf_callback_fn fn,
+                                           void *arg);
+
+/**
+ * Cancels a scheduled call that has not run (loop thread). Returns 0
+ * (cancelled: it will not run), CF_EBUSY (it ran, or is running),
+ * CF_EWRONGTHREAD, CF_EINVAL.
+ */
+CF_EXTERN int cf_loop_call_cancel(cf_loop_call *h);
+
+/** Releases a handle (any thread, once; NULL is ignored). */
+CF_EXTERN void cf_loop_call_release(cf_loop_call *h);
+
+/* ---------------------------------------------------------------------- */
+/* Tasks                                                                  */
+
+/**
+ * Spawns fn(arg) as a task of the loop (Python's create_task), from any
+ * thread: it starts on the loop's next turn, on a stack of its own. The
+ * future (a reference: unref it) ends with fn's outcome: its value, or
+ * its error and cf_raise message, or CANCELLED. Same as cf_executor_submit
+ * on cf_loop_executor(loop). Returns 0, CF_ESHUTDOWN, CF_EINVAL,
+ * CF_ENOMEM.
+ */
+CF_EXTERN int cf_loop_spawn(cf_loop *loop, cf_task_fn fn, void *arg,
+                            cf_future **out);
+
+/** The task running on the calling thread (borrowed), or NULL. */
+CF_EXTERN cf_future *cf_task_current(void);
+
+/**
+ * Sleeps for ns nanoseconds (Python's asyncio.sleep). In a task it
+ * suspends the task; anywhere else it blocks the thread. Returns 0, or
+ * CF_ECANCELED if the task was cancelled while sleeping (it wakes at
+ * once), CF_EINVAL for a negative time.
+ */
+CF_EXTERN int cf_sleep(int64_t ns);
+
+/** cf_sleep until an absolute deadline on cf_now_ns()'s clock. */
+CF_EXTERN int cf_sleep_until(int64_t deadline_ns);
+
+/**
+ * Lets the other ready tasks and callbacks run, then resumes (Python's
+ * asyncio.sleep(0)). Outside a task: returns 0 at once. Returns 0 or
+ * CF_ECANCELED.
+ */
+CF_EXTERN int cf_yield(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CF_LOOP_H */

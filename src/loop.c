@@ -1,0 +1,1328 @@
+/*
+ * loop.c - the event loop (on libuv) and its coroutine tasks.
+ *
+ * Data flow. Everything that is to run on the loop is a node (rnode) in
+ * one FIFO, touched only by the loop's thread: a callback (cf_loop_call),
+ * a task to start or to resume, a routed done callback. Other threads
+ * push nodes onto a lock-free stack (`remote`) and wake the loop through
+ * a uv_async_t; the loop moves them, in push order, into the FIFO. Timers
+ * (call_later, sleeps, wait deadlines) sit in a binary heap ordered by
+ * (deadline, sequence) on cf_now_ns()'s clock; one uv_timer_t wakes the
+ * loop for the earliest. libuv polls; the driver (drive) alternates:
+ * due timers, the FIFO (up to a budget), then uv_run, blocking only when
+ * the FIFO is empty.
+ *
+ * A task is a future of this executor with an ltask in its room (one
+ * allocation). It starts from the FIFO (claim, take a stack, switch in),
+ * runs until it waits, and is resumed from the FIFO by whoever ends the
+ * wait. Waits use one protocol: the task sets `armed`, registers what
+ * may end the wait (a listener on a future, a timer, a permit), and
+ * suspends; every waker (a completion on any thread, a timer, a
+ * cancellation, hook_wake) races to CAS armed 1 -> 0, and only the winner
+ * writes the reason and posts the task, exactly once. The task then
+ * detaches what it registered (unlisten waits for a notify in progress).
+ *
+ * Cancellation of a started task sets cancel_req and tries to end its
+ * current wait; a wait that starts with cancel_req set ends at once. The
+ * task consumes the request when it is delivered (CF_ECANCELED from the
+ * wait), so it is delivered once.
+ *
+ * Threads: the FIFO, the heap, the task list, the stack cache and every
+ * ltask field not marked atomic belong to the loop's thread. The owner
+ * changes only while the loop is not running (running is claimed by
+ * CAS, which orders the hand-over).
+ */
+#define _GNU_SOURCE
+#include "cf/loop.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "common.h"
+#include "coro.h"
+#include "executor_int.h"
+#include "fault.h"
+#include "future_int.h"
+#include "park.h"
+
+enum { KIND_TASK = 1, KIND_THREAD = 2 };
+enum { R_NONE, R_DONE, R_TIMEOUT, R_CANCEL, R_SIGNAL };
+enum { BUDGET = 4096 };             /* nodes run between two polls */
+#define SHUTDOWN_CANCEL_RUNNING (1u << 8) /* internal: cf_loop_free */
+
+typedef struct rnode rnode;
+struct rnode {
+  rnode *next;
+  void (*run)(rnode *n);
+};
+
+typedef struct ltimer ltimer;
+struct ltimer {
+  int64_t due;
+  uint64_t seq;
+  size_t idx; /* position in the heap, or NOT_QUEUED */
+  void (*fire)(ltimer *t);
+};
+#define NOT_QUEUED SIZE_MAX
+
+typedef struct ltask {
+  int kind; /* KIND_TASK: first, tells tokens apart */
+  cf_future *f;
+  cf_loop *loop;
+  rnode node; /* start, then resume */
+  cf__ctx ctx;
+  cf__stack stack;
+  cf__listener lis; /* waiting on one future */
+  ltimer timer;     /* a wait's deadline, a sleep */
+  _Atomic uint32_t armed;
+  _Atomic uint32_t permit;  /* hook_wake before or during a sleep */
+  _Atomic bool cancel_req;
+  int reason; /* R_*: why the wait ended, written by the winner */
+  int raise_code;
+  char *raise_msg;
+  cf__outcome out;
+  bool exited;
+  struct ltask *prev, *next; /* the loop's list of tasks */
+} ltask;
+
+typedef struct thread_waiter {
+  int kind; /* KIND_THREAD */
+  _Atomic uint32_t permit;
+} thread_waiter;
+
+struct cf_loop_call {
+  rnode node;
+  ltimer timer;
+  cf_loop *loop;
+  cf_callback_fn fn;
+  void *arg;
+  _Atomic uint32_t refs;
+  int state; /* CALL_*; loop thread */
+};
+enum { CALL_SCHEDULED, CALL_RAN, CALL_CANCELLED };
+
+/* A done callback added on the loop's thread, to run there. */
+typedef struct route {
+  cf__listener lis;
+  rnode node;
+  cf_loop *loop;
+  cf_future *f;
+  cf_done_fn fn;
+  void *arg;
+  _Atomic bool fired;
+  struct route *prev, *next;
+} route;
+
+struct cf_loop {
+  cf_executor base; /* first: the loop is an executor */
+  uv_loop_t uv;
+  uv_async_t async;
+  uv_timer_t utimer;
+  cf__ctx sched; /* the loop thread's own context while running */
+  const char *name;
+  size_t stack_size, stack_cache_max;
+
+  /* The loop's thread only. */
+  rnode *rhead, **rtail;
+  ltimer **heap;
+  size_t nheap, capheap;
+  uint64_t seq;
+  ltask *tasks;
+  route *routes;
+  cf__stack *stacks;
+  size_t nstacks;
+  cf_wait_hook prev_hook;
+  cf__cb_router prev_router;
+
+  /* Any thread. */
+  _Atomic(rnode *) remote;
+  _Atomic uintptr_t owner; /* thread id of the loop's thread */
+  _Atomic int running;
+  _Atomic bool stop_req;
+  _Atomic bool closing;
+  _Atomic size_t live; /* tasks submitted and not ended */
+  _Atomic uint32_t cancel_flags; /* cancel-all requests for the loop */
+  rnode cancel_node;
+  _Atomic bool cancel_posted;
+  thread_waiter tw;
+  pthread_mutex_t mu; /* with cv: shutdown waits from other threads */
+  pthread_cond_t cv;
+  _Atomic uint64_t submitted, completed, failed, cancelled, started, ended,
+      callbacks_failed;
+  cf__cb_sink sink;
+};
+
+static _Thread_local cf_loop *tls_loop;   /* running on this thread */
+static _Thread_local ltask *tls_task;     /* the task running now */
+static _Thread_local char tid_anchor;
+
+static uintptr_t self_id(void) { return (uintptr_t)&tid_anchor; }
+
+static bool on_loop_thread(cf_loop *L) {
+  return atomic_load_explicit(&L->owner, memory_order_relaxed) == self_id();
+}
+
+/* ---------------------------------------------------------------------- */
+/* The FIFO and the remote stack                                          */
+
+static void fifo_push(cf_loop *L, rnode *n) {
+  n->next = NULL;
+  *L->rtail = n;
+  L->rtail = &n->next;
+}
+
+static rnode *fifo_pop(cf_loop *L) {
+  rnode *n = L->rhead;
+  if (n != NULL) {
+    L->rhead = n->next;
+    if (L->rhead == NULL)
+      L->rtail = &L->rhead;
+  }
+  return n;
+}
+
+static void remote_push(cf_loop *L, rnode *n) {
+  rnode *h = atomic_load_explicit(&L->remote, memory_order_relaxed);
+  do
+    n->next = h;
+  while (!atomic_compare_exchange_weak_explicit(
+      &L->remote, &h, n, memory_order_release, memory_order_relaxed));
+  /* A push onto a non-empty stack needs no wake-up: the one that made it
+   * non-empty sent it, and the drain that follows takes this node too. */
+  if (h == NULL)
+    uv_async_send(&L->async);
+}
+
+static void drain_remote(cf_loop *L) {
+  if (atomic_load_explicit(&L->remote, memory_order_relaxed) == NULL)
+    return;
+  rnode *n = atomic_exchange_explicit(&L->remote, NULL, memory_order_acquire);
+  rnode *rev = NULL;
+  while (n != NULL) { /* newest first: reverse into push order */
+    rnode *next = n->next;
+    n->next = rev;
+    rev = n;
+    n = next;
+  }
+  while (rev != NULL) {
+    rnode *next = rev->next;
+    fifo_push(L, rev);
+    rev = next;
+  }
+}
+
+/* Schedules n on L from any thread. */
+static void post(cf_loop *L, rnode *n) {
+  if (tls_loop == L)
+    fifo_push(L, n);
+  else
+    remote_push(L, n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Timers                                                                 */
+
+static bool timer_before(const ltimer *a, const ltimer *b) {
+  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_set(cf_loop *L, size_t i, ltimer *t) {
+  L->heap[i] = t;
+  t->idx = i;
+}
+
+static void sift_up(cf_loop *L, size_t i) {
+  ltimer *t = L->heap[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!timer_before(t, L->heap[parent]))
+      break;
+    heap_set(L, i, L->heap[parent]);
+    i = parent;
+  }
+  heap_set(L, i, t);
+}
+
+static void sift_down(cf_loop *L, size_t i) {
+  ltimer *t = L->heap[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= L->nheap)
+      break;
+    if (c + 1 < L->nheap && timer_before(L->heap[c + 1], L->heap[c]))
+      c++;
+    if (!timer_before(L->heap[c], t))
+      break;
+    heap_set(L, i, L->heap[c]);
+    i = c;
+  }
+  heap_set(L, i, t);
+}
+
+static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
+  if (L->nheap == L->capheap) {
+    size_t cap = L->capheap != 0 ? 2 * L->capheap : 64;
+    ltimer **h = cf__realloc(L->heap, cap, sizeof *h);
+    if (h == NULL)
+      return CF_ENOMEM;
+    L->heap = h;
+    L->capheap = cap;
+  }
+  t->due = due;
+  t->seq = L->seq++;
+  heap_set(L, L->nheap++, t);
+  sift_up(L, t->idx);
+  return 0;
+}
+
+static void timer_del(cf_loop *L, ltimer *t) {
+  size_t i = t->idx;
+  if (i == NOT_QUEUED)
+    return;
+  t->idx = NOT_QUEUED;
+  ltimer *last = L->heap[--L->nheap];
+  if (i == L->nheap)
+    return;
+  heap_set(L, i, last);
+  if (i > 0 && timer_before(last, L->heap[(i - 1) / 2]))
+    sift_up(L, i);
+  else
+    sift_down(L, i);
+}
+
+static void run_due_timers(cf_loop *L) {
+  if (L->nheap == 0)
+    return;
+  int64_t now = cf_now_ns();
+  while (L->nheap > 0 && L->heap[0]->due <= now) {
+    ltimer *t = L->heap[0];
+    timer_del(L, t);
+    t->fire(t);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Callbacks                                                              */
+
+static void call_unref(cf_loop_call *h) {
+  if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+    free(h);
+}
+
+static void call_run(rnode *n) {
+  cf_loop_call *h = cf__container_of(n, cf_loop_call, node);
+  if (h->state == CALL_SCHEDULED) {
+    h->state = CALL_RAN;
+    h->fn(h->arg);
+  }
+  call_unref(h);
+}
+
+static void call_fire(ltimer *t) {
+  cf_loop_call *h = cf__container_of(t, cf_loop_call, timer);
+  fifo_push(h->loop, &h->node);
+}
+
+static cf_loop_call *call_new(cf_loop *L, cf_callback_fn fn, void *arg,
+                              bool handle) {
+  cf_loop_call *h = cf__malloc(sizeof *h);
+  if (h == NULL)
+    return NULL;
+  memset(h, 0, sizeof *h);
+  h->node.run = call_run;
+  h->timer.idx = NOT_QUEUED;
+  h->timer.fire = call_fire;
+  h->loop = L;
+  h->fn = fn;
+  h->arg = arg;
+  atomic_init(&h->refs, handle ? 2u : 1u);
+  h->state = CALL_SCHEDULED;
+  return h;
+}
+
+static int check_loop(cf_loop *L) {
+  if (L == NULL)
+    return CF_EINVAL;
+  if (atomic_load_explicit(&L->base.magic, memory_order_acquire) !=
+      CF__EXECUTOR_LIVE)
+    return CF_EBADF;
+  return 0;
+}
+
+static int schedule(cf_loop *L, int64_t due, bool timed, cf_callback_fn fn,
+                    void *arg, cf_loop_call **out) {
+  if (out != NULL)
+    *out = NULL;
+  int rc = check_loop(L);
+  if (rc != 0)
+    return rc;
+  if (fn == NULL)
+    return CF_EINVAL;
+  if (!on_loop_thread(L))
+    return CF_EWRONGTHREAD;
+  cf_loop_call *h = call_new(L, fn, arg, out != NULL);
+  if (h == NULL)
+    return CF_ENOMEM;
+  if (timed) {
+    if (timer_add(L, &h->timer, due) != 0) {
+      free(h);
+      return CF_ENOMEM;
+    }
+  } else {
+    fifo_push(L, &h->node);
+  }
+  if (out != NULL)
+    *out = h;
+  return 0;
+}
+
+int cf_loop_call_soon(cf_loop *loop, cf_callback_fn fn, void *arg,
+                      cf_loop_call **out) {
+  return schedule(loop, 0, false, fn, arg, out);
+}
+
+int cf_loop_call_at(cf_loop *loop, int64_t deadline_ns, cf_callback_fn fn,
+                    void *arg, cf_loop_call **out) {
+  return schedule(loop, deadline_ns, true, fn, arg, out);
+}
+
+int cf_loop_call_later(cf_loop *loop, int64_t delay_ns, cf_callback_fn fn,
+                       void *arg, cf_loop_call **out) {
+  if (delay_ns < 0) {
+    if (out != NULL)
+      *out = NULL;
+    return CF_EINVAL;
+  }
+  return schedule(loop, cf_deadline_after(delay_ns), true, fn, arg, out);
+}
+
+int cf_loop_call_soon_threadsafe(cf_loop *loop, cf_callback_fn fn,
+                                 void *arg) {
+  if (loop == NULL || fn == NULL)
+    return CF_EINVAL;
+  cf__pin pin;
+  int rc = cf__executor_pin(&loop->base, &pin);
+  if (rc != 0)
+    return rc == CF_EBADF ? CF_ESHUTDOWN : rc;
+  cf_loop_call *h = call_new(loop, fn, arg, false);
+  if (h == NULL) {
+    cf__executor_unpin(&pin);
+    return CF_ENOMEM;
+  }
+  post(loop, &h->node);
+  cf__executor_unpin(&pin);
+  return 0;
+}
+
+int cf_loop_call_cancel(cf_loop_call *h) {
+  if (h == NULL)
+    return CF_EINVAL;
+  if (!on_loop_thread(h->loop))
+    return CF_EWRONGTHREAD;
+  if (h->state != CALL_SCHEDULED)
+    return CF_EBUSY;
+  h->state = CALL_CANCELLED;
+  if (h->timer.idx != NOT_QUEUED) {
+    timer_del(h->loop, &h->timer);
+    call_unref(h); /* the loop's reference: it will never be queued */
+  }
+  /* A call in the FIFO stays there and is dropped when reached. */
+  return 0;
+}
+
+void cf_loop_call_release(cf_loop_call *h) {
+  if (h != NULL)
+    call_unref(h);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Stacks                                                                 */
+
+static int stack_get(cf_loop *L, cf__stack *s) {
+  if (L->nstacks > 0) {
+    *s = L->stacks[--L->nstacks];
+    return 0;
+  }
+  return cf__stack_alloc(s, L->stack_size);
+}
+
+static void stack_put(cf_loop *L, cf__stack *s) {
+  if (L->nstacks < L->stack_cache_max)
+    L->stacks[L->nstacks++] = *s;
+  else
+    cf__stack_free(s);
+  s->lo = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tasks                                                                  */
+
+static ltask *task_of(cf_future *f) { return cf__future_room(f); }
+
+static void list_add(cf_loop *L, ltask *t) {
+  t->prev = NULL;
+  t->next = L->tasks;
+  if (L->tasks != NULL)
+    L->tasks->prev = t;
+  L->tasks = t;
+}
+
+static void list_del(cf_loop *L, ltask *t) {
+  if (t->prev != NULL)
+    t->prev->next = t->next;
+  else
+    L->tasks = t->next;
+  if (t->next != NULL)
+    t->next->prev = t->prev;
+  t->prev = t->next = NULL;
+}
+
+/* A task has ended (or never started): the loop lets go of it. */
+static void task_gone(cf_loop *L, ltask *t) {
+  list_del(L, t);
+  cf_future *f = t->f;
+  if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_acq_rel) == 1 &&
+      atomic_load_explicit(&L->closing, memory_order_acquire)) {
+    pthread_mutex_lock(&L->mu);
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+  }
+  cf_future_unref(f); /* the loop's reference; t may be gone now */
+}
+
+/* The task's function returned: publish its outcome. */
+static void task_end(cf_loop *L, ltask *t) {
+  atomic_fetch_add_explicit(&L->ended, 1, memory_order_relaxed);
+  cf__ctx_destroy(&t->ctx);
+  stack_put(L, &t->stack);
+  cf__outcome *o = &t->out;
+  if (o->err == CF_ECANCELED) {
+    free(o->msg);
+    o->msg = NULL;
+    atomic_fetch_add_explicit(&L->cancelled, 1, memory_order_relaxed);
+    cf__future_finish_cancelled(t->f, &L->sink);
+  } else {
+    atomic_fetch_add_explicit(o->err == 0 ? &L->completed : &L->failed, 1,
+                              memory_order_relaxed);
+    cf__future_finish(t->f, o, &L->sink);
+  }
+  task_gone(L, t);
+}
+
+static void task_resume(rnode *n) {
+  ltask *t = cf__container_of(n, ltask, node);
+  cf_loop *L = t->loop;
+  tls_task = t;
+  cf__raise_restore(t->raise_code, t->raise_msg);
+  t->raise_msg = NULL;
+  cf__ctx_switch(&L->sched, &t->ctx);
+  tls_task = NULL;
+  if (t->exited)
+    task_end(L, t);
+}
+
+static void task_entry(void *p) {
+  ltask *t = p;
+  cf__future_exec(t->f, &t->out);
+  t->exited = true;
+  cf__ctx_exit(&t->ctx, &t->loop->sched);
+}
+
+static void task_start(rnode *n) {
+  ltask *t = cf__container_of(n, ltask, node);
+  cf_loop *L = t->loop;
+  list_add(L, t);
+  if (!cf__future_claim(t->f)) { /* cancelled before it started */
+    atomic_fetch_add_explicit(&L->cancelled, 1, memory_order_relaxed);
+    task_gone(L, t);
+    return;
+  }
+  atomic_fetch_add_explicit(&L->started, 1, memory_order_relaxed);
+  if (stack_get(L, &t->stack) != 0) {
+    cf__task_rec rec;
+    cf__future_take_task(t->f, &rec);
+    if (rec.arg_dtor != NULL)
+      rec.arg_dtor(rec.arg);
+    cf__outcome o = {.err = CF_ENOMEM,
+                     .msg = cf__asprintf("no memory for a task stack of %zu "
+                                         "bytes",
+                                         L->stack_size)};
+    atomic_fetch_add_explicit(&L->ended, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&L->failed, 1, memory_order_relaxed);
+    cf__future_finish(t->f, &o, &L->sink);
+    task_gone(L, t);
+    return;
+  }
+  cf__ctx_make(&t->ctx, &t->stack, task_entry, t);
+  t->node.run = task_resume;
+  task_resume(&t->node);
+}
+
+/* Suspends the running task t until someone posts it. */
+static void task_suspend(ltask *t) {
+  cf__raise_save(&t->raise_code, &t->raise_msg);
+  cf__ctx_switch(&t->ctx, &t->loop->sched);
+}
+
+/* Ends t's current wait with `reason` if it is still armed: only the
+ * winner posts the task. Any thread. */
+static bool task_wake(ltask *t, int reason) {
+  uint32_t one = 1;
+  if (!atomic_compare_exchange_strong(&t->armed, &one, 0))
+    return false;
+  t->reason = reason;
+  post(t->loop, &t->node);
+  return true;
+}
+
+static void task_timer_fire(ltimer *tm) {
+  task_wake(cf__container_of(tm, ltask, timer), R_TIMEOUT);
+}
+
+static void task_on_done(cf__listener *l, cf_future *f) {
+  (void)f;
+  task_wake(cf__container_of(l, ltask, lis), R_DONE);
+}
+
+/* The common part of every wait of a task, once armed and registered:
+ * the deadline, a pending cancellation, the suspension. Returns the
+ * reason the wait ended. */
+static int task_block(ltask *t, int64_t deadline) {
+  cf_loop *L = t->loop;
+  bool timed = false;
+  if (deadline != CF_FOREVER) {
+    if (timer_add(L, &t->timer, deadline) != 0) {
+      uint32_t one = 1;
+      if (atomic_compare_exchange_strong(&t->armed, &one, 0))
+        return R_NONE; /* no memory for the timer: CF_ENOMEM */
+      task_suspend(t); /* someone else ended it already */
+      return t->reason;
+    }
+    timed = true;
+  }
+  int reason;
+  if (atomic_load(&t->cancel_req)) {
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong(&t->armed, &one, 0)) {
+      reason = R_CANCEL;
+    } else {
+      task_suspend(t); /* consume the post of whoever won */
+      reason = t->reason;
+    }
+  } else {
+    task_suspend(t);
+    reason = t->reason;
+  }
+  if (timed)
+    timer_del(L, &t->timer);
+  if (reason == R_CANCEL)
+    atomic_store(&t->cancel_req, false); /* delivered */
+  return reason;
+}
+
+static int reason_code(int reason) {
+  switch (reason) {
+  case R_TIMEOUT:
+    return CF_ETIMEDOUT;
+  case R_CANCEL:
+    return CF_ECANCELED;
+  case R_NONE:
+    return CF_ENOMEM;
+  default:
+    return 0;
+  }
+}
+
+/* Waits in task t for f. */
+static int task_wait_future(ltask *t, cf_future *f, int64_t deadline) {
+  if (f == t->f)
+    return CF_EDEADLK;
+  atomic_store(&t->armed, 1);
+  memset(&t->lis, 0, sizeof t->lis);
+  t->lis.notify = task_on_done;
+  if (cf__future_listen(f, &t->lis) == 1) {
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong(&t->armed, &one, 0))
+      return 0; /* done already */
+    task_suspend(t); /* a cancellation won meanwhile */
+    if (t->reason == R_CANCEL)
+      atomic_store(&t->cancel_req, false);
+    return reason_code(t->reason);
+  }
+  int reason = task_block(t, deadline);
+  cf__future_unlisten(f, &t->lis);
+  return reason_code(reason);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The wait hook and the callback router                                  */
+
+static int hook_wait(void *ctx, cf_future *f, int64_t deadline) {
+  cf_loop *L = ctx;
+  ltask *t = tls_task;
+  if (t == NULL) {
+    /* A callback on the loop's thread: only blocking is possible, and a
+     * future this loop runs would never end. */
+    if (f->owner == &L->base)
+      return CF_EDEADLK;
+    return cf_future_wait_blocking(f, deadline);
+  }
+  return task_wait_future(t, f, deadline);
+}
+
+static void *hook_waiter(void *ctx) {
+  cf_loop *L = ctx;
+  ltask *t = tls_task;
+  return t != NULL ? (void *)t : (void *)&L->tw;
+}
+
+static int hook_sleep(void *ctx, void *token, cf_future *const *fs, size_t n,
+                      int64_t deadline) {
+  cf_loop *L = ctx;
+  if (*(int *)token == KIND_THREAD) {
+    for (size_t i = 0; i < n; i++)
+      if (fs[i] != NULL && fs[i]->owner == &L->base && !cf_future_done(fs[i]))
+        return CF_EDEADLK;
+    thread_waiter *w = token;
+    while (atomic_exchange(&w->permit, 0) == 0)
+      if (cf__park_wait(&w->permit, 0, deadline) == CF_ETIMEDOUT &&
+          atomic_exchange(&w->permit, 0) == 0)
+        return CF_ETIMEDOUT;
+    return 0;
+  }
+  ltask *t = token;
+  for (size_t i = 0; i < n; i++)
+    if (fs[i] == t->f)
+      return CF_EDEADLK;
+  atomic_store(&t->armed, 1);
+  if (atomic_exchange(&t->permit, 0) != 0) {
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong(&t->armed, &one, 0))
+      return 0;
+    task_suspend(t);
+    if (t->reason == R_CANCEL)
+      atomic_store(&t->cancel_req, false);
+    return reason_code(t->reason);
+  }
+  int reason = task_block(t, deadline);
+  atomic_store(&t->permit, 0);
+  return reason_code(reason);
+}
+
+static void hook_wake(void *token) {
+  if (*(int *)token == KIND_THREAD) {
+    thread_waiter *w = token;
+    atomic_store(&w->permit, 1);
+    cf__park_wake(&w->permit, 1);
+    return;
+  }
+  ltask *t = token;
+  atomic_store(&t->permit, 1);
+  task_wake(t, R_SIGNAL);
+}
+
+static void route_run(rnode *n) {
+  route *r = cf__container_of(n, route, node);
+  cf_loop *L = r->loop;
+  if (r->prev != NULL)
+    r->prev->next = r->next;
+  else
+    L->routes = r->next;
+  if (r->next != NULL)
+    r->next->prev = r->prev;
+  int rc = r->fn(r->f, r->arg);
+  if (rc != 0)
+    cf__report_callback_error(&L->sink, r->f, rc);
+  cf_future_unref(r->f);
+  free(r);
+}
+
+static void route_notify(cf__listener *l, cf_future *f) {
+  (void)f;
+  route *r = cf__container_of(l, route, lis);
+  atomic_store(&r->fired, true);
+  post(r->loop, &r->node);
+}
+
+static int route_add(void *ctx, cf_future *f, cf_done_fn fn, void *arg) {
+  cf_loop *L = ctx;
+  route *r = cf__malloc(sizeof *r);
+  if (r == NULL)
+    return CF_ENOMEM;
+  memset(r, 0, sizeof *r);
+  r->lis.notify = route_notify;
+  r->node.run = route_run;
+  r->loop = L;
+  r->f = cf_future_ref(f);
+  r->fn = fn;
+  r->arg = arg;
+  r->next = L->routes;
+  if (L->routes != NULL)
+    L->routes->prev = r;
+  L->routes = r;
+  if (cf__future_listen(f, &r->lis) == 1) {
+    atomic_store(&r->fired, true);
+    fifo_push(L, &r->node);
+  }
+  return 0;
+}
+
+static void report_to_handler(void *ctx, cf_future *f, int rc) {
+  (void)ctx;
+  cf__report_callback_error(NULL, f, rc);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Running                                                                */
+
+static void on_async(uv_async_t *a) { (void)a; }
+static void on_utimer(uv_timer_t *t) { (void)t; }
+
+static int claim(cf_loop *L) {
+  if (tls_loop != NULL)
+    return CF_EBUSY;
+  int zero = 0;
+  if (!atomic_compare_exchange_strong(&L->running, &zero, 1))
+    return CF_EBUSY;
+  atomic_store_explicit(&L->owner, self_id(), memory_order_relaxed);
+  cf__stack_guard_thread();
+  cf__ctx_init_thread(&L->sched);
+  tls_loop = L;
+  cf_wait_hook hook = {.wait = hook_wait,
+                       .ctx = L,
+                       .waiter = hook_waiter,
+                       .sleep = hook_sleep,
+                       .wake = hook_wake};
+  cf_wait_hook_swap(&hook, &L->prev_hook);
+  cf__cb_router router = {.add = route_add, .ctx = L};
+  cf__cb_router_swap(&router, &L->prev_router);
+  return 0;
+}
+
+static void unclaim(cf_loop *L) {
+  cf_wait_hook_swap(&L->prev_hook, NULL);
+  cf__cb_router_swap(&L->prev_router, NULL);
+  tls_loop = NULL;
+  atomic_store(&L->running, 0);
+}
+
+static void cancel_all(cf_loop *L, unsigned flags);
+
+static void run_ready(cf_loop *L) {
+  drain_remote(L);
+  run_due_timers(L);
+  for (int i = 0; i < BUDGET; i++) {
+    rnode *n = fifo_pop(L);
+    if (n == NULL)
+      break;
+    n->run(n);
+  }
+}
+
+/* Waits in libuv for I/O, a wake-up or the earliest timer (or just polls
+ * when there is work ready). */
+static void poll_io(cf_loop *L, int64_t deadline) {
+  drain_remote(L);
+  bool ready = L->rhead != NULL;
+  if (!ready) {
+    int64_t due = L->nheap > 0 ? L->heap[0]->due : CF_FOREVER;
+    if (deadline < due)
+      due = deadline;
+    if (due != CF_FOREVER) {
+      int64_t now = cf_now_ns();
+      if (due <= now) {
+        ready = true;
+      } else {
+        uint64_t ms = (uint64_t)((due - now + 999999) / 1000000);
+        uv_update_time(&L->uv);
+        uv_timer_start(&L->utimer, on_utimer, ms, 0);
+      }
+    }
+  }
+  uv_run(&L->uv, ready ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  uv_timer_stop(&L->utimer);
+}
+
+enum { UNTIL_STOP, UNTIL_FUTURE, UNTIL_NO_TASKS };
+
+static void wake_loop(cf__listener *l, cf_future *f) {
+  (void)f;
+  cf_loop *L = l->arg;
+  uv_async_send(&L->async);
+}
+
+/* Runs the loop (claimed) until the condition holds, cf_loop_stop, or
+ * the deadline. */
+static int drive(cf_loop *L, int until, cf_future *f, int64_t deadline) {
+  cf__listener lis;
+  memset(&lis, 0, sizeof lis);
+  lis.notify = wake_loop;
+  lis.arg = L;
+  bool listening = until == UNTIL_FUTURE && cf__future_listen(f, &lis) == 0;
+  int rc = 0;
+  for (int phase = 0;; phase ^= 1) {
+    /* The conditions are checked after running the ready work too, so
+     * that the poll never blocks once they hold. */
+    if (until == UNTIL_FUTURE && cf_future_done(f))
+      break;
+    if (until == UNTIL_NO_TASKS && atomic_load(&L->live) == 0 &&
+        L->rhead == NULL &&
+        atomic_load_explicit(&L->remote, memory_order_relaxed) == NULL)
+      break;
+    if (atomic_exchange(&L->stop_req, false)) {
+      rc = until == UNTIL_STOP ? 0 : CF_ESTOPPED;
+      break;
+    }
+    if (deadline != CF_FOREVER && cf_now_ns() >= deadline) {
+      rc = CF_ETIMEDOUT;
+      break;
+    }
+    if (phase == 0)
+      run_ready(L);
+    else
+      poll_io(L, deadline);
+  }
+  if (listening)
+    cf__future_unlisten(f, &lis);
+  return rc;
+}
+
+int cf_loop_run(cf_loop *loop) {
+  int rc = check_loop(loop);
+  if (rc != 0)
+    return rc;
+  rc = claim(loop);
+  if (rc != 0)
+    return rc;
+  rc = drive(loop, UNTIL_STOP, NULL, CF_FOREVER);
+  unclaim(loop);
+  return rc;
+}
+
+int cf_loop_run_until(cf_loop *loop, cf_future *f) {
+  int rc = check_loop(loop);
+  if (rc != 0)
+    return rc;
+  if (f == NULL)
+    return CF_EINVAL;
+  rc = claim(loop);
+  if (rc != 0)
+    return rc;
+  rc = drive(loop, UNTIL_FUTURE, f, CF_FOREVER);
+  unclaim(loop);
+  return rc;
+}
+
+int cf_loop_stop(cf_loop *loop) {
+  if (loop == NULL)
+    return CF_EINVAL;
+  cf__pin pin;
+  int rc = cf__executor_pin(&loop->base, &pin);
+  if (rc != 0)
+    return rc;
+  atomic_store(&loop->stop_req, true);
+  uv_async_send(&loop->async);
+  cf__executor_unpin(&pin);
+  return 0;
+}
+
+cf_loop *cf_loop_current(void) { return tls_loop; }
+
+cf_future *cf_task_current(void) {
+  return tls_task != NULL ? tls_task->f : NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting in a task                                                      */
+
+int cf_sleep_until(int64_t deadline_ns) {
+  ltask *t = tls_task;
+  if (t == NULL) {
+    for (;;) {
+      int64_t left = deadline_ns - cf_now_ns();
+      if (left <= 0)
+        return 0;
+      struct timespec ts = {.tv_sec = left / 1000000000,
+                            .tv_nsec = left % 1000000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  atomic_store(&t->armed, 1);
+  int reason = task_block(t, deadline_ns);
+  return reason == R_TIMEOUT ? 0 : reason_code(reason);
+}
+
+int cf_sleep(int64_t ns) {
+  if (ns < 0)
+    return CF_EINVAL;
+  return cf_sleep_until(cf_deadline_after(ns));
+}
+
+int cf_yield(void) {
+  ltask *t = tls_task;
+  if (t == NULL)
+    return 0;
+  if (atomic_exchange(&t->cancel_req, false))
+    return CF_ECANCELED;
+  fifo_push(t->loop, &t->node);
+  task_suspend(t);
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The executor                                                           */
+
+static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
+                       cf_future **out) {
+  (void)deadline;
+  cf_loop *L = (cf_loop *)ex;
+  if (task->fn == NULL)
+    return CF_EINVAL;
+  if (atomic_load_explicit(&L->closing, memory_order_acquire))
+    return CF_ESHUTDOWN;
+  cf_future *f = cf__future_alloc(ex, out != NULL ? 2 : 1, sizeof(ltask));
+  if (f == NULL)
+    return CF_ENOMEM;
+  f->u.task.fn = task->fn;
+  f->u.task.arg = task->arg;
+  f->u.task.arg_dtor = task->arg_dtor;
+  ltask *t = task_of(f);
+  memset(t, 0, sizeof *t);
+  t->kind = KIND_TASK;
+  t->f = f;
+  t->loop = L;
+  t->node.run = task_start;
+  t->timer.idx = NOT_QUEUED;
+  t->timer.fire = task_timer_fire;
+  atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
+  if (tls_loop == L) {
+    fifo_push(L, &t->node);
+  } else {
+    /* From another thread: pinned, so that the loop is not destroyed
+     * under the post (a submit that loses the race with a shutdown is
+     * cancelled by the destroy). */
+    cf__pin pin;
+    if (cf__executor_pin(ex, &pin) != 0) {
+      atomic_fetch_sub_explicit(&L->live, 1, memory_order_relaxed);
+      cf__future_discard(f);
+      return CF_ESHUTDOWN;
+    }
+    remote_push(L, &t->node);
+    cf__executor_unpin(&pin);
+  }
+  if (out != NULL)
+    *out = f;
+  return 0;
+}
+
+static int loop_cancel(cf_executor *ex, cf_future *f) {
+  (void)ex;
+  ltask *t = task_of(f);
+  atomic_store(&t->cancel_req, true);
+  task_wake(t, R_CANCEL);
+  return 0;
+}
+
+static void cancel_all(cf_loop *L, unsigned flags) {
+  drain_remote(L);
+  /* Not-started tasks are still in the FIFO (not yet on the list): they
+   * are cancelled by their future (PENDING), and dropped at their start. */
+  for (rnode *n = L->rhead; n != NULL; n = n->next)
+    if (n->run == task_start)
+      cf_future_cancel(cf__container_of(n, ltask, node)->f);
+  if (flags & SHUTDOWN_CANCEL_RUNNING)
+    for (ltask *t = L->tasks; t != NULL; t = t->next)
+      loop_cancel(&L->base, t->f);
+}
+
+static void cancel_node_run(rnode *n) {
+  cf_loop *L = cf__container_of(n, cf_loop, cancel_node);
+  atomic_store(&L->cancel_posted, false);
+  cancel_all(L, atomic_exchange(&L->cancel_flags, 0));
+}
+
+static int loop_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
+  cf_loop *L = (cf_loop *)ex;
+  atomic_store(&L->closing, true);
+  if (tls_loop == L) {
+    if (flags & (CF_SHUTDOWN_CANCEL_FUTURES | SHUTDOWN_CANCEL_RUNNING))
+      cancel_all(L, flags);
+    return (flags & CF_SHUTDOWN_WAIT) && atomic_load(&L->live) != 0
+               ? CF_EDEADLK
+               : 0;
+  }
+  if (tls_loop != NULL)
+    return CF_EBUSY; /* this thread runs another loop: it cannot drive L */
+  if (claim(L) == 0) {
+    if (flags & (CF_SHUTDOWN_CANCEL_FUTURES | SHUTDOWN_CANCEL_RUNNING))
+      cancel_all(L, flags);
+    int rc = 0;
+    if (flags & CF_SHUTDOWN_WAIT)
+      rc = drive(L, UNTIL_NO_TASKS, NULL, deadline);
+    unclaim(L);
+    return rc;
+  }
+  /* Running on another thread: ask it, and wait for the last task. */
+  if (flags & (CF_SHUTDOWN_CANCEL_FUTURES | SHUTDOWN_CANCEL_RUNNING)) {
+    atomic_fetch_or(&L->cancel_flags, flags);
+    if (!atomic_exchange(&L->cancel_posted, true))
+      remote_push(L, &L->cancel_node);
+  }
+  if (!(flags & CF_SHUTDOWN_WAIT))
+    return 0;
+  int rc = 0;
+  pthread_mutex_lock(&L->mu);
+  while (atomic_load(&L->live) != 0) {
+    if (deadline == CF_FOREVER) {
+      pthread_cond_wait(&L->cv, &L->mu);
+      continue;
+    }
+    struct timespec ts = {.tv_sec = deadline / 1000000000,
+                          .tv_nsec = deadline % 1000000000};
+    if (pthread_cond_timedwait(&L->cv, &L->mu, &ts) != 0 &&
+        cf_now_ns() >= deadline) {
+      rc = atomic_load(&L->live) != 0 ? CF_ETIMEDOUT : 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&L->mu);
+  return rc;
+}
+
+static void on_closed(uv_handle_t *h) { (void)h; }
+
+static void drop_unstarted(cf_loop *L, ltask *t) {
+  cf_future_cancel(t->f); /* PENDING: cancelled at once */
+  atomic_fetch_add_explicit(&L->cancelled, 1, memory_order_relaxed);
+  t->prev = t->next = NULL;
+  if (L->tasks == t)
+    L->tasks = NULL;
+  cf_future *f = t->f;
+  atomic_fetch_sub_explicit(&L->live, 1, memory_order_acq_rel);
+  cf_future_unref(f);
+}
+
+static void loop_destroy(cf_executor *ex) {
+  cf_loop *L = (cf_loop *)ex;
+  /* Done callbacks routed here whose future is not done: they run where
+   * any callback would (in the completing thread). */
+  for (route *r = L->routes; r != NULL;) {
+    route *next = r->next;
+    cf__future_unlisten(r->f, &r->lis);
+    if (!atomic_load(&r->fired)) {
+      if (r->prev != NULL)
+        r->prev->next = r->next;
+      else
+        L->routes = r->next;
+      if (r->next != NULL)
+        r->next->prev = r->prev;
+      cf_future_add_done_callback(r->f, r->fn, r->arg);
+      cf_future_unref(r->f);
+      free(r);
+    }
+    r = next;
+  }
+  /* Callbacks already scheduled run; timers not yet due are dropped; a
+   * task submitted in a race with the shutdown is cancelled unrun. */
+  cf_loop *was = tls_loop;
+  tls_loop = L;
+  atomic_store_explicit(&L->owner, self_id(), memory_order_relaxed);
+  for (int round = 0; round < 16; round++) {
+    drain_remote(L);
+    if (L->rhead == NULL)
+      break;
+    rnode *batch = L->rhead;
+    L->rhead = NULL;
+    L->rtail = &L->rhead;
+    while (batch != NULL) {
+      rnode *next = batch->next;
+      if (batch->run == task_start)
+        drop_unstarted(L, cf__container_of(batch, ltask, node));
+      else
+        batch->run(batch);
+      batch = next;
+    }
+  }
+  while (L->rhead != NULL) { /* rescheduled forever: dropped */
+    rnode *n = fifo_pop(L);
+    if (n->run == call_run)
+      call_unref(cf__container_of(n, cf_loop_call, node));
+    else if (n->run == task_start)
+      drop_unstarted(L, cf__container_of(n, ltask, node));
+  }
+  tls_loop = was;
+  for (size_t i = 0; i < L->nheap; i++) {
+    ltimer *t = L->heap[i];
+    if (t->fire == call_fire) {
+      cf_loop_call *h = cf__container_of(t, cf_loop_call, timer);
+      h->state = CALL_CANCELLED;
+      call_unref(h);
+    }
+  }
+  free(L->heap);
+  for (size_t i = 0; i < L->nstacks; i++)
+    cf__stack_free(&L->stacks[i]);
+  free(L->stacks);
+  uv_close((uv_handle_t *)&L->async, on_closed);
+  uv_close((uv_handle_t *)&L->utimer, on_closed);
+  uv_run(&L->uv, UV_RUN_NOWAIT);
+  uv_loop_close(&L->uv);
+  pthread_mutex_destroy(&L->mu);
+  pthread_cond_destroy(&L->cv);
+}
+
+static void loop_stats(cf_executor *ex, cf_executor_stats *st) {
+  cf_loop *L = (cf_loop *)ex;
+  st->submitted = atomic_load(&L->submitted);
+  st->completed = atomic_load(&L->completed);
+  st->failed = atomic_load(&L->failed);
+  st->cancelled = atomic_load(&L->cancelled);
+  /* ended before started, so running never reads negative. */
+  uint64_t ended = atomic_load(&L->ended);
+  uint64_t started = atomic_load(&L->started);
+  st->running = started - ended;
+  size_t live = atomic_load(&L->live);
+  st->queued = live > st->running ? live - st->running : 0;
+  st->callbacks_failed = atomic_load(&L->callbacks_failed);
+  st->workers = 1;
+  st->idle_workers = 0;
+  st->max_workers = 1;
+}
+
+static int loop_max_workers(cf_executor *ex) {
+  (void)ex;
+  return 1;
+}
+
+static bool loop_is_own_thread(cf_executor *ex) {
+  return tls_loop == (cf_loop *)ex;
+}
+
+static const cf__executor_vtable loop_vt = {
+    .name = "loop",
+    .submit = loop_submit,
+    .cancel = loop_cancel,
+    .shutdown = loop_shutdown,
+    .destroy = loop_destroy,
+    .stats = loop_stats,
+    .max_workers = loop_max_workers,
+    .is_own_thread = loop_is_own_thread,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Life cycle                                                             */
+
+int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
+  if (out == NULL)
+    return CF_EINVAL;
+  *out = NULL;
+  cf_loop_opts o = {0};
+  if (opts != NULL)
+    o = *opts;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (o.stack_size == 0)
+    o.stack_size = 256 * 1024;
+  if (o.stack_size < 16 * 1024 || o.stack_size > ((size_t)1 << 40))
+    return CF_EINVAL;
+  o.stack_size = (o.stack_size + page - 1) / page * page;
+  if (o.stack_cache == 0)
+    o.stack_cache = 64;
+  cf_loop *L = cf__aligned_alloc(CF__CACHELINE, sizeof *L);
+  if (L == NULL)
+    return CF_ENOMEM;
+  memset(L, 0, sizeof *L);
+  L->stacks = cf__calloc(o.stack_cache, sizeof *L->stacks);
+  if (L->stacks == NULL) {
+    free(L);
+    return CF_ENOMEM;
+  }
+  int rc = uv_loop_init(&L->uv);
+  if (rc != 0) {
+    free(L->stacks);
+    free(L);
+    return rc;
+  }
+  uv_async_init(&L->uv, &L->async, on_async);
+  uv_timer_init(&L->uv, &L->utimer);
+  pthread_mutex_init(&L->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&L->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  L->name = o.name != NULL ? o.name : "loop";
+  L->stack_size = o.stack_size;
+  L->stack_cache_max = o.stack_cache;
+  L->rtail = &L->rhead;
+  L->tw.kind = KIND_THREAD;
+  L->cancel_node.run = cancel_node_run;
+  L->sink.fn = report_to_handler;
+  L->sink.failed = &L->callbacks_failed;
+  atomic_store(&L->owner, self_id());
+  cf__executor_init(&L->base, &loop_vt);
+  *out = L;
+  return 0;
+}
+
+cf_executor *cf_loop_executor(cf_loop *loop) {
+  return loop != NULL ? &loop->base : NULL;
+}
+
+int cf_loop_free(cf_loop *loop) {
+  int rc = check_loop(loop);
+  if (loop == NULL)
+    return 0;
+  if (rc != 0)
+    return rc;
+  if (tls_loop == loop || atomic_load(&loop->running))
+    return CF_EBUSY;
+  rc = loop_shutdown(&loop->base,
+                     CF_SHUTDOWN_WAIT | CF_SHUTDOWN_CANCEL_FUTURES |
+                         SHUTDOWN_CANCEL_RUNNING,
+                     CF_FOREVER);
+  if (rc != 0)
+    return rc;
+  return cf_executor_free(&loop->base);
+}
+
+int cf_loop_spawn(cf_loop *loop, cf_task_fn fn, void *arg, cf_future **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (loop == NULL || fn == NULL)
+    return CF_EINVAL;
+  return cf_executor_submit(&loop->base, fn, arg, out);
+}
+
+int cf_loop_run_main(cf_task_fn fn, void *arg, const cf_loop_opts *opts,
+                     cf_future **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (fn == NULL)
+    return CF_EINVAL;
+  if (tls_loop != NULL)
+    return CF_EBUSY;
+  cf_loop *L;
+  int rc = cf_loop_new(opts, &L);
+  if (rc != 0)
+    return rc;
+  cf_future *f;
+  rc = cf_loop_spawn(L, fn, arg, &f);
+  if (rc != 0) {
+    cf_loop_free(L);
+    return rc;
+  }
+  rc = cf_loop_run_until(L, f);
+  cf_loop_free(L);
+  if (rc == 0)
+    rc = cf_future_get_error(f).code;
+  if (out != NULL)
+    *out = f;
+  else
+    cf_future_unref(f);
+  return rc;
+}

@@ -1,0 +1,900 @@
+/*
+ * test_loop.c - the event loop: callbacks, timers, thread-safe calls,
+ * coroutine tasks and their waits, cancellation, the loop as an
+ * executor, stacks.
+ */
+#include "support.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cf/loop.h"
+
+static cf_loop *new_loop(void) {
+  cf_loop *L;
+  assert_int_equal(cf_loop_new(NULL, &L), 0);
+  return L;
+}
+
+static void stop_cb(void *arg) { cf_loop_stop(arg); }
+
+/* ---------------------------------------------------------------------- */
+/* Callbacks and timers                                                   */
+
+typedef struct order_rec {
+  int seen[256];
+  int n;
+  cf_loop *loop;
+  int64_t due[256];
+  int64_t at[256];
+} order_rec;
+
+typedef struct order_item {
+  order_rec *rec;
+  int id;
+} order_item;
+
+static void record_cb(void *arg) {
+  order_item *it = arg;
+  it->rec->at[it->rec->n] = cf_now_ns();
+  it->rec->seen[it->rec->n++] = it->id;
+}
+
+CF_TEST(call_soon_runs_callbacks_in_order) {
+  (void)state;
+  cf_loop *L = new_loop();
+  order_rec rec = {.n = 0};
+  order_item items[100];
+  for (int i = 0; i < 100; i++) {
+    items[i] = (order_item){&rec, i};
+    assert_int_equal(cf_loop_call_soon(L, record_cb, &items[i], NULL), 0);
+  }
+  assert_int_equal(cf_loop_call_soon(L, stop_cb, L, NULL), 0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(rec.n, 100);
+  for (int i = 0; i < 100; i++)
+    assert_int_equal(rec.seen[i], i);
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+CF_TEST(timers_fire_in_order_and_never_early) {
+  (void)state;
+  cf_loop *L = new_loop();
+  order_rec rec = {.n = 0};
+  order_item items[40];
+  /* Deadlines in a scrambled order, some equal (those keep the order in
+   * which they were scheduled). */
+  int64_t base = cf_now_ns() + CF_MSEC(20);
+  for (int i = 0; i < 40; i++) {
+    items[i] = (order_item){&rec, i};
+    int64_t due = base + CF_MSEC((i * 7) % 13) + CF_USEC(i % 3 * 10);
+    rec.due[i] = due;
+    assert_int_equal(cf_loop_call_at(L, due, record_cb, &items[i], NULL), 0);
+  }
+  assert_int_equal(cf_loop_call_at(L, base + CF_MSEC(40), stop_cb, L, NULL),
+                   0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(rec.n, 40);
+  for (int k = 0; k < 40; k++) {
+    int id = rec.seen[k];
+    assert_true(rec.at[k] >= rec.due[id]); /* never early */
+    if (k > 0) {
+      int prev = rec.seen[k - 1];
+      assert_true(rec.due[prev] < rec.due[id] ||
+                  (rec.due[prev] == rec.due[id] && prev < id));
+    }
+  }
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+static int calls;
+static void count_cb(void *arg) {
+  (void)arg;
+  calls++;
+}
+
+CF_TEST(scheduled_calls_can_be_cancelled_until_they_run) {
+  (void)state;
+  cf_loop *L = new_loop();
+  calls = 0;
+  cf_loop_call *soon, *later, *ran;
+  assert_int_equal(cf_loop_call_soon(L, count_cb, NULL, &soon), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_MSEC(5), count_cb, NULL, &later),
+                   0);
+  assert_int_equal(cf_loop_call_soon(L, count_cb, NULL, &ran), 0);
+  assert_int_equal(cf_loop_call_cancel(soon), 0);
+  assert_int_equal(cf_loop_call_cancel(later), 0);
+  assert_int_equal(cf_loop_call_cancel(later), CF_EBUSY);
+  assert_int_equal(cf_loop_call_later(L, CF_MSEC(20), stop_cb, L, NULL), 0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(calls, 1);
+  assert_int_equal(cf_loop_call_cancel(ran), CF_EBUSY);
+  cf_loop_call_release(soon);
+  cf_loop_call_release(later);
+  cf_loop_call_release(ran);
+  assert_int_equal(cf_loop_call_later(L, -1, count_cb, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_call_soon(L, NULL, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_call_soon(NULL, count_cb, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+typedef struct foreign_args {
+  cf_loop *loop;
+  cf_loop_call *h;
+  int soon_rc, later_rc, cancel_rc, run_rc;
+} foreign_args;
+
+static void *foreign_calls(void *p) {
+  foreign_args *a = p;
+  a->soon_rc = cf_loop_call_soon(a->loop, count_cb, NULL, NULL);
+  a->later_rc = cf_loop_call_later(a->loop, 0, count_cb, NULL, NULL);
+  a->cancel_rc = cf_loop_call_cancel(a->h);
+  return NULL;
+}
+
+CF_TEST(loop_thread_functions_refuse_other_threads) {
+  (void)state;
+  cf_loop *L = new_loop();
+  calls = 0;
+  foreign_args a = {.loop = L};
+  assert_int_equal(cf_loop_call_soon(L, count_cb, NULL, &a.h), 0);
+  pthread_join(spawn(foreign_calls, &a), NULL);
+  assert_int_equal(a.soon_rc, CF_EWRONGTHREAD);
+  assert_int_equal(a.later_rc, CF_EWRONGTHREAD);
+  assert_int_equal(a.cancel_rc, CF_EWRONGTHREAD);
+  assert_int_equal(cf_loop_call_soon(L, stop_cb, L, NULL), 0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(calls, 1); /* the foreign cancel changed nothing */
+  cf_loop_call_release(a.h);
+  assert_string_equal(cf_strerror(CF_EWRONGTHREAD),
+                      "called from a thread that is not the loop's");
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+enum { TS_THREADS = 8, TS_CALLS = 2000 };
+
+typedef struct ts_state {
+  cf_loop *loop;
+  int last[TS_THREADS]; /* loop thread only */
+  long total;
+  int out_of_order;
+} ts_state;
+
+typedef struct ts_call {
+  ts_state *s;
+  int thread, seq;
+} ts_call;
+
+static void ts_cb(void *arg) {
+  ts_call *c = arg;
+  ts_state *s = c->s;
+  if (c->seq != s->last[c->thread] + 1)
+    s->out_of_order++;
+  s->last[c->thread] = c->seq;
+  if (++s->total == (long)TS_THREADS * TS_CALLS)
+    cf_loop_stop(s->loop);
+  free(c);
+}
+
+typedef struct ts_thread {
+  ts_state *s;
+  int id;
+} ts_thread;
+
+static void *ts_sender(void *p) {
+  ts_thread *t = p;
+  for (int i = 1; i <= TS_CALLS; i++) {
+    ts_call *c = malloc(sizeof *c);
+    *c = (ts_call){t->s, t->id, i};
+    TCHECK(cf_loop_call_soon_threadsafe(t->s->loop, ts_cb, c) == 0);
+  }
+  return NULL;
+}
+
+CF_TEST(call_soon_threadsafe_from_many_threads_keeps_each_threads_order) {
+  (void)state;
+  ts_state s = {.loop = new_loop()};
+  ts_thread th[TS_THREADS];
+  pthread_t tid[TS_THREADS];
+  for (int i = 0; i < TS_THREADS; i++) {
+    th[i] = (ts_thread){&s, i};
+    tid[i] = spawn(ts_sender, &th[i]);
+  }
+  assert_int_equal(cf_loop_run(s.loop), 0);
+  for (int i = 0; i < TS_THREADS; i++)
+    pthread_join(tid[i], NULL);
+  assert_int_equal(s.total, (long)TS_THREADS * TS_CALLS);
+  assert_int_equal(s.out_of_order, 0);
+  for (int i = 0; i < TS_THREADS; i++)
+    assert_int_equal(s.last[i], TS_CALLS);
+  assert_int_equal(cf_loop_free(s.loop), 0);
+  assert_int_equal(cf_loop_call_soon_threadsafe(NULL, ts_cb, NULL), CF_EINVAL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tasks                                                                  */
+
+static int answer_task(void *arg, cf_value *result) {
+  (void)arg;
+  TCHECK(cf_task_current() != NULL);
+  TCHECK(cf_loop_current() != NULL);
+  result->u.i = 42;
+  return 0;
+}
+
+CF_TEST(run_main_returns_the_main_tasks_result) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(answer_task, NULL, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, 42);
+  cf_future_unref(f);
+  assert_null(cf_loop_current());
+  assert_null(cf_task_current());
+  assert_int_equal(cf_loop_run_main(NULL, NULL, NULL, NULL), CF_EINVAL);
+}
+
+static int raising_task(void *arg, cf_value *result) {
+  (void)result;
+  /* The message survives a suspension while other tasks raise theirs. */
+  int rc = cf_raise(-ENOENT, "no flag for %s", (const char *)arg);
+  TCHECK(cf_sleep(CF_MSEC(5)) == 0);
+  return rc;
+}
+
+static int raise_others(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return cf_raise(-EPERM, "other");
+}
+
+static int main_of_raisers(void *arg, cf_value *result) {
+  (void)result;
+  cf_future *f, *g[10];
+  TCHECK(cf_loop_spawn(cf_loop_current(), raising_task, arg, &f) == 0);
+  for (int i = 0; i < 10; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), raise_others, NULL, &g[i]) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  cf_error e = cf_future_get_error(f);
+  TCHECK(e.code == -ENOENT);
+  TCHECK(strcmp(e.message, "no flag for XX") == 0);
+  for (int i = 0; i < 10; i++) {
+    TCHECK(cf_future_wait(g[i], CF_FOREVER) == 0);
+    TCHECK(strcmp(cf_future_get_error(g[i]).message, "other") == 0);
+    cf_future_unref(g[i]);
+  }
+  cf_future_unref(f);
+  return cf_raise(CF_ETASK, "main failed on purpose");
+}
+
+CF_TEST(task_errors_keep_their_messages_across_suspensions) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_of_raisers, "XX", NULL, &f), CF_ETASK);
+  assert_string_equal(cf_future_get_error(f).message, "main failed on purpose");
+  cf_future_unref(f);
+}
+
+static cf_executor *pool;
+
+static int pool_square(void *arg, cf_value *result) {
+  intptr_t i = (intptr_t)arg;
+  usleep(1000 * (unsigned)(i % 3));
+  result->u.i = i * i;
+  return 0;
+}
+
+static int await_pool_task(void *arg, cf_value *result) {
+  cf_future *f;
+  TCHECK(cf_executor_submit(pool, pool_square, arg, &f) == 0);
+  const cf_value *v;
+  int rc = cf_future_result(f, CF_FOREVER, &v);
+  TCHECK(rc == 0);
+  if (rc == 0)
+    result->u.i = v->u.i;
+  cf_future_unref(f);
+  return rc;
+}
+
+static int main_awaits_pool(void *arg, cf_value *result) {
+  (void)arg;
+  enum { N = 200 };
+  cf_future *fs[N];
+  for (intptr_t i = 0; i < N; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), await_pool_task, (void *)i,
+                         &fs[i]) == 0);
+  int64_t sum = 0;
+  for (int i = 0; i < N; i++) {
+    const cf_value *v;
+    TCHECK(cf_future_result(fs[i], CF_FOREVER, &v) == 0);
+    sum += v->u.i;
+    cf_future_unref(fs[i]);
+  }
+  result->u.i = sum;
+  return 0;
+}
+
+CF_TEST(tasks_await_thread_pool_futures) {
+  (void)state;
+  pool = make_pool(4);
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_awaits_pool, NULL, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  int64_t want = 0;
+  for (int64_t i = 0; i < 200; i++)
+    want += i * i;
+  assert_int_equal(v->u.i, want);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(pool), 0);
+}
+
+typedef struct sleeper_rec {
+  int64_t asked;
+  int64_t woke;
+} sleeper_rec;
+
+static int sleeper(void *arg, cf_value *result) {
+  (void)result;
+  sleeper_rec *r = arg;
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_sleep(r->asked) == 0);
+  r->woke = cf_now_ns() - t0;
+  return 0;
+}
+
+static int main_sleepers(void *arg, cf_value *result) {
+  (void)result;
+  sleeper_rec *recs = arg;
+  enum { N = 1000 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), sleeper, &recs[i], &fs[i]) == 0);
+  for (int i = 0; i < N; i++) {
+    TCHECK(cf_future_wait(fs[i], CF_FOREVER) == 0);
+    cf_future_unref(fs[i]);
+  }
+  return 0;
+}
+
+CF_TEST(sleeping_tasks_wait_concurrently_and_never_wake_early) {
+  (void)state;
+  static sleeper_rec recs[1000];
+  for (int i = 0; i < 1000; i++)
+    recs[i].asked = CF_MSEC(100 + i % 7);
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_loop_run_main(main_sleepers, recs, NULL, NULL), 0);
+  int64_t wall = cf_now_ns() - t0;
+  for (int i = 0; i < 1000; i++)
+    assert_true(recs[i].woke >= recs[i].asked);
+  /* Sequential sleeps would take 100 s; concurrent ones about 0.1 s. The
+   * bound only proves they overlapped. */
+  assert_true(wall < CF_SEC(20));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Cancellation                                                           */
+
+typedef struct cancel_rec {
+  _Atomic int reached;
+  int wait_rc;
+  bool cleaned;
+  bool suppress;
+  int after_rc;
+} cancel_rec;
+
+static int cancellable(void *arg, cf_value *result) {
+  cancel_rec *r = arg;
+  atomic_store(&r->reached, 1);
+  r->wait_rc = cf_sleep(CF_SEC(3600));
+  r->cleaned = true; /* cleanup runs */
+  if (r->suppress) {
+    r->after_rc = cf_sleep(CF_MSEC(1)); /* waits work again */
+    result->u.i = 7;
+    return 0;
+  }
+  return r->wait_rc;
+}
+
+static int main_cancels(void *arg, cf_value *result) {
+  (void)result;
+  cancel_rec *r = arg;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(cf_loop_current(), cancellable, r, &f) == 0);
+  while (!atomic_load(&r->reached))
+    TCHECK(cf_yield() == 0);
+  TCHECK(cf_future_cancel(f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  result->u.i = cf_future_get_state(f);
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(cancel_is_delivered_at_the_await_and_the_task_cleans_up) {
+  (void)state;
+  cancel_rec r = {.suppress = false};
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_cancels, &r, NULL, &f), 0);
+  assert_int_equal(r.wait_rc, CF_ECANCELED);
+  assert_true(r.cleaned);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, CF_CANCELLED);
+  cf_future_unref(f);
+}
+
+CF_TEST(a_task_may_suppress_its_cancellation) {
+  (void)state;
+  cancel_rec r = {.suppress = true};
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_cancels, &r, NULL, &f), 0);
+  assert_int_equal(r.wait_rc, CF_ECANCELED);
+  assert_int_equal(r.after_rc, 0); /* delivered once */
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, CF_FINISHED);
+  cf_future_unref(f);
+}
+
+static _Atomic int never_ran_flag;
+static int must_not_run(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  atomic_store(&never_ran_flag, 1);
+  return 0;
+}
+
+static int main_cancels_pending(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(cf_loop_current(), must_not_run, NULL, &f) == 0);
+  TCHECK(cf_future_cancel(f) == 0);
+  TCHECK(cf_future_cancelled(f));
+  TCHECK(cf_sleep(CF_MSEC(5)) == 0);
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(a_task_cancelled_before_it_starts_never_runs) {
+  (void)state;
+  atomic_store(&never_ran_flag, 0);
+  assert_int_equal(cf_loop_run_main(main_cancels_pending, NULL, NULL, NULL), 0);
+  assert_int_equal(atomic_load(&never_ran_flag), 0);
+}
+
+typedef struct xcancel {
+  cf_future *f;
+  cancel_rec *r;
+} xcancel;
+
+static void *cancel_from_thread(void *p) {
+  xcancel *x = p;
+  while (!atomic_load(&x->r->reached))
+    usleep(100);
+  usleep(2000);
+  TCHECK(cf_future_cancel(x->f) == 0);
+  return NULL;
+}
+
+CF_TEST(another_thread_cancels_a_suspended_task) {
+  (void)state;
+  cf_loop *L = new_loop();
+  cancel_rec r = {.suppress = false};
+  xcancel x = {.r = &r};
+  assert_int_equal(cf_loop_spawn(L, cancellable, &r, &x.f), 0);
+  pthread_t t = spawn(cancel_from_thread, &x);
+  assert_int_equal(cf_loop_run_until(L, x.f), 0);
+  pthread_join(t, NULL);
+  assert_true(cf_future_cancelled(x.f));
+  assert_int_equal(r.wait_rc, CF_ECANCELED);
+  cf_future_unref(x.f);
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+static int cleanup_on_free(void *arg, cf_value *result) {
+  (void)result;
+  cancel_rec *r = arg;
+  atomic_store(&r->reached, 1);
+  r->wait_rc = cf_sleep(CF_SEC(3600));
+  /* Cleanup may still wait (briefly) during the loop's shutdown. */
+  r->after_rc = cf_sleep(CF_MSEC(1));
+  r->cleaned = true;
+  return r->wait_rc;
+}
+
+CF_TEST(freeing_a_loop_cancels_its_tasks_and_lets_them_clean_up) {
+  (void)state;
+  cf_loop *L = new_loop();
+  cancel_rec r = {.suppress = false};
+  cf_future *f, *g;
+  assert_int_equal(cf_loop_spawn(L, cleanup_on_free, &r, &f), 0);
+  assert_int_equal(cf_loop_spawn(L, must_not_run, NULL, &g), 0);
+  /* Run until the first task sleeps, then stop with g still queued?  g
+   * starts right after f; cancel it first to keep it from running. */
+  assert_int_equal(cf_future_cancel(g), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_MSEC(10), stop_cb, L, NULL), 0);
+  atomic_store(&never_ran_flag, 0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(atomic_load(&r.reached), 1);
+  assert_int_equal(cf_loop_free(L), 0);
+  assert_true(r.cleaned);
+  assert_int_equal(r.wait_rc, CF_ECANCELED);
+  assert_int_equal(r.after_rc, 0);
+  assert_true(cf_future_cancelled(f));
+  assert_true(cf_future_cancelled(g));
+  assert_int_equal(atomic_load(&never_ran_flag), 0);
+  cf_future_unref(f);
+  cf_future_unref(g);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting on many futures, deadlines                                     */
+
+static int pool_sleep_ms(void *arg, cf_value *result) {
+  usleep(1000 * (unsigned)(intptr_t)arg);
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+static int main_waits_many(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_future *fs[3];
+  TCHECK(cf_executor_submit(pool, pool_sleep_ms, (void *)(intptr_t)300,
+                            &fs[0]) == 0);
+  TCHECK(cf_executor_submit(pool, pool_sleep_ms, (void *)(intptr_t)5,
+                            &fs[1]) == 0);
+  TCHECK(cf_executor_submit(pool, pool_sleep_ms, (void *)(intptr_t)600,
+                            &fs[2]) == 0);
+  /* A task on the same loop keeps running while main waits: the wait
+   * suspends main, it does not block the thread. */
+  size_t ndone = 0;
+  TCHECK(cf_wait(fs, 3, CF_FOREVER, CF_FIRST_COMPLETED, NULL, &ndone, NULL,
+                 NULL) == 0);
+  TCHECK(ndone >= 1 && cf_future_done(fs[1]));
+  /* as_completed in the order they finish. */
+  cf_as_completed *it;
+  TCHECK(cf_as_completed_new(fs, 3, CF_FOREVER, &it) == 0);
+  cf_future *got[3];
+  for (int i = 0; i < 3; i++)
+    TCHECK(cf_as_completed_next(it, &got[i]) == 1);
+  TCHECK(got[0] == fs[1] && got[1] == fs[0] && got[2] == fs[2]);
+  for (int i = 0; i < 3; i++)
+    cf_future_unref(got[i]);
+  cf_future *none;
+  TCHECK(cf_as_completed_next(it, &none) == 0);
+  cf_as_completed_free(it);
+  for (int i = 0; i < 3; i++)
+    cf_future_unref(fs[i]);
+  return 0;
+}
+
+CF_TEST(tasks_wait_on_many_futures_with_wait_and_as_completed) {
+  (void)state;
+  pool = make_pool(3);
+  assert_int_equal(cf_loop_run_main(main_waits_many, NULL, NULL, NULL), 0);
+  assert_int_equal(cf_executor_free(pool), 0);
+}
+
+typedef struct acount {
+  _Atomic long v;
+} acount;
+
+static int ticker(void *arg, cf_value *result) {
+  (void)result;
+  acount *ticks = arg;
+  while (cf_sleep(CF_MSEC(1)) == 0)
+    atomic_fetch_add(&ticks->v, 1);
+  return CF_ECANCELED;
+}
+
+static int main_deadlines(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static acount ticks;
+  cf_future *tick;
+  TCHECK(cf_loop_spawn(cf_loop_current(), ticker, &ticks, &tick) == 0);
+  cf_future *never;
+  TCHECK(cf_future_new(&never) == 0);
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_future_wait(never, CF_MSEC(50)) == CF_ETIMEDOUT);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(50));
+  /* The loop ran the ticker meanwhile. */
+  TCHECK(atomic_load(&ticks.v) > 0);
+  size_t nnot = 0;
+  t0 = cf_now_ns();
+  TCHECK(cf_wait(&never, 1, CF_MSEC(30), CF_ALL_COMPLETED, NULL, NULL, NULL,
+                 &nnot) == 0);
+  TCHECK(nnot == 1);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(30));
+  /* Waiting for itself is refused. */
+  TCHECK(cf_future_wait(cf_task_current(), CF_MSEC(1)) == CF_EDEADLK);
+  cf_future_unref(never);
+  TCHECK(cf_future_cancel(tick) == 0);
+  TCHECK(cf_future_wait(tick, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(tick));
+  cf_future_unref(tick);
+  return 0;
+}
+
+CF_TEST(waits_in_tasks_honour_deadlines_and_refuse_self_waits) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_deadlines, NULL, NULL, NULL), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Done callbacks                                                         */
+
+typedef struct cb_rec {
+  pthread_t loop_thread;
+  _Atomic int ran;
+  bool on_loop_thread;
+  bool returned_first;
+  bool add_returned;
+} cb_rec;
+
+static int on_done_cb(cf_future *f, void *arg) {
+  (void)f;
+  cb_rec *r = arg;
+  r->on_loop_thread = pthread_equal(pthread_self(), r->loop_thread);
+  r->returned_first = r->add_returned;
+  atomic_fetch_add(&r->ran, 1);
+  return 0;
+}
+
+static int main_callbacks(void *arg, cf_value *result) {
+  (void)result;
+  cb_rec *r = arg;
+  r[0].loop_thread = r[1].loop_thread = pthread_self();
+  cf_future *f;
+  TCHECK(cf_executor_submit(pool, pool_sleep_ms, (void *)(intptr_t)20, &f) ==
+         0);
+  TCHECK(cf_future_add_done_callback(f, on_done_cb, &r[0]) == 0);
+  r[0].add_returned = true;
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  /* On a future that is done already: still scheduled, not inline. */
+  TCHECK(cf_future_add_done_callback(f, on_done_cb, &r[1]) == 0);
+  TCHECK(atomic_load(&r[1].ran) == 0);
+  r[1].add_returned = true;
+  while (atomic_load(&r[0].ran) == 0 || atomic_load(&r[1].ran) == 0)
+    TCHECK(cf_yield() == 0);
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(done_callbacks_added_on_the_loop_run_on_the_loop_thread) {
+  (void)state;
+  pool = make_pool(2);
+  cb_rec r[2];
+  memset(r, 0, sizeof r);
+  assert_int_equal(cf_loop_run_main(main_callbacks, r, NULL, NULL), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(atomic_load(&r[i].ran), 1);
+    assert_true(r[i].on_loop_thread);
+    assert_true(r[i].returned_first);
+  }
+  assert_int_equal(cf_executor_free(pool), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The loop as an executor, misuse                                        */
+
+static int nested_run(void *arg, cf_value *result) {
+  (void)result;
+  cf_loop *other = arg;
+  TCHECK(cf_loop_run(cf_loop_current()) == CF_EBUSY);
+  TCHECK(cf_loop_run(other) == CF_EBUSY);
+  TCHECK(cf_loop_run_main(answer_task, NULL, NULL, NULL) == CF_EBUSY);
+  TCHECK(cf_loop_free(cf_loop_current()) == CF_EBUSY);
+  TCHECK(cf_executor_free(cf_loop_executor(cf_loop_current())) == CF_EDEADLK);
+  return 0;
+}
+
+CF_TEST(one_loop_per_thread_and_no_free_from_inside) {
+  (void)state;
+  cf_loop *other = new_loop();
+  assert_int_equal(cf_loop_run_main(nested_run, other, NULL, NULL), 0);
+  assert_int_equal(cf_loop_free(other), 0);
+}
+
+static int twice(void *arg, cf_value *result) {
+  result->u.i = 2 * (intptr_t)arg;
+  return cf_yield();
+}
+
+CF_TEST(the_loop_is_an_executor_for_map_and_stats) {
+  (void)state;
+  cf_loop *L = new_loop();
+  cf_executor *ex = cf_loop_executor(L);
+  assert_int_equal(cf_executor_get_max_workers(ex), 1);
+  cf_future *f;
+  assert_int_equal(cf_executor_submit(ex, twice, (void *)(intptr_t)21, &f), 0);
+  assert_int_equal(cf_loop_run_until(L, f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, 42);
+  cf_future_unref(f);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.submitted, 1);
+  assert_int_equal(st.completed, 1);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.queued, 0);
+  /* Shutdown from this thread while the loop is not running drives it
+   * until the queued tasks end. */
+  for (intptr_t i = 0; i < 10; i++)
+    assert_int_equal(cf_executor_submit(ex, twice, (void *)i, NULL), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_SEC(30)), 0);
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.submitted, 11);
+  assert_int_equal(st.completed, 11);
+  assert_int_equal(cf_executor_submit(ex, twice, NULL, NULL), CF_ESHUTDOWN);
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+static int map_main(void *arg, cf_value *result) {
+  (void)arg;
+  cf_range_iter items = cf_range_iter_init(0, 1000, 1);
+  cf_map_opts o = {.chunksize = 1};
+  cf_map *m;
+  TCHECK(cf_executor_map(cf_loop_executor(cf_loop_current()), twice,
+                         cf_range_iter_next, &items, &o, &m) == 0);
+  cf_value val;
+  int64_t sum = 0, n = 0;
+  while (cf_map_next(m, &val) == 1) {
+    sum += val.u.i;
+    n++;
+  }
+  cf_map_free(m);
+  result->u.i = sum;
+  return n == 1000 ? 0 : CF_ETASK;
+}
+
+CF_TEST(a_task_maps_over_its_own_loop) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(map_main, NULL, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, 999 * 1000);
+  cf_future_unref(f);
+}
+
+typedef struct runner {
+  cf_loop *loop;
+  int rc;
+} runner;
+
+static void *run_loop_thread(void *p) {
+  runner *r = p;
+  r->rc = cf_loop_run(r->loop);
+  return NULL;
+}
+
+static int short_sleep(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return cf_sleep(CF_MSEC(20));
+}
+
+CF_TEST(other_threads_spawn_on_and_shut_down_a_running_loop) {
+  (void)state;
+  runner r = {.loop = new_loop()};
+  pthread_t t = spawn(run_loop_thread, &r);
+  cf_future *fs[50];
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(cf_loop_spawn(r.loop, short_sleep, NULL, &fs[i]), 0);
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(cf_future_wait(fs[i], SOON), 0);
+    assert_int_equal(cf_future_get_error(fs[i]).code, 0);
+    cf_future_unref(fs[i]);
+  }
+  cf_executor *ex = cf_loop_executor(r.loop);
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(cf_executor_submit(ex, short_sleep, NULL, NULL), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, SOON), 0);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.completed, 70);
+  assert_int_equal(cf_loop_stop(r.loop), 0);
+  pthread_join(t, NULL);
+  assert_int_equal(r.rc, 0);
+  assert_int_equal(cf_loop_free(r.loop), 0);
+}
+
+static int yielder(void *arg, cf_value *result) {
+  (void)result;
+  for (int i = 0; i < 3; i++)
+    TCHECK(cf_yield() == 0);
+  atomic_fetch_add(&((acount *)arg)->v, 1);
+  return 0;
+}
+
+static int main_many(void *arg, cf_value *result) {
+  (void)result;
+  long n = (long)(intptr_t)arg;
+  static acount done;
+  atomic_store(&done.v, 0);
+  cf_future **fs = malloc((size_t)n * sizeof *fs);
+  for (long i = 0; i < n; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), yielder, &done, &fs[i]) ==
+           0);
+  for (long i = 0; i < n; i++) {
+    TCHECK(cf_future_wait(fs[i], CF_FOREVER) == 0);
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+  return atomic_load(&done.v) == n ? 0 : CF_ETASK;
+}
+
+CF_TEST(ten_thousand_tasks_suspended_at_once) {
+  (void)state;
+  cf_loop_opts o = {.stack_size = 64 * 1024};
+  assert_int_equal(cf_loop_run_main(main_many, (void *)(intptr_t)10000, &o,
+                                    NULL),
+                   0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Stacks                                                                 */
+
+static int depth_sink;
+static int recurse(int n) {
+  volatile char pad[512];
+  pad[0] = (char)n;
+  depth_sink += pad[0];
+  return n <= 0 ? 0 : recurse(n - 1) + pad[0];
+}
+
+static int overflowing(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.i = recurse(1 << 20);
+  return 0;
+}
+
+static void child_overflows(void *arg) {
+  (void)arg;
+  cf_loop_opts o = {.stack_size = 64 * 1024};
+  cf_loop_run_main(overflowing, NULL, &o, NULL);
+  _exit(0); /* not reached */
+}
+
+CF_TEST(a_stack_overflow_dies_with_a_message) {
+  (void)state;
+  char *err = NULL;
+  int st = run_in_child(child_overflows, NULL, &err);
+  assert_true(st != -1);
+  assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
+  assert_non_null(err);
+  if (strstr(err, "overflowed its stack of 65536 bytes") == NULL)
+    fprintf(stderr, "child said: %s\n", err);
+  assert_non_null(strstr(err, "overflowed its stack of 65536 bytes"));
+  free(err);
+}
+
+CF_TEST(bad_options_and_arguments_are_refused) {
+  (void)state;
+  cf_loop *L;
+  cf_loop_opts o = {.stack_size = 4096};
+  assert_int_equal(cf_loop_new(&o, &L), CF_EINVAL);
+  assert_int_equal(cf_loop_new(NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_free(NULL), 0);
+  assert_int_equal(cf_loop_run(NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_stop(NULL), CF_EINVAL);
+  L = new_loop();
+  assert_int_equal(cf_loop_run_until(L, NULL), CF_EINVAL);
+  assert_int_equal(cf_loop_spawn(L, NULL, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_sleep(-1), CF_EINVAL);
+  assert_int_equal(cf_yield(), 0); /* outside a task */
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_sleep(CF_MSEC(2)), 0); /* blocks outside a task */
+  assert_true(cf_now_ns() - t0 >= CF_MSEC(2));
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
+CF_TEST_MAIN()
