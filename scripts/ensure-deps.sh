@@ -6,8 +6,8 @@ set -eu
 
 base="gcc make cmake pkg-config libc6-dev"
 case "${1:-test}" in
-  demo)  pkgs="$base" ;;
-  test)  pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev" ;;
+  demo)  pkgs="$base libuv1-dev" ;;
+  test)  pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev valgrind" ;;
   bench) pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev python3" ;;
   *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac

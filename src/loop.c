@@ -780,7 +780,9 @@ static void report_to_handler(void *ctx, cf_future *f, int rc) {
 /* Running                                                                */
 
 static void on_async(uv_async_t *a) { (void)a; }
-static void on_utimer(uv_timer_t *t) { (void)t; }
+/* The earliest deadline is due. libuv runs due timers before it polls:
+ * stop it, or the poll that follows would block with no timer left. */
+static void on_utimer(uv_timer_t *t) { uv_stop(t->loop); }
 
 static int claim(cf_loop *L) {
   if (tls_loop != NULL)
