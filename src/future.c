@@ -143,6 +143,11 @@ char *cf__raise_take(int code) {
 }
 
 void cf__raise_save(int *code, char **msg) {
+  if (raise_tls.code == 0 && raise_tls.msg == NULL) {
+    *code = 0;
+    *msg = NULL;
+    return;
+  }
   *code = raise_tls.code;
   *msg = raise_tls.msg;
   raise_tls.code = 0;

@@ -51,7 +51,8 @@
 
 enum { KIND_TASK = 1, KIND_THREAD = 2 };
 enum { R_NONE, R_DONE, R_TIMEOUT, R_CANCEL, R_SIGNAL };
-enum { BUDGET = 4096 };             /* nodes run between two polls */
+enum { BUDGET = 4096 };     /* nodes run between two polls */
+enum { DIRECT_MAX = 256 };  /* task-to-task switches in a row */
 #define SHUTDOWN_CANCEL_RUNNING (1u << 8) /* internal: cf_loop_free */
 
 typedef struct rnode rnode;
@@ -79,8 +80,10 @@ typedef struct ltask {
   cf__listener lis; /* waiting on one future */
   ltimer timer;     /* a wait's deadline, a sleep */
   _Atomic uint32_t armed;
-  _Atomic uint32_t permit;  /* hook_wake before or during a sleep */
-  _Atomic bool cancel_req;
+  _Atomic uint32_t permit; /* hook_wake before or during a sleep */
+  bool cancel_req;         /* loop thread: a cancellation to deliver */
+  _Atomic bool cancel_posted; /* a foreign cancel is on its way */
+  rnode cancel_node;          /* carries it to the loop's thread */
   int reason; /* R_*: why the wait ended, written by the winner */
   int raise_code;
   char *raise_msg;
@@ -135,6 +138,8 @@ struct cf_loop {
   route *routes;
   cf__stack *stacks;
   size_t nstacks;
+  ltask *last;      /* the task that switched to the scheduler */
+  int direct_left;  /* task-to-task switches left before the scheduler */
   cf_wait_hook prev_hook;
   cf__cb_router prev_router;
 
@@ -513,23 +518,35 @@ static void task_end(cf_loop *L, ltask *t) {
   task_gone(L, t);
 }
 
+/* Makes t the running task (before switching to it). */
+static inline void task_enter(ltask *t) {
+  tls_task = t;
+  if (t->raise_code != 0 || t->raise_msg != NULL) {
+    cf__raise_restore(t->raise_code, t->raise_msg);
+    t->raise_code = 0;
+    t->raise_msg = NULL;
+  }
+}
+
 static void task_resume(rnode *n) {
   ltask *t = cf__container_of(n, ltask, node);
   cf_loop *L = t->loop;
-  tls_task = t;
-  cf__raise_restore(t->raise_code, t->raise_msg);
-  t->raise_msg = NULL;
+  task_enter(t);
+  L->direct_left = DIRECT_MAX;
   cf__ctx_switch(&L->sched, &t->ctx);
+  /* Back from whichever task ran last (tasks switch to each other). */
+  ltask *last = L->last;
   tls_task = NULL;
-  if (t->exited)
-    task_end(L, t);
+  if (last->exited)
+    task_end(L, last);
 }
 
 static void task_entry(void *p) {
   ltask *t = p;
   cf__future_exec(t->f, &t->out);
   t->exited = true;
-  cf__ctx_exit(&t->ctx, &t->loop->sched);
+  t->loop->last = t;
+  cf__ctx_exit(&t->ctx, &t->loop->sched); /* its stack is freed there */
 }
 
 static void task_start(rnode *n) {
@@ -562,10 +579,28 @@ static void task_start(rnode *n) {
   task_resume(&t->node);
 }
 
-/* Suspends the running task t until someone posts it. */
+/* Suspends the running task t until someone posts it. When the next node
+ * in the FIFO resumes a task, switches to that task directly (one switch
+ * instead of two through the scheduler), at most DIRECT_MAX times in a
+ * row, so that timers and I/O still get their turn. */
 static void task_suspend(ltask *t) {
+  cf_loop *L = t->loop;
   cf__raise_save(&t->raise_code, &t->raise_msg);
-  cf__ctx_switch(&t->ctx, &t->loop->sched);
+  rnode *n = L->rhead;
+  if (n != NULL && n->run == task_resume && L->direct_left > 0) {
+    L->direct_left--;
+    fifo_pop(L);
+    ltask *u = cf__container_of(n, ltask, node);
+    if (u == t) { /* it yielded and nothing else is ready */
+      task_enter(t);
+      return;
+    }
+    task_enter(u);
+    cf__ctx_switch(&t->ctx, &u->ctx);
+    return;
+  }
+  L->last = t;
+  cf__ctx_switch(&t->ctx, &L->sched);
 }
 
 /* Ends t's current wait with `reason` if it is still armed: only the
@@ -605,7 +640,7 @@ static int task_block(ltask *t, int64_t deadline) {
     timed = true;
   }
   int reason;
-  if (atomic_load(&t->cancel_req)) {
+  if (t->cancel_req) {
     uint32_t one = 1;
     if (atomic_compare_exchange_strong(&t->armed, &one, 0)) {
       reason = R_CANCEL;
@@ -620,7 +655,7 @@ static int task_block(ltask *t, int64_t deadline) {
   if (timed)
     timer_del(L, &t->timer);
   if (reason == R_CANCEL)
-    atomic_store(&t->cancel_req, false); /* delivered */
+    t->cancel_req = false; /* delivered */
   return reason;
 }
 
@@ -641,8 +676,11 @@ static int reason_code(int reason) {
 static int task_wait_future(ltask *t, cf_future *f, int64_t deadline) {
   if (f == t->f)
     return CF_EDEADLK;
-  atomic_store(&t->armed, 1);
-  memset(&t->lis, 0, sizeof t->lis);
+  /* Whoever may end this wait sees armed through the stripe lock that
+   * listen takes (a completer), or runs on this thread (timers,
+   * cancellation): no fence needed. */
+  atomic_store_explicit(&t->armed, 1, memory_order_relaxed);
+  t->lis.attached = false;
   t->lis.notify = task_on_done;
   if (cf__future_listen(f, &t->lis) == 1) {
     uint32_t one = 1;
@@ -650,11 +688,13 @@ static int task_wait_future(ltask *t, cf_future *f, int64_t deadline) {
       return 0; /* done already */
     task_suspend(t); /* a cancellation won meanwhile */
     if (t->reason == R_CANCEL)
-      atomic_store(&t->cancel_req, false);
+      t->cancel_req = false;
     return reason_code(t->reason);
   }
   int reason = task_block(t, deadline);
-  cf__future_unlisten(f, &t->lis);
+  /* A completion detached the listener before it posted the task. */
+  if (reason != R_DONE)
+    cf__future_unlisten(f, &t->lis);
   return reason_code(reason);
 }
 
@@ -705,7 +745,7 @@ static int hook_sleep(void *ctx, void *token, cf_future *const *fs, size_t n,
       return 0;
     task_suspend(t);
     if (t->reason == R_CANCEL)
-      atomic_store(&t->cancel_req, false);
+      t->cancel_req = false;
     return reason_code(t->reason);
   }
   int reason = task_block(t, deadline);
@@ -813,6 +853,7 @@ static void unclaim(cf_loop *L) {
 }
 
 static void cancel_all(cf_loop *L, unsigned flags);
+static void cancel_node_of_task(rnode *n);
 
 static void run_ready(cf_loop *L) {
   drain_remote(L);
@@ -953,7 +994,7 @@ int cf_sleep_until(int64_t deadline_ns) {
       nanosleep(&ts, NULL);
     }
   }
-  atomic_store(&t->armed, 1);
+  atomic_store_explicit(&t->armed, 1, memory_order_relaxed);
   int reason = task_block(t, deadline_ns);
   return reason == R_TIMEOUT ? 0 : reason_code(reason);
 }
@@ -968,8 +1009,10 @@ int cf_yield(void) {
   ltask *t = tls_task;
   if (t == NULL)
     return 0;
-  if (atomic_exchange(&t->cancel_req, false))
+  if (t->cancel_req) {
+    t->cancel_req = false;
     return CF_ECANCELED;
+  }
   fifo_push(t->loop, &t->node);
   task_suspend(t);
   return 0;
@@ -998,6 +1041,7 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   t->f = f;
   t->loop = L;
   t->node.run = task_start;
+  t->cancel_node.run = cancel_node_of_task;
   t->timer.idx = NOT_QUEUED;
   t->timer.fire = task_timer_fire;
   atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
@@ -1022,11 +1066,33 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   return 0;
 }
 
-static int loop_cancel(cf_executor *ex, cf_future *f) {
-  (void)ex;
-  ltask *t = task_of(f);
-  atomic_store(&t->cancel_req, true);
+/* Delivers a cancellation on the loop's thread. */
+static void cancel_here(ltask *t) {
+  t->cancel_req = true;
   task_wake(t, R_CANCEL);
+}
+
+static void cancel_node_of_task(rnode *n) {
+  ltask *t = cf__container_of(n, ltask, cancel_node);
+  atomic_store(&t->cancel_posted, false);
+  if (!t->exited)
+    cancel_here(t);
+  cf_future_unref(t->f); /* the canceller's reference for the trip */
+}
+
+static int loop_cancel(cf_executor *ex, cf_future *f) {
+  cf_loop *L = (cf_loop *)ex;
+  ltask *t = task_of(f);
+  if (tls_loop == L) {
+    cancel_here(t);
+    return 0;
+  }
+  /* From another thread: the request travels to the loop's thread, which
+   * alone reads and writes cancel_req (so waits need no fence). */
+  if (!atomic_exchange(&t->cancel_posted, true)) {
+    cf_future_ref(f);
+    remote_push(L, &t->cancel_node);
+  }
   return 0;
 }
 
@@ -1039,7 +1105,7 @@ static void cancel_all(cf_loop *L, unsigned flags) {
       cf_future_cancel(cf__container_of(n, ltask, node)->f);
   if (flags & SHUTDOWN_CANCEL_RUNNING)
     for (ltask *t = L->tasks; t != NULL; t = t->next)
-      loop_cancel(&L->base, t->f);
+      cancel_here(t);
 }
 
 static void cancel_node_run(rnode *n) {
