@@ -47,6 +47,7 @@
 #include "executor_int.h"
 #include "fault.h"
 #include "future_int.h"
+#include "loop_int.h"
 #include "park.h"
 
 enum { KIND_TASK = 1, KIND_THREAD = 2 };
@@ -70,7 +71,7 @@ struct ltimer {
 };
 #define NOT_QUEUED SIZE_MAX
 
-typedef struct ltask {
+struct ltask {
   int kind; /* KIND_TASK: first, tells tokens apart */
   cf_future *f;
   cf_loop *loop;
@@ -82,6 +83,10 @@ typedef struct ltask {
   _Atomic uint32_t armed;
   _Atomic uint32_t permit; /* hook_wake before or during a sleep */
   bool cancel_req;         /* loop thread: a cancellation to deliver */
+  bool last_external;      /* the last one delivered included cancel_req */
+  uint32_t soft_pending;   /* cancellations owed to scopes and groups */
+  uint64_t cancel_gen;     /* deliveries so far */
+  struct scope_impl *scopes; /* innermost open timeout scope */
   _Atomic bool cancel_posted; /* a foreign cancel is on its way */
   rnode cancel_node;          /* carries it to the loop's thread */
   int reason; /* R_*: why the wait ended, written by the winner */
@@ -90,7 +95,8 @@ typedef struct ltask {
   cf__outcome out;
   bool exited;
   struct ltask *prev, *next; /* the loop's list of tasks */
-} ltask;
+};
+typedef struct ltask ltask;
 
 typedef struct thread_waiter {
   int kind; /* KIND_THREAD */
@@ -131,6 +137,7 @@ struct cf_loop {
 
   /* The loop's thread only. */
   rnode *rhead, **rtail;
+  size_t rlen;
   ltimer **heap;
   size_t nheap, capheap;
   uint64_t seq;
@@ -178,6 +185,7 @@ static void fifo_push(cf_loop *L, rnode *n) {
   n->next = NULL;
   *L->rtail = n;
   L->rtail = &n->next;
+  L->rlen++;
 }
 
 static rnode *fifo_pop(cf_loop *L) {
@@ -186,6 +194,7 @@ static rnode *fifo_pop(cf_loop *L) {
     L->rhead = n->next;
     if (L->rhead == NULL)
       L->rtail = &L->rhead;
+    L->rlen--;
   }
   return n;
 }
@@ -500,8 +509,11 @@ static void task_gone(cf_loop *L, ltask *t) {
 }
 
 /* The task's function returned: publish its outcome. */
+static void scopes_abandon(ltask *t);
+
 static void task_end(cf_loop *L, ltask *t) {
   atomic_fetch_add_explicit(&L->ended, 1, memory_order_relaxed);
+  scopes_abandon(t); /* scopes it never exited: their timers go */
   cf__ctx_destroy(&t->ctx);
   stack_put(L, &t->stack);
   cf__outcome *o = &t->out;
@@ -623,6 +635,18 @@ static void task_on_done(cf__listener *l, cf_future *f) {
   task_wake(cf__container_of(l, ltask, lis), R_DONE);
 }
 
+static inline bool cancel_owed(const ltask *t) {
+  return t->cancel_req || t->soft_pending != 0;
+}
+
+/* A wait is returning CF_ECANCELED: every request owed is delivered. */
+static void cancel_delivered(ltask *t) {
+  t->last_external = t->cancel_req;
+  t->cancel_req = false;
+  t->soft_pending = 0;
+  t->cancel_gen++;
+}
+
 /* The common part of every wait of a task, once armed and registered:
  * the deadline, a pending cancellation, the suspension. Returns the
  * reason the wait ended. */
@@ -640,7 +664,7 @@ static int task_block(ltask *t, int64_t deadline) {
     timed = true;
   }
   int reason;
-  if (t->cancel_req) {
+  if (cancel_owed(t)) {
     uint32_t one = 1;
     if (atomic_compare_exchange_strong(&t->armed, &one, 0)) {
       reason = R_CANCEL;
@@ -655,7 +679,7 @@ static int task_block(ltask *t, int64_t deadline) {
   if (timed)
     timer_del(L, &t->timer);
   if (reason == R_CANCEL)
-    t->cancel_req = false; /* delivered */
+    cancel_delivered(t);
   return reason;
 }
 
@@ -688,7 +712,7 @@ static int task_wait_future(ltask *t, cf_future *f, int64_t deadline) {
       return 0; /* done already */
     task_suspend(t); /* a cancellation won meanwhile */
     if (t->reason == R_CANCEL)
-      t->cancel_req = false;
+      cancel_delivered(t);
     return reason_code(t->reason);
   }
   int reason = task_block(t, deadline);
@@ -745,7 +769,7 @@ static int hook_sleep(void *ctx, void *token, cf_future *const *fs, size_t n,
       return 0;
     task_suspend(t);
     if (t->reason == R_CANCEL)
-      t->cancel_req = false;
+      cancel_delivered(t);
     return reason_code(t->reason);
   }
   int reason = task_block(t, deadline);
@@ -855,14 +879,18 @@ static void unclaim(cf_loop *L) {
 static void cancel_all(cf_loop *L, unsigned flags);
 static void cancel_node_of_task(rnode *n);
 
+/* One turn, as asyncio's: the timers that are due, then the nodes that
+ * were ready when the turn began (at most BUDGET); what they make ready
+ * runs in the next turn, after a poll for I/O. */
 static void run_ready(cf_loop *L) {
   drain_remote(L);
   run_due_timers(L);
-  for (int i = 0; i < BUDGET; i++) {
-    rnode *n = fifo_pop(L);
-    if (n == NULL)
+  size_t n = L->rlen < BUDGET ? L->rlen : BUDGET;
+  for (size_t i = 0; i < n; i++) {
+    rnode *node = fifo_pop(L); /* NULL: tasks resumed the rest directly */
+    if (node == NULL)
       break;
-    n->run(n);
+    node->run(node);
   }
 }
 
@@ -1009,13 +1037,117 @@ int cf_yield(void) {
   ltask *t = tls_task;
   if (t == NULL)
     return 0;
-  if (t->cancel_req) {
-    t->cancel_req = false;
+  if (cancel_owed(t)) {
+    cancel_delivered(t);
     return CF_ECANCELED;
   }
+  /* A turn of the loop: through the scheduler, never straight to the
+   * next task, so due timers and I/O are seen. */
   fifo_push(t->loop, &t->node);
+  t->loop->direct_left = 0;
   task_suspend(t);
   return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Cancellations owed to scopes and groups                                */
+
+cf__ltask *cf__task_self(void) { return tls_task; }
+
+cf_loop *cf__task_loop(cf__ltask *t) { return t->loop; }
+
+cf_future *cf__task_future(cf__ltask *t) { return t->f; }
+
+uint64_t cf__task_soft_cancel(cf__ltask *t) {
+  t->soft_pending++;
+  uint64_t ticket = t->cancel_gen;
+  task_wake(t, R_CANCEL);
+  return ticket;
+}
+
+void cf__task_soft_withdraw(cf__ltask *t, uint64_t ticket) {
+  if (t->cancel_gen == ticket && t->soft_pending > 0)
+    t->soft_pending--;
+}
+
+bool cf__task_last_cancel_external(const cf__ltask *t) {
+  return t->last_external;
+}
+
+typedef struct scope_impl {
+  ltimer timer;
+  ltask *task;
+  struct scope_impl *outer;
+  uint64_t ticket;
+  bool expired, requested;
+  uint32_t magic;
+} scope_impl;
+_Static_assert(sizeof(scope_impl) <= sizeof(((cf_timeout_scope *)0)->cf__opaque),
+               "cf_timeout_scope is too small");
+#define SCOPE_OPEN 0x73636f70u /* "scop" */
+
+static void scope_fire(ltimer *tm) {
+  scope_impl *sc = cf__container_of(tm, scope_impl, timer);
+  sc->expired = true;
+  sc->requested = true;
+  sc->ticket = cf__task_soft_cancel(sc->task);
+}
+
+int cf_timeout_enter_at(cf_timeout_scope *scope, int64_t deadline_ns) {
+  if (scope == NULL)
+    return CF_EINVAL;
+  ltask *t = tls_task;
+  if (t == NULL)
+    return CF_ENOTTASK;
+  scope_impl *sc = (scope_impl *)(void *)scope->cf__opaque;
+  memset(sc, 0, sizeof *sc);
+  sc->timer.idx = NOT_QUEUED;
+  sc->timer.fire = scope_fire;
+  sc->task = t;
+  if (deadline_ns != CF_FOREVER && timer_add(t->loop, &sc->timer,
+                                             deadline_ns) != 0)
+    return CF_ENOMEM;
+  sc->outer = t->scopes;
+  t->scopes = sc;
+  sc->magic = SCOPE_OPEN;
+  return 0;
+}
+
+int cf_timeout_enter(cf_timeout_scope *scope, int64_t timeout_ns) {
+  if (timeout_ns < 0)
+    return CF_EINVAL;
+  return cf_timeout_enter_at(scope, cf_deadline_after(timeout_ns));
+}
+
+int cf_timeout_exit(cf_timeout_scope *scope) {
+  if (scope == NULL)
+    return CF_EINVAL;
+  scope_impl *sc = (scope_impl *)(void *)scope->cf__opaque;
+  ltask *t = tls_task;
+  if (sc->magic != SCOPE_OPEN || t == NULL || sc->task != t ||
+      t->scopes != sc)
+    return CF_EINVAL;
+  timer_del(t->loop, &sc->timer);
+  t->scopes = sc->outer;
+  sc->magic = 0;
+  if (sc->requested)
+    cf__task_soft_withdraw(t, sc->ticket);
+  return sc->expired ? CF_ETIMEDOUT : 0;
+}
+
+static void scopes_abandon(ltask *t) {
+  for (scope_impl *sc = t->scopes; sc != NULL; sc = sc->outer) {
+    timer_del(t->loop, &sc->timer);
+    sc->magic = 0;
+  }
+  t->scopes = NULL;
+}
+
+bool cf_timeout_expired(const cf_timeout_scope *scope) {
+  if (scope == NULL)
+    return false;
+  const scope_impl *sc = (const scope_impl *)(const void *)scope->cf__opaque;
+  return sc->expired;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1207,6 +1339,7 @@ static void loop_destroy(cf_executor *ex) {
     rnode *batch = L->rhead;
     L->rhead = NULL;
     L->rtail = &L->rhead;
+    L->rlen = 0;
     while (batch != NULL) {
       rnode *next = batch->next;
       if (batch->run == task_start)

@@ -12,6 +12,7 @@
 #include "cf/executor.h"
 #include "cf/future.h"
 #include "cf/loop.h"
+#include "cf/sync.h"
 #include "cf/thread_pool.h"
 #include "cf/time.h"
 

@@ -45,7 +45,8 @@ extern "C" {
   XX(ETASK, -3007, "task failed")                                              \
   XX(EFORKED, -3008, "executor belongs to the parent of this forked process") \
   XX(EWRONGTHREAD, -3009, "called from a thread that is not the loop's")       \
-  XX(ESTOPPED, -3010, "the loop was stopped before the future was done")
+  XX(ESTOPPED, -3010, "the loop was stopped before the future was done")    \
+  XX(ENOTTASK, -3011, "only a task running on a loop can do this")
 
 /** Library error codes. All are negative. */
 enum cf_errno {

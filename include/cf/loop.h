@@ -60,6 +60,7 @@
 #ifndef CF_LOOP_H
 #define CF_LOOP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -238,6 +239,128 @@ CF_EXTERN int cf_sleep_until(int64_t deadline_ns);
  * CF_ECANCELED.
  */
 CF_EXTERN int cf_yield(void);
+
+
+/* ---------------------------------------------------------------------- */
+/* Combinators, deadlines, task groups                                    */
+
+/** Flags of cf_gather. */
+enum cf_gather_flags {
+  /** Wait for every future and return 0; read each outcome from its
+   * future (Python's return_exceptions=True). Without it, the first
+   * failure or cancellation seen ends the gather with its code. */
+  CF_GATHER_RETURN_ERRORS = 1u << 0
+};
+
+/**
+ * Waits for fs[0..n) (Python's asyncio.gather). In a task it suspends;
+ * elsewhere it blocks. Returns 0 once all are done and (without
+ * CF_GATHER_RETURN_ERRORS) all finished without error; else the code of
+ * the first failed or cancelled future it sees done (CF_ECANCELED for a
+ * cancelled one); the others keep running, as in Python. CF_ETIMEDOUT
+ * when the timeout passes first (nothing is cancelled). If the waiting
+ * task is cancelled, every future of fs is cancelled too and the gather
+ * returns CF_ECANCELED. CF_EINVAL for a NULL fs with n > 0, a NULL
+ * element, bad flags or a negative timeout; CF_ENOMEM.
+ */
+CF_EXTERN int cf_gather(cf_future *const *fs, size_t n, unsigned flags,
+                        int64_t timeout_ns);
+
+/**
+ * Waits for f for at most timeout_ns (Python's asyncio.wait_for). Returns
+ * 0 when f is done in time (read its outcome from f). At the timeout, f
+ * is cancelled: if its executor can interrupt it (a task, a queued
+ * job), this waits for it to end, then returns CF_ETIMEDOUT; work that
+ * cannot be interrupted (running on a thread pool) keeps running and
+ * CF_ETIMEDOUT is returned at once. If the waiting task is cancelled, f
+ * is cancelled too and CF_ECANCELED returned. CF_EINVAL for NULL f or a
+ * negative timeout; CF_EDEADLK as cf_future_wait.
+ */
+CF_EXTERN int cf_wait_for(cf_future *f, int64_t timeout_ns);
+
+/**
+ * A timeout scope (Python's async with asyncio.timeout()): the code of a
+ * task between cf_timeout_enter and cf_timeout_exit runs under a deadline.
+ * When it passes, the task is cancelled: its current or next wait returns
+ * CF_ECANCELED, and the code unwinds to cf_timeout_exit, which then
+ * returns CF_ETIMEDOUT. Scopes nest; each is on the task's stack (or
+ * anywhere that outlives the scope) and must be exited in reverse order
+ * of entering, by the same task.
+ *
+ *     cf_timeout_scope sc;
+ *     cf_timeout_enter(&sc, CF_SEC(2));
+ *     int rc = fetch_all();                  // CF_ECANCELED on expiry
+ *     int trc = cf_timeout_exit(&sc);
+ *     if (trc != 0) rc = trc;                // CF_ETIMEDOUT
+ */
+typedef struct cf_timeout_scope {
+  _Alignas(8) unsigned char cf__opaque[80]; /* private */
+} cf_timeout_scope;
+
+/** Enters a scope with a timeout (CF_FOREVER: none, but still a scope).
+ * Returns 0, CF_ENOTTASK outside a task, CF_EINVAL, CF_ENOMEM. */
+CF_EXTERN int cf_timeout_enter(cf_timeout_scope *sc, int64_t timeout_ns);
+
+/** The same with an absolute deadline on cf_now_ns()'s clock. */
+CF_EXTERN int cf_timeout_enter_at(cf_timeout_scope *sc, int64_t deadline_ns);
+
+/** Leaves the scope: returns CF_ETIMEDOUT if its deadline passed (a
+ * cancellation it caused and that was not delivered yet is withdrawn),
+ * else 0. CF_EINVAL if sc is not the task's innermost open scope. */
+CF_EXTERN int cf_timeout_exit(cf_timeout_scope *sc);
+
+/** Whether the scope's deadline has passed (its cancellation is owed). */
+CF_EXTERN bool cf_timeout_expired(const cf_timeout_scope *sc);
+
+/**
+ * A task group (Python's TaskGroup): tasks spawned into it, and futures
+ * of any executor added to it, are its children. When a child fails (an
+ * error; a cancelled child is not a failure), the group cancels its other
+ * children and cancels the task that owns the group (its current or next
+ * wait returns CF_ECANCELED), so the owner unwinds to cf_task_group_join,
+ * which waits until every child has ended and returns the first failure's
+ * code (cf_task_group_get_error has its message). No child outlives the
+ * group: cf_task_group_free cancels the children still running and waits
+ * for them. A child of another executor is cancelled as that executor
+ * can (pending work always; running work if the executor can interrupt
+ * it).
+ *
+ * A group belongs to the task that created it (the owner); all its
+ * functions are for that task (CF_ENOTTASK elsewhere, CF_EWRONGTHREAD
+ * from another task).
+ */
+typedef struct cf_task_group cf_task_group;
+
+/** Creates a group owned by the running task. Returns 0, CF_ENOTTASK,
+ * CF_EINVAL, CF_ENOMEM. */
+CF_EXTERN int cf_task_group_new(cf_task_group **out);
+
+/** Spawns fn(arg) on the owner's loop as a child. *out (if non-NULL) gets
+ * a reference. Returns 0, CF_ESHUTDOWN once the group is failing or
+ * joined, or what cf_loop_spawn returns. */
+CF_EXTERN int cf_task_group_spawn(cf_task_group *g, cf_task_fn fn, void *arg,
+                                  cf_future **out);
+
+/** Makes f (any executor's future) a child; the group takes its own
+ * reference. Returns 0, CF_ESHUTDOWN (f is then cancelled), CF_EINVAL,
+ * CF_ENOMEM. */
+CF_EXTERN int cf_task_group_add(cf_task_group *g, cf_future *f);
+
+/**
+ * Waits until every child has ended. Returns 0 if none failed, else the
+ * first failure's code; CF_ECANCELED if the owner was cancelled from
+ * outside the group (the children are then cancelled and waited for
+ * first, as Python does). Later spawns fail with CF_ESHUTDOWN.
+ */
+CF_EXTERN int cf_task_group_join(cf_task_group *g);
+
+/** The first failure (code 0 if none); the message is borrowed until
+ * cf_task_group_free. */
+CF_EXTERN cf_error cf_task_group_get_error(const cf_task_group *g);
+
+/** Cancels the children still running, waits for them, frees the group
+ * (NULL is ignored). */
+CF_EXTERN void cf_task_group_free(cf_task_group *g);
 
 #ifdef __cplusplus
 }

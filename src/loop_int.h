@@ -1,0 +1,32 @@
+/*
+ * loop_int.h - what the loop's task groups and combinators
+ * (taskgroup.c) use of its tasks. Internal: not installed. All of it is
+ * for the loop's thread.
+ */
+#ifndef CF_LOOP_INT_H
+#define CF_LOOP_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cf/loop.h"
+
+typedef struct ltask cf__ltask;
+
+/* The running task, or NULL. */
+cf__ltask *cf__task_self(void);
+cf_loop *cf__task_loop(cf__ltask *t);
+cf_future *cf__task_future(cf__ltask *t);
+
+/* A cancellation a scope or a group owes t: delivered at its current or
+ * next wait like cf_future_cancel's, and withdrawn by
+ * cf__task_soft_withdraw(t, ticket) if it has not been delivered by
+ * then. */
+uint64_t cf__task_soft_cancel(cf__ltask *t);
+void cf__task_soft_withdraw(cf__ltask *t, uint64_t ticket);
+
+/* Whether the last cancellation delivered to t included one from
+ * cf_future_cancel (not only scopes' and groups'). */
+bool cf__task_last_cancel_external(const cf__ltask *t);
+
+#endif /* CF_LOOP_INT_H */

@@ -1,0 +1,633 @@
+/*
+ * test_aio.c - what tasks build on: gather, wait_for, timeout scopes,
+ * task groups, and the semaphores, locks and events of cf/sync.h.
+ */
+#include "support.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cf/loop.h"
+#include "cf/sync.h"
+
+static cf_loop *here(void) { return cf_loop_current(); }
+
+static int sleep_then_return(void *arg, cf_value *result) {
+  intptr_t ms = (intptr_t)arg;
+  int rc = cf_sleep(CF_MSEC(ms));
+  result->u.i = ms;
+  return rc;
+}
+
+static int fail_after(void *arg, cf_value *result) {
+  (void)result;
+  cf_sleep(CF_MSEC((intptr_t)arg));
+  return cf_raise(-EIO, "child failed after %d ms", (int)(intptr_t)arg);
+}
+
+typedef struct watched {
+  _Atomic int started;
+  int rc;
+  bool cleaned;
+} watched;
+
+static int sleep_forever_watched(void *arg, cf_value *result) {
+  (void)result;
+  watched *w = arg;
+  atomic_store(&w->started, 1);
+  w->rc = cf_sleep(CF_SEC(3600));
+  w->cleaned = true;
+  return w->rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* gather                                                                 */
+
+static int main_gather_ok(void *arg, cf_value *result) {
+  (void)arg;
+  cf_future *fs[10];
+  for (intptr_t i = 0; i < 10; i++)
+    TCHECK(cf_loop_spawn(here(), sleep_then_return, (void *)(i % 4), &fs[i]) ==
+           0);
+  TCHECK(cf_gather(fs, 10, 0, CF_FOREVER) == 0);
+  int64_t sum = 0;
+  for (int i = 0; i < 10; i++) {
+    const cf_value *v;
+    TCHECK(cf_future_result(fs[i], 0, &v) == 0);
+    sum += v->u.i;
+    cf_future_unref(fs[i]);
+  }
+  result->u.i = sum;
+  return 0;
+}
+
+CF_TEST(gather_waits_for_all_and_keeps_their_results) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_gather_ok, NULL, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, 0 + 1 + 2 + 3 + 0 + 1 + 2 + 3 + 0 + 1);
+  cf_future_unref(f);
+}
+
+static int main_gather_fail(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_future *fs[2];
+  TCHECK(cf_loop_spawn(here(), sleep_then_return, (void *)(intptr_t)80,
+                       &fs[0]) == 0);
+  TCHECK(cf_loop_spawn(here(), fail_after, (void *)(intptr_t)1, &fs[1]) == 0);
+  TCHECK(cf_gather(fs, 2, 0, CF_FOREVER) == -EIO);
+  TCHECK(!cf_future_done(fs[0])); /* the other keeps running */
+  /* With return-errors it waits for all and reports success. */
+  TCHECK(cf_gather(fs, 2, CF_GATHER_RETURN_ERRORS, CF_FOREVER) == 0);
+  TCHECK(cf_future_get_error(fs[0]).code == 0);
+  TCHECK(!cf_future_cancelled(fs[0]));
+  TCHECK(strcmp(cf_future_get_error(fs[1]).message,
+                "child failed after 1 ms") == 0);
+  cf_future_unref(fs[0]);
+  cf_future_unref(fs[1]);
+  return 0;
+}
+
+CF_TEST(gather_ends_at_the_first_failure_unless_it_returns_errors) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_gather_fail, NULL, NULL, NULL), 0);
+}
+
+static int gatherer(void *arg, cf_value *result) {
+  (void)result;
+  return cf_gather(arg, 3, 0, CF_FOREVER);
+}
+
+static int main_gather_cancelled(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static watched w[3];
+  cf_future *kids[3], *g;
+  for (int i = 0; i < 3; i++)
+    TCHECK(cf_loop_spawn(here(), sleep_forever_watched, &w[i], &kids[i]) == 0);
+  TCHECK(cf_loop_spawn(here(), gatherer, kids, &g) == 0);
+  TCHECK(cf_sleep(CF_MSEC(5)) == 0);
+  TCHECK(cf_future_cancel(g) == 0);
+  TCHECK(cf_gather(kids, 3, CF_GATHER_RETURN_ERRORS, CF_FOREVER) == 0);
+  TCHECK(cf_future_wait(g, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(g));
+  for (int i = 0; i < 3; i++) {
+    TCHECK(cf_future_cancelled(kids[i]));
+    TCHECK(w[i].cleaned && w[i].rc == CF_ECANCELED);
+    cf_future_unref(kids[i]);
+  }
+  cf_future_unref(g);
+  return 0;
+}
+
+CF_TEST(cancelling_a_gather_cancels_its_children) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_gather_cancelled, NULL, NULL, NULL),
+                   0);
+}
+
+static int pool_ms(void *arg, cf_value *result) {
+  usleep(1000 * (unsigned)(intptr_t)arg);
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+CF_TEST(gather_and_wait_for_work_on_plain_threads) {
+  (void)state;
+  cf_executor *pool = make_pool(2);
+  cf_future *fs[4];
+  for (intptr_t i = 0; i < 4; i++)
+    assert_int_equal(cf_executor_submit(pool, pool_ms, (void *)i, &fs[i]), 0);
+  assert_int_equal(cf_gather(fs, 4, 0, SOON), 0);
+  cf_future *slow;
+  assert_int_equal(cf_executor_submit(pool, pool_ms, (void *)(intptr_t)300,
+                                      &slow),
+                   0);
+  int64_t t0 = cf_now_ns();
+  /* Running on a thread: it cannot be interrupted, so wait_for returns at
+   * its timeout and the work goes on. */
+  assert_int_equal(cf_wait_for(slow, CF_MSEC(20)), CF_ETIMEDOUT);
+  assert_true(cf_now_ns() - t0 < CF_MSEC(250));
+  assert_int_equal(cf_future_wait(slow, SOON), 0);
+  assert_int_equal(cf_future_get_error(slow).code, 0);
+  assert_int_equal(cf_wait_for(slow, 0), 0);
+  for (int i = 0; i < 4; i++)
+    cf_future_unref(fs[i]);
+  cf_future_unref(slow);
+  assert_int_equal(cf_gather(NULL, 1, 0, 0), CF_EINVAL);
+  assert_int_equal(cf_gather(fs, 0, 99, 0), CF_EINVAL);
+  assert_int_equal(cf_wait_for(NULL, 0), CF_EINVAL);
+  assert_int_equal(cf_executor_free(pool), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* wait_for and timeout scopes                                            */
+
+static int main_wait_for(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static watched w;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(here(), sleep_forever_watched, &w, &f) == 0);
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_wait_for(f, CF_MSEC(30)) == CF_ETIMEDOUT);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(30));
+  TCHECK(cf_future_cancelled(f)); /* waited for: it has cleaned up */
+  TCHECK(w.cleaned && w.rc == CF_ECANCELED);
+  cf_future_unref(f);
+  TCHECK(cf_loop_spawn(here(), sleep_then_return, (void *)(intptr_t)1, &f) ==
+         0);
+  TCHECK(cf_wait_for(f, CF_SEC(30)) == 0);
+  TCHECK(cf_future_get_error(f).code == 0);
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(wait_for_cancels_a_task_at_its_timeout_and_waits_for_it) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_wait_for, NULL, NULL, NULL), 0);
+}
+
+static int main_scopes(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_timeout_scope sc, inner;
+  /* Expires: the wait inside is cancelled, exit reports the timeout. */
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_timeout_enter(&sc, CF_MSEC(20)) == 0);
+  TCHECK(cf_sleep(CF_SEC(3600)) == CF_ECANCELED);
+  TCHECK(cf_timeout_expired(&sc));
+  TCHECK(cf_timeout_exit(&sc) == CF_ETIMEDOUT);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(20));
+  /* Does not expire. */
+  TCHECK(cf_timeout_enter(&sc, CF_SEC(3600)) == 0);
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  TCHECK(cf_timeout_exit(&sc) == 0);
+  /* Nested, the outer expires first. */
+  TCHECK(cf_timeout_enter(&sc, CF_MSEC(10)) == 0);
+  TCHECK(cf_timeout_enter(&inner, CF_SEC(3600)) == 0);
+  TCHECK(cf_sleep(CF_SEC(3600)) == CF_ECANCELED);
+  TCHECK(cf_timeout_exit(&inner) == 0);
+  TCHECK(cf_timeout_exit(&sc) == CF_ETIMEDOUT);
+  /* Nested, the inner expires first; the outer goes on. */
+  TCHECK(cf_timeout_enter(&sc, CF_SEC(3600)) == 0);
+  TCHECK(cf_timeout_enter(&inner, CF_MSEC(10)) == 0);
+  TCHECK(cf_sleep(CF_SEC(3600)) == CF_ECANCELED);
+  TCHECK(cf_timeout_exit(&inner) == CF_ETIMEDOUT);
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  TCHECK(cf_timeout_exit(&sc) == 0);
+  /* Expired with no wait inside: the owed cancellation is withdrawn. */
+  TCHECK(cf_timeout_enter(&sc, CF_MSEC(1)) == 0);
+  int64_t until = cf_now_ns() + CF_MSEC(5);
+  while (cf_now_ns() < until)
+    ;
+  /* A turn of the loop fires the timer; the task is ready, not waiting,
+   * so the cancellation is owed, and exit withdraws it. */
+  TCHECK(cf_yield() == 0);
+  TCHECK(cf_timeout_exit(&sc) == CF_ETIMEDOUT);
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  /* Misuse. */
+  TCHECK(cf_timeout_exit(&sc) == CF_EINVAL);
+  TCHECK(cf_timeout_enter(&sc, -1) == CF_EINVAL);
+  return 0;
+}
+
+CF_TEST(timeout_scopes_cancel_at_their_deadline_and_nest) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_scopes, NULL, NULL, NULL), 0);
+  cf_timeout_scope sc;
+  assert_int_equal(cf_timeout_enter(&sc, CF_SEC(1)), CF_ENOTTASK);
+}
+
+static int main_scope_no_wait(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_timeout_scope sc;
+  TCHECK(cf_timeout_enter(&sc, CF_MSEC(1)) == 0);
+  /* Another task runs past the deadline while this one is ready, not
+   * waiting: the timer fires, the cancellation is owed, never delivered. */
+  cf_future *f;
+  TCHECK(cf_loop_spawn(here(), sleep_then_return, (void *)(intptr_t)5, &f) ==
+         0);
+  int64_t until = cf_now_ns() + CF_MSEC(3);
+  while (cf_now_ns() < until)
+    ;
+  /* The timer could not fire: nothing ran the loop since the deadline
+   * passed (as in Python, the scope ends normally). */
+  TCHECK(!cf_timeout_expired(&sc));
+  TCHECK(cf_timeout_exit(&sc) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  cf_future_unref(f);
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0); /* no stray cancellation */
+  return 0;
+}
+
+CF_TEST(a_scope_left_without_waiting_owes_nothing_afterwards) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_scope_no_wait, NULL, NULL, NULL), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Task groups                                                            */
+
+static int main_group_fails(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static watched w[3];
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  for (int i = 0; i < 3; i++)
+    TCHECK(cf_task_group_spawn(g, sleep_forever_watched, &w[i], NULL) == 0);
+  TCHECK(cf_task_group_spawn(g, fail_after, (void *)(intptr_t)5, NULL) == 0);
+  /* The body waits; the failure cancels it. */
+  int body = cf_sleep(CF_SEC(3600));
+  TCHECK(body == CF_ECANCELED);
+  TCHECK(cf_task_group_spawn(g, sleep_then_return, NULL, NULL) ==
+         CF_ESHUTDOWN);
+  TCHECK(cf_task_group_join(g) == -EIO);
+  cf_error e = cf_task_group_get_error(g);
+  TCHECK(e.code == -EIO && strcmp(e.message, "child failed after 5 ms") == 0);
+  for (int i = 0; i < 3; i++)
+    TCHECK(w[i].cleaned && w[i].rc == CF_ECANCELED);
+  cf_task_group_free(g);
+  /* The group's cancellation of the owner was delivered once: this
+   * task's waits work again. */
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  return 0;
+}
+
+CF_TEST(a_failing_child_cancels_its_siblings_and_the_owner) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_group_fails, NULL, NULL, NULL), 0);
+}
+
+static int main_group_ok(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  cf_future *fs[5];
+  for (intptr_t i = 0; i < 5; i++)
+    TCHECK(cf_task_group_spawn(g, sleep_then_return, (void *)i, &fs[i]) == 0);
+  TCHECK(cf_task_group_join(g) == 0);
+  for (int i = 0; i < 5; i++) {
+    TCHECK(cf_future_done(fs[i]) && cf_future_get_error(fs[i]).code == 0);
+    cf_future_unref(fs[i]);
+  }
+  TCHECK(cf_task_group_get_error(g).code == 0);
+  TCHECK(cf_task_group_spawn(g, sleep_then_return, NULL, NULL) ==
+         CF_ESHUTDOWN);
+  cf_task_group_free(g);
+  return 0;
+}
+
+CF_TEST(a_group_join_waits_for_every_child) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_group_ok, NULL, NULL, NULL), 0);
+}
+
+static cf_executor *pool1;
+
+static _Atomic int blocker_started;
+
+static int blocker(void *arg, cf_value *result) {
+  (void)result;
+  atomic_store(&blocker_started, 1);
+  return gate_wait(arg) ? 0 : CF_ETIMEDOUT;
+}
+
+static int main_group_owns_pool_work(void *arg, cf_value *result) {
+  (void)result;
+  gate *gt = arg;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  cf_future *busy, *queued;
+  TCHECK(cf_executor_submit(pool1, blocker, gt, &busy) == 0);
+  TCHECK(cf_executor_submit(pool1, pool_ms, NULL, &queued) == 0);
+  TCHECK(cf_task_group_add(g, busy) == 0);
+  TCHECK(cf_task_group_add(g, queued) == 0);
+  while (!atomic_load(&blocker_started)) /* running: it cannot be cancelled */
+    TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  TCHECK(cf_task_group_spawn(g, fail_after, (void *)(intptr_t)1, NULL) == 0);
+  TCHECK(cf_sleep(CF_SEC(3600)) == CF_ECANCELED);
+  /* The queued job was cancelled; the running one cannot be: let it end. */
+  TCHECK(cf_future_cancelled(queued));
+  gate_open(gt);
+  TCHECK(cf_task_group_join(g) == -EIO);
+  TCHECK(cf_future_done(busy) && !cf_future_cancelled(busy));
+  cf_task_group_free(g);
+  cf_future_unref(busy);
+  cf_future_unref(queued);
+  return 0;
+}
+
+CF_TEST(a_group_cancels_the_pending_work_of_other_executors_it_owns) {
+  (void)state;
+  pool1 = make_pool(1);
+  gate gt;
+  gate_init(&gt);
+  assert_int_equal(cf_loop_run_main(main_group_owns_pool_work, &gt, NULL,
+                                    NULL),
+                   0);
+  gate_destroy(&gt);
+  assert_int_equal(cf_executor_free(pool1), 0);
+}
+
+typedef struct owner_args {
+  watched w[2];
+  int join_rc;
+} owner_args;
+
+static int group_owner(void *arg, cf_value *result) {
+  (void)result;
+  owner_args *a = arg;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  for (int i = 0; i < 2; i++)
+    TCHECK(cf_task_group_spawn(g, sleep_forever_watched, &a->w[i], NULL) == 0);
+  a->join_rc = cf_task_group_join(g);
+  cf_task_group_free(g);
+  return a->join_rc;
+}
+
+static int main_cancel_owner(void *arg, cf_value *result) {
+  (void)result;
+  owner_args *a = arg;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(here(), group_owner, a, &f) == 0);
+  while (!atomic_load(&a->w[0].started) || !atomic_load(&a->w[1].started))
+    TCHECK(cf_yield() == 0);
+  TCHECK(cf_future_cancel(f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(f));
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(cancelling_the_owner_in_join_cancels_the_children_first) {
+  (void)state;
+  owner_args a;
+  memset(&a, 0, sizeof a);
+  assert_int_equal(cf_loop_run_main(main_cancel_owner, &a, NULL, NULL), 0);
+  assert_int_equal(a.join_rc, CF_ECANCELED);
+  for (int i = 0; i < 2; i++)
+    assert_true(a.w[i].cleaned && a.w[i].rc == CF_ECANCELED);
+}
+
+static int main_group_free(void *arg, cf_value *result) {
+  (void)result;
+  watched *w = arg;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  TCHECK(cf_task_group_spawn(g, sleep_forever_watched, w, NULL) == 0);
+  TCHECK(cf_yield() == 0);
+  cf_task_group_free(g); /* no orphans: cancelled and waited for */
+  TCHECK(w->cleaned);
+  return 0;
+}
+
+CF_TEST(freeing_a_group_cancels_and_waits_for_its_children) {
+  (void)state;
+  watched w;
+  memset(&w, 0, sizeof w);
+  assert_int_equal(cf_loop_run_main(main_group_free, &w, NULL, NULL), 0);
+  assert_int_equal(w.rc, CF_ECANCELED);
+  cf_task_group *g;
+  assert_int_equal(cf_task_group_new(&g), CF_ENOTTASK);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Semaphores, locks, events                                              */
+
+typedef struct limiter {
+  cf_semaphore *sem;
+  int active, max_active;
+} limiter;
+
+static int limited(void *arg, cf_value *result) {
+  (void)result;
+  limiter *l = arg;
+  TCHECK(cf_semaphore_acquire(l->sem, CF_FOREVER) == 0);
+  if (++l->active > l->max_active)
+    l->max_active = l->active;
+  cf_sleep(CF_MSEC(2));
+  l->active--;
+  TCHECK(cf_semaphore_release(l->sem) == 0);
+  return 0;
+}
+
+static int main_limited(void *arg, cf_value *result) {
+  (void)result;
+  limiter *l = arg;
+  cf_future *fs[20];
+  for (int i = 0; i < 20; i++)
+    TCHECK(cf_loop_spawn(here(), limited, l, &fs[i]) == 0);
+  TCHECK(cf_gather(fs, 20, 0, CF_FOREVER) == 0);
+  for (int i = 0; i < 20; i++)
+    cf_future_unref(fs[i]);
+  return 0;
+}
+
+CF_TEST(a_semaphore_bounds_how_many_tasks_run_at_once) {
+  (void)state;
+  limiter l = {0};
+  assert_int_equal(cf_semaphore_new(3, &l.sem), 0);
+  assert_int_equal(cf_loop_run_main(main_limited, &l, NULL, NULL), 0);
+  assert_int_equal(l.max_active, 3);
+  assert_int_equal(cf_semaphore_get_value(l.sem), 3);
+  cf_semaphore_free(l.sem);
+}
+
+static void *thread_releases(void *p) {
+  usleep(5000);
+  TCHECK(cf_semaphore_release(p) == 0);
+  return NULL;
+}
+
+static int main_sem_edges(void *arg, cf_value *result) {
+  (void)result;
+  cf_semaphore *s = arg;
+  /* A thread's release wakes a suspended task. */
+  pthread_t t = spawn(thread_releases, s);
+  TCHECK(cf_semaphore_acquire(s, CF_FOREVER) == 0);
+  pthread_join(t, NULL);
+  /* Timeouts. */
+  TCHECK(cf_semaphore_acquire(s, 0) == CF_ETIMEDOUT);
+  TCHECK(cf_semaphore_try_acquire(s) == CF_EAGAIN);
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_semaphore_acquire(s, CF_MSEC(10)) == CF_ETIMEDOUT);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(10));
+  TCHECK(cf_semaphore_get_value(s) == 0);
+  return 0;
+}
+
+static int sem_waiter(void *arg, cf_value *result) {
+  (void)result;
+  return cf_semaphore_acquire(arg, CF_FOREVER);
+}
+
+static int main_sem_cancel(void *arg, cf_value *result) {
+  (void)result;
+  cf_semaphore *s = arg;
+  cf_future *a, *b;
+  TCHECK(cf_loop_spawn(here(), sem_waiter, s, &a) == 0);
+  TCHECK(cf_loop_spawn(here(), sem_waiter, s, &b) == 0);
+  TCHECK(cf_yield() == 0);
+  TCHECK(cf_future_cancel(a) == 0); /* leaves the queue */
+  TCHECK(cf_future_wait(a, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(a));
+  TCHECK(cf_semaphore_release(s) == 0); /* goes to b, not to a */
+  TCHECK(cf_future_wait(b, CF_FOREVER) == 0);
+  TCHECK(cf_future_get_error(b).code == 0);
+  TCHECK(cf_semaphore_get_value(s) == 0);
+  cf_future_unref(a);
+  cf_future_unref(b);
+  return 0;
+}
+
+CF_TEST(semaphore_waits_time_out_and_cancelled_waiters_leave_the_queue) {
+  (void)state;
+  cf_semaphore *s;
+  assert_int_equal(cf_semaphore_new(0, &s), 0);
+  assert_int_equal(cf_loop_run_main(main_sem_edges, s, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_sem_cancel, s, NULL, NULL), 0);
+  cf_semaphore_free(s);
+  assert_int_equal(cf_semaphore_new(-1, &s), CF_EINVAL);
+  assert_int_equal(cf_semaphore_acquire(NULL, 0), CF_EINVAL);
+}
+
+typedef struct locked_counter {
+  cf_lock *lock;
+  long value;
+  int inside;
+  int overlaps;
+} locked_counter;
+
+static int lock_user(void *arg, cf_value *result) {
+  (void)result;
+  locked_counter *c = arg;
+  for (int i = 0; i < 50; i++) {
+    TCHECK(cf_lock_acquire(c->lock, CF_FOREVER) == 0);
+    if (++c->inside != 1)
+      c->overlaps++;
+    long v = c->value;
+    cf_yield(); /* others run while it is held */
+    c->value = v + 1;
+    c->inside--;
+    TCHECK(cf_lock_release(c->lock) == 0);
+  }
+  return 0;
+}
+
+static int main_locks(void *arg, cf_value *result) {
+  (void)result;
+  cf_future *fs[8];
+  for (int i = 0; i < 8; i++)
+    TCHECK(cf_loop_spawn(here(), lock_user, arg, &fs[i]) == 0);
+  TCHECK(cf_gather(fs, 8, 0, CF_FOREVER) == 0);
+  for (int i = 0; i < 8; i++)
+    cf_future_unref(fs[i]);
+  return 0;
+}
+
+CF_TEST(a_lock_excludes_tasks_that_suspend_while_holding_it) {
+  (void)state;
+  locked_counter c = {0};
+  assert_int_equal(cf_lock_new(&c.lock), 0);
+  assert_int_equal(cf_loop_run_main(main_locks, &c, NULL, NULL), 0);
+  assert_int_equal(c.value, 8 * 50);
+  assert_int_equal(c.overlaps, 0);
+  assert_false(cf_lock_locked(c.lock));
+  assert_int_equal(cf_lock_release(c.lock), CF_EINVALSTATE);
+  assert_int_equal(cf_lock_acquire(c.lock, 0), 0);
+  assert_int_equal(cf_lock_acquire(c.lock, 0), CF_ETIMEDOUT);
+  assert_int_equal(cf_lock_release(c.lock), 0);
+  cf_lock_free(c.lock);
+}
+
+static int event_waiter(void *arg, cf_value *result) {
+  (void)result;
+  return cf_event_wait(arg, CF_FOREVER);
+}
+
+static void *thread_waits_event(void *p) {
+  TCHECK(cf_event_wait(p, SOON) == 0);
+  return NULL;
+}
+
+static int main_event(void *arg, cf_value *result) {
+  (void)result;
+  cf_event *e = arg;
+  cf_future *fs[5];
+  for (int i = 0; i < 5; i++)
+    TCHECK(cf_loop_spawn(here(), event_waiter, e, &fs[i]) == 0);
+  pthread_t t = spawn(thread_waits_event, e);
+  TCHECK(cf_sleep(CF_MSEC(5)) == 0);
+  for (int i = 0; i < 5; i++)
+    TCHECK(!cf_future_done(fs[i]));
+  TCHECK(cf_event_wait(e, CF_MSEC(5)) == CF_ETIMEDOUT);
+  TCHECK(cf_event_set(e) == 0);
+  TCHECK(cf_gather(fs, 5, 0, CF_FOREVER) == 0);
+  pthread_join(t, NULL);
+  TCHECK(cf_event_is_set(e));
+  TCHECK(cf_event_wait(e, 0) == 0);
+  TCHECK(cf_event_clear(e) == 0);
+  TCHECK(cf_event_wait(e, 0) == CF_ETIMEDOUT);
+  for (int i = 0; i < 5; i++)
+    cf_future_unref(fs[i]);
+  return 0;
+}
+
+CF_TEST(an_event_wakes_every_task_and_thread_waiting_on_it) {
+  (void)state;
+  cf_event *e;
+  assert_int_equal(cf_event_new(&e), 0);
+  assert_int_equal(cf_loop_run_main(main_event, e, NULL, NULL), 0);
+  cf_event_free(e);
+}
+
+CF_TEST_MAIN()
