@@ -33,6 +33,7 @@
 #endif
 
 #ifdef CF__ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #ifdef CF__TSAN
@@ -102,6 +103,13 @@ static pthread_key_t altstack_key;
 
 void cf__stack_set_current(const cf__stack *s) { current_stack = s; }
 
+void cf__ctx_capture(cf__ctx *ctx) {
+  ctx->stack = current_stack;
+#ifdef CF__TSAN
+  ctx->tsan_fiber = __tsan_get_current_fiber();
+#endif
+}
+
 static size_t fmt_size(char *buf, size_t n) {
   char tmp[24];
   size_t len = 0;
@@ -146,9 +154,9 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   if (s != NULL && a < s->lo && a >= s->lo - (page_size() + 65536)) {
     char msg[160];
     static const char head[] =
-        "cfutures: a task overflowed its stack of ";
+        "cfutures: a task or generator overflowed its stack of ";
     static const char tail[] =
-        " bytes (raise cf_loop_opts.stack_size)\n";
+        " bytes (give it a larger stack_size)\n";
     size_t n = 0;
     memcpy(msg, head, sizeof head - 1);
     n += sizeof head - 1;
@@ -271,6 +279,16 @@ static void boot(boot_args *b) {
   abort(); /* entry ends with cf__ctx_exit */
 }
 
+/* A reused stack may hold the redzones of frames that were abandoned
+ * (a generator never resumed): clear them for the new context. */
+static void stack_fresh(const cf__stack *s) {
+#ifdef CF__ASAN
+  __asan_unpoison_memory_region(s->lo, s->size);
+#else
+  (void)s;
+#endif
+}
+
 #ifndef CF_CORO_UCONTEXT
 
 /* cf__ctx_swap(save, load): pushes the callee-saved registers, stores the
@@ -385,6 +403,7 @@ static void frame_init(void **sp, void (*fn)(boot_args *), boot_args *b) {
 void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
                   void *arg) {
   memset(ctx, 0, sizeof *ctx);
+  stack_fresh(s);
   ctx->stack = s;
   /* The boot arguments live at the top of the stack itself. */
   uintptr_t top = ((uintptr_t)s->lo + s->size) & ~(uintptr_t)15;
@@ -421,6 +440,7 @@ static void uc_boot(unsigned hi, unsigned lo) {
 void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
                   void *arg) {
   memset(ctx, 0, sizeof *ctx);
+  stack_fresh(s);
   ctx->stack = s;
   uintptr_t top = ((uintptr_t)s->lo + s->size) & ~(uintptr_t)15;
   boot_args *b = (boot_args *)(top - ((sizeof(boot_args) + 15) & ~15u));

@@ -59,6 +59,11 @@ void cf__stack_free(cf__stack *s);
  * other contexts switch back to. */
 void cf__ctx_init_thread(cf__ctx *ctx);
 
+/* Makes ctx stand for whatever context is running now (a thread, a
+ * task, a generator), so that another context can switch back to it:
+ * for callers that change from one resume to the next (generators). */
+void cf__ctx_capture(cf__ctx *ctx);
+
 /* Prepares ctx to run entry(arg) on stack s at its first switch. entry
  * must never return: it ends with cf__ctx_exit. */
 void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),

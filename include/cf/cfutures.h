@@ -11,6 +11,7 @@
 #include "cf/error.h"
 #include "cf/executor.h"
 #include "cf/future.h"
+#include "cf/generator.h"
 #include "cf/loop.h"
 #include "cf/sync.h"
 #include "cf/thread_pool.h"

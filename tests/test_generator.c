@@ -1,0 +1,263 @@
+/*
+ * test_generator.c - generators: next, send, return values, yield from,
+ * close, errors, and generators driven from inside loop tasks.
+ */
+#include "support.h"
+
+#include <string.h>
+
+#include "cf/generator.h"
+#include "cf/loop.h"
+
+static cf_value val(int64_t i) {
+  cf_value v = {0};
+  v.u.i = i;
+  return v;
+}
+
+static int countdown(cf_gen *g, void *arg, cf_value *ret) {
+  for (int64_t i = (int64_t)(intptr_t)arg; i > 0; i--) {
+    cf_value v = val(i);
+    if (cf_gen_yield(g, &v, NULL) != 0)
+      return CF_ECANCELED;
+  }
+  ret->u.i = -1;
+  return 0;
+}
+
+CF_TEST(next_yields_each_value_then_the_return_value) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(countdown, (void *)(intptr_t)3, NULL, &g), 0);
+  cf_value v;
+  for (int64_t want = 3; want > 0; want--) {
+    assert_int_equal(cf_gen_next(g, &v), 1);
+    assert_int_equal(v.u.i, want);
+  }
+  assert_int_equal(cf_gen_next(g, &v), 0);
+  assert_int_equal(cf_gen_get_return(g)->u.i, -1);
+  assert_int_equal(cf_gen_next(g, &v), 0); /* finished stays finished */
+  cf_gen_free(g);
+}
+
+/* The seed's minimize(): a bare yield primes it, then each send returns
+ * the minimum so far. */
+static int minimize(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  (void)ret;
+  cf_value current, value;
+  if (cf_gen_yield(g, NULL, &current) != 0)
+    return CF_ECANCELED;
+  for (;;) {
+    if (cf_gen_yield(g, &current, &value) != 0)
+      return CF_ECANCELED;
+    if (value.u.i < current.u.i)
+      current = value;
+  }
+}
+
+CF_TEST(send_passes_values_in_as_the_seeds_minimize_shows) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(minimize, NULL, NULL, &g), 0);
+  cf_value in = val(10), out;
+  assert_int_equal(cf_gen_send(g, &in, &out), CF_EINVAL); /* just started */
+  assert_int_equal(cf_gen_next(g, &out), 1);
+  int64_t sent[] = {10, 4, 22, -1}, want[] = {10, 4, 4, -1};
+  for (int i = 0; i < 4; i++) {
+    in = val(sent[i]);
+    assert_int_equal(cf_gen_send(g, &in, &out), 1);
+    assert_int_equal(out.u.i, want[i]);
+  }
+  assert_int_equal(cf_gen_close(g), 0);
+  assert_int_equal(cf_gen_next(g, &out), 0);
+  cf_gen_free(g);
+}
+
+static int inner(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  int64_t sum = 0;
+  for (int i = 1; i <= 2; i++) {
+    cf_value v = val(i), got;
+    if (cf_gen_yield(g, &v, &got) != 0)
+      return CF_ECANCELED;
+    sum += got.u.i;
+  }
+  ret->u.i = sum;
+  return 0;
+}
+
+static int outer(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  cf_value a = val(100);
+  if (cf_gen_yield(g, &a, NULL) != 0)
+    return CF_ECANCELED;
+  cf_gen *sub;
+  if (cf_gen_new(inner, NULL, NULL, &sub) != 0)
+    return CF_ENOMEM;
+  cf_value r;
+  int rc = cf_gen_yield_from(g, sub, &r);
+  cf_gen_free(sub);
+  if (rc != 0)
+    return rc;
+  ret->u.i = r.u.i * 10;
+  return 0;
+}
+
+CF_TEST(yield_from_delegates_values_both_ways_and_returns_the_result) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(outer, NULL, NULL, &g), 0);
+  cf_value out, in;
+  assert_int_equal(cf_gen_next(g, &out), 1);
+  assert_int_equal(out.u.i, 100);
+  assert_int_equal(cf_gen_next(g, &out), 1); /* from inner */
+  assert_int_equal(out.u.i, 1);
+  in = val(5);
+  assert_int_equal(cf_gen_send(g, &in, &out), 1);
+  assert_int_equal(out.u.i, 2);
+  in = val(7);
+  assert_int_equal(cf_gen_send(g, &in, &out), 0);
+  assert_int_equal(cf_gen_get_return(g)->u.i, 120);
+  cf_gen_free(g);
+}
+
+typedef struct closing_rec {
+  bool cleaned;
+  int yields_after;
+} closing_rec;
+
+static int cleanup_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)ret;
+  closing_rec *r = arg;
+  for (;;) {
+    if (cf_gen_yield(g, NULL, NULL) == CF_ECANCELED) {
+      r->cleaned = true;
+      if (r->yields_after > 0) { /* misbehaves: yields again */
+        cf_gen_yield(g, NULL, NULL);
+      }
+      return CF_ECANCELED;
+    }
+  }
+}
+
+CF_TEST(close_delivers_generator_exit_and_free_closes) {
+  (void)state;
+  closing_rec r = {0};
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(cleanup_body, &r, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  cf_gen_free(g); /* suspended: closed first */
+  assert_true(r.cleaned);
+  closing_rec bad = {.yields_after = 1};
+  assert_int_equal(cf_gen_new(cleanup_body, &bad, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_close(g), CF_EINVALSTATE);
+  assert_true(bad.cleaned);
+  cf_gen_free(g); /* abandoned: freed without running it */
+  /* Never started: closing just finishes it. */
+  assert_int_equal(cf_gen_new(cleanup_body, &r, NULL, &g), 0);
+  assert_int_equal(cf_gen_close(g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 0);
+  cf_gen_free(g);
+}
+
+static int failing_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  (void)ret;
+  cf_gen_yield(g, NULL, NULL);
+  return -ENOENT;
+}
+
+static int reentrant_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  (void)ret;
+  int *rc = arg;
+  *rc = cf_gen_next(g, NULL); /* resuming itself */
+  return 0;
+}
+
+CF_TEST(errors_and_misuse_are_reported) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(failing_body, NULL, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_next(g, NULL), -ENOENT);
+  assert_int_equal(cf_gen_next(g, NULL), -ENOENT);
+  cf_gen_free(g);
+  int rc = 0;
+  assert_int_equal(cf_gen_new(reentrant_body, &rc, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 0);
+  assert_int_equal(rc, CF_EINVALSTATE);
+  cf_gen_free(g);
+  assert_int_equal(cf_gen_new(NULL, NULL, NULL, &g), CF_EINVAL);
+  cf_gen_opts small = {.stack_size = 1024};
+  assert_int_equal(cf_gen_new(countdown, NULL, &small, &g), CF_EINVAL);
+  assert_int_equal(cf_gen_yield(NULL, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_gen_next(NULL, NULL), CF_EINVAL);
+  cf_gen_free(NULL);
+}
+
+/* Generators driven by tasks that suspend between steps: each resume
+ * comes from a different point of the loop. */
+static int stepper(void *arg, cf_value *result) {
+  cf_gen *g;
+  TCHECK(cf_gen_new(countdown, arg, NULL, &g) == 0);
+  int64_t sum = 0;
+  cf_value v;
+  while (cf_gen_next(g, &v) == 1) {
+    sum += v.u.i;
+    TCHECK(cf_yield() == 0);
+  }
+  cf_gen_free(g);
+  result->u.i = sum;
+  return 0;
+}
+
+static int main_steppers(void *arg, cf_value *result) {
+  (void)arg;
+  cf_future *fs[20];
+  for (intptr_t i = 0; i < 20; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), stepper, (void *)(i + 1),
+                         &fs[i]) == 0);
+  TCHECK(cf_gather(fs, 20, 0, CF_FOREVER) == 0);
+  int64_t total = 0;
+  for (int i = 0; i < 20; i++) {
+    const cf_value *v;
+    TCHECK(cf_future_result(fs[i], 0, &v) == 0);
+    total += v->u.i;
+    cf_future_unref(fs[i]);
+  }
+  result->u.i = total;
+  return 0;
+}
+
+CF_TEST(tasks_drive_generators_across_their_own_suspensions) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(cf_loop_run_main(main_steppers, NULL, NULL, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  int64_t want = 0;
+  for (int64_t n = 1; n <= 20; n++)
+    want += n * (n + 1) / 2;
+  assert_int_equal(v->u.i, want);
+  cf_future_unref(f);
+}
+
+CF_TEST(stress_many_short_generators) {
+  (void)state;
+  long n = scaled(20000);
+  int64_t sum = 0;
+  for (long k = 0; k < n; k++) {
+    cf_gen *g;
+    assert_int_equal(cf_gen_new(countdown, (void *)(intptr_t)3, NULL, &g), 0);
+    cf_value v;
+    while (cf_gen_next(g, &v) == 1)
+      sum += v.u.i;
+    cf_gen_free(g);
+  }
+  assert_int_equal(sum, 6 * (int64_t)n);
+}
+
+CF_TEST_MAIN()
