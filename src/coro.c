@@ -289,6 +289,21 @@ static void stack_fresh(const cf__stack *s) {
 #endif
 }
 
+void cf__stack_copy_out(void *dst, const void *stack_src, size_t n) {
+#ifdef CF__ASAN
+  /* The frames' redzones would make the copy look like a bad read. */
+  __asan_unpoison_memory_region(stack_src, n);
+#endif
+  memcpy(dst, stack_src, n);
+}
+
+void cf__stack_copy_in(void *stack_dst, const void *src, size_t n) {
+#ifdef CF__ASAN
+  __asan_unpoison_memory_region(stack_dst, n);
+#endif
+  memcpy(stack_dst, src, n);
+}
+
 #ifndef CF_CORO_UCONTEXT
 
 /* cf__ctx_swap(save, load): pushes the callee-saved registers, stores the

@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if !defined(CF_CORO_UCONTEXT) && !defined(__x86_64__) && !defined(__aarch64__)
 #define CF_CORO_UCONTEXT 1
@@ -76,6 +77,27 @@ void cf__ctx_switch(cf__ctx *from, cf__ctx *to);
 /* Like cf__ctx_switch, for a context that will never run again (its
  * stack may be freed or reused once to runs). */
 void cf__ctx_exit(cf__ctx *from, cf__ctx *to);
+
+/* The stack pointer a context saved when it was switched away from
+ * (NULL with the ucontext switch, which keeps it elsewhere). */
+static inline void *cf__ctx_saved_sp(const cf__ctx *ctx) {
+#ifdef CF_CORO_UCONTEXT
+  (void)ctx;
+  return NULL;
+#else
+  return ctx->sp;
+#endif
+}
+
+/* The top of a stack as cf__ctx_make uses it (16-byte aligned). */
+static inline char *cf__stack_top(const cf__stack *s) {
+  return (char *)(((uintptr_t)s->lo + s->size) & ~(uintptr_t)15);
+}
+
+/* Copies n bytes of a stack region out or back (shared stacks), clearing
+ * the sanitizer's marks on the stack side first. */
+void cf__stack_copy_out(void *dst, const void *stack_src, size_t n);
+void cf__stack_copy_in(void *stack_dst, const void *src, size_t n);
 
 /* Releases what the sanitizers keep for a context that has exited or
  * never run. */

@@ -72,22 +72,26 @@ static void grant(cf_future *f) {
  * whether it was granted. Returns the wait's code, or CF_ENOMEM. */
 static int wait_in_queue(pthread_mutex_t *mu, wqueue *q, int64_t timeout_ns,
                          bool *granted) {
-  wnode n = {0};
+  /* On the heap, not on this stack: a task on a loop's shared stack has
+   * its stack moved away while it waits, and releasers walk the queue. */
+  wnode *n = cf__calloc(1, sizeof *n);
   *granted = false;
-  if (cf_future_new(&n.f) != 0) {
+  if (n == NULL || cf_future_new(&n->f) != 0) {
     pthread_mutex_unlock(mu);
+    free(n);
     return CF_ENOMEM;
   }
-  q_push(q, &n);
+  q_push(q, n);
   pthread_mutex_unlock(mu);
-  int rc = cf_future_wait(n.f, timeout_ns);
+  int rc = cf_future_wait(n->f, timeout_ns);
   pthread_mutex_lock(mu);
-  if (n.granted)
+  if (n->granted)
     *granted = true;
   else
-    q_del(q, &n);
+    q_del(q, n);
   pthread_mutex_unlock(mu);
-  cf_future_unref(n.f);
+  cf_future_unref(n->f);
+  free(n);
   return rc;
 }
 

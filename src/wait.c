@@ -399,26 +399,30 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
       deadline > cf_now_ns()) {
     const cf_wait_hook *hook = multi_hook();
     void *token = hook != NULL ? hook->waiter(hook->ctx) : NULL;
-    waiter w;
-    wait_node *nodes = alloc_array(total, sizeof *nodes);
-    rc = nodes == NULL ? CF_ENOMEM : cond_init_monotonic(&w.cv);
+    /* The waiter lives with the nodes on the heap, not on this stack: a
+     * task on a loop's shared stack has its stack moved away while it
+     * is suspended here, and the listeners reach the waiter meanwhile. */
+    waiter *w = cf__calloc(1, sizeof *w);
+    wait_node *nodes = w != NULL ? alloc_array(total, sizeof *nodes) : NULL;
+    rc = nodes == NULL ? CF_ENOMEM : cond_init_monotonic(&w->cv);
     if (rc != 0) {
       free(nodes);
+      free(w);
       free(uniq);
       return rc;
     }
-    pthread_mutex_init(&w.mu, NULL);
-    w.done = 0;
-    w.failed = 0;
-    w.when = return_when;
-    w.total = total;
-    w.token = token;
-    w.wake = hook != NULL ? hook->wake : NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    w->done = 0;
+    w->failed = 0;
+    w->when = return_when;
+    w->total = total;
+    w->token = token;
+    w->wake = hook != NULL ? hook->wake : NULL;
     /* Futures that completed before their listener went on count here;
-     * the listeners count the rest (w.done starts at the pre-done). */
+     * the listeners count the rest (w->done starts at the pre-done). */
     size_t pre_done = 0, pre_failed = 0;
     for (size_t i = 0; i < total; i++) {
-      nodes[i].w = &w;
+      nodes[i].w = w;
       nodes[i].l.notify = wait_notify;
       if (cf__future_listen(uniq[i], &nodes[i].l) == 0) {
         nodes[i].attached = true;
@@ -427,30 +431,31 @@ int cf_wait(cf_future *const *fs, size_t n, int64_t timeout_ns,
         pre_failed += failed_future(uniq[i]);
       }
     }
-    pthread_mutex_lock(&w.mu);
-    w.done += pre_done;
-    w.failed += pre_failed;
-    while (!wait_satisfied(return_when, w.done, w.failed, total)) {
+    pthread_mutex_lock(&w->mu);
+    w->done += pre_done;
+    w->failed += pre_failed;
+    while (!wait_satisfied(return_when, w->done, w->failed, total)) {
       if (hook != NULL) {
-        pthread_mutex_unlock(&w.mu);
+        pthread_mutex_unlock(&w->mu);
         int hrc = hook->sleep(hook->ctx, token, uniq, total, deadline);
-        pthread_mutex_lock(&w.mu);
+        pthread_mutex_lock(&w->mu);
         if (hrc == CF_ETIMEDOUT)
           break;
         if (hrc != 0) {
           rc = hrc;
           break;
         }
-      } else if (cond_wait_until(&w.cv, &w.mu, deadline) == CF_ETIMEDOUT) {
+      } else if (cond_wait_until(&w->cv, &w->mu, deadline) == CF_ETIMEDOUT) {
         break;
       }
     }
-    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_unlock(&w->mu);
     for (size_t i = 0; i < total; i++)
       if (nodes[i].attached)
         cf__future_unlisten(uniq[i], &nodes[i].l);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
     free(nodes);
     if (rc != 0) {
       free(uniq);

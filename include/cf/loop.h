@@ -83,6 +83,22 @@ typedef struct cf_loop_opts {
   size_t stack_size;
   /** Stacks kept for reuse when tasks end (0: 64). */
   size_t stack_cache;
+  /**
+   * Run every task on one stack of stack_size bytes shared by the loop's
+   * tasks, saving the part a task uses when another needs the stack (a
+   * copy of typically a few hundred bytes) and putting it back when it
+   * resumes. For very many tasks: a sleeping task then holds about 1 KiB
+   * instead of its own stack's pages (at least 4 KiB), and the number of
+   * tasks is not bounded by the kernel's mapping limit (each own stack
+   * is two mappings; vm.max_map_count is 65530 by default, so about
+   * 32,000 tasks with own stacks). The price: a switch to a task that is
+   * not the stack's current one copies, and while a task is suspended
+   * its stack memory is elsewhere, so no other task or thread may use a
+   * pointer into it (its locals are fine for its own use across waits).
+   * The library itself keeps nothing on a task's stack across a wait.
+   * Ignored (own stacks) in builds with the ucontext switch.
+   */
+  bool shared_stack;
   /** Name in descriptions and messages (borrowed; NULL: "loop"). */
   const char *name;
 } cf_loop_opts;
@@ -283,9 +299,9 @@ CF_EXTERN int cf_wait_for(cf_future *f, int64_t timeout_ns);
  * task between cf_timeout_enter and cf_timeout_exit runs under a deadline.
  * When it passes, the task is cancelled: its current or next wait returns
  * CF_ECANCELED, and the code unwinds to cf_timeout_exit, which then
- * returns CF_ETIMEDOUT. Scopes nest; each is on the task's stack (or
- * anywhere that outlives the scope) and must be exited in reverse order
- * of entering, by the same task.
+ * returns CF_ETIMEDOUT. Scopes nest, and must be exited in reverse order
+ * of entering, by the same task (a scope not exited when the task ends
+ * is dropped with it).
  *
  *     cf_timeout_scope sc;
  *     cf_timeout_enter(&sc, CF_SEC(2));
@@ -294,7 +310,7 @@ CF_EXTERN int cf_wait_for(cf_future *f, int64_t timeout_ns);
  *     if (trc != 0) rc = trc;                // CF_ETIMEDOUT
  */
 typedef struct cf_timeout_scope {
-  _Alignas(8) unsigned char cf__opaque[80]; /* private */
+  void *cf__impl; /* private */
 } cf_timeout_scope;
 
 /** Enters a scope with a timeout (CF_FOREVER: none, but still a scope).
