@@ -40,7 +40,8 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
+#if __has_include(<valgrind/valgrind.h>) && __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define CF__VALGRIND 1
 #endif
@@ -300,6 +301,11 @@ void cf__stack_copy_out(void *dst, const void *stack_src, size_t n) {
 void cf__stack_copy_in(void *stack_dst, const void *src, size_t n) {
 #ifdef CF__ASAN
   __asan_unpoison_memory_region(stack_dst, n);
+#endif
+#ifdef CF__VALGRIND
+  /* memcheck marked what lay below the last task's stack pointer as gone;
+   * these frames are about to live there again. */
+  VALGRIND_MAKE_MEM_UNDEFINED(stack_dst, n);
 #endif
   memcpy(stack_dst, src, n);
 }

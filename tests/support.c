@@ -337,3 +337,14 @@ bool wait_blocked_submitter(cf_executor *ex) {
   }
   return true;
 }
+
+const cf_loop_opts *test_loop_opts(const cf_loop_opts *o) {
+  static cf_loop_opts opts;
+  memset(&opts, 0, sizeof opts);
+  if (o != NULL)
+    opts = *o;
+  const char *e = getenv("CF_TEST_SHARED_STACK");
+  if (e != NULL && strcmp(e, "1") == 0)
+    opts.shared_stack = true;
+  return &opts;
+}

@@ -127,6 +127,12 @@ bool wait_listened(cf_future *const *fs, size_t n);
 bool wait_parked_on(cf_future *f);
 bool wait_blocked_submitter(cf_executor *ex);
 
+/* Loop options for the loop tests: o (or defaults for NULL), with
+ * shared_stack set when CF_TEST_SHARED_STACK=1 (the suite runs the loop
+ * tests a second time that way). Returns a pointer to a static copy. */
+struct cf_loop_opts;
+const struct cf_loop_opts *test_loop_opts(const struct cf_loop_opts *o);
+
 /* Common tasks. */
 int task_return_arg(void *arg, cf_value *result); /* result.i = (intptr_t)arg */
 int task_wait_gate(void *arg, cf_value *result);  /* waits on (gate *)arg */

@@ -235,7 +235,7 @@ static int main_steppers(void *arg, cf_value *result) {
 CF_TEST(tasks_drive_generators_across_their_own_suspensions) {
   (void)state;
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(main_steppers, NULL, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(main_steppers, NULL, test_loop_opts(NULL), &f), 0);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, 0, &v), 0);
   int64_t want = 0;

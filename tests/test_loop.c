@@ -15,7 +15,7 @@
 
 static cf_loop *new_loop(void) {
   cf_loop *L;
-  assert_int_equal(cf_loop_new(NULL, &L), 0);
+  assert_int_equal(cf_loop_new(test_loop_opts(NULL), &L), 0);
   return L;
 }
 
@@ -228,7 +228,7 @@ static int answer_task(void *arg, cf_value *result) {
 CF_TEST(run_main_returns_the_main_tasks_result) {
   (void)state;
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(answer_task, NULL, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(answer_task, NULL, test_loop_opts(NULL), &f), 0);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, 0, &v), 0);
   assert_int_equal(v->u.i, 42);
@@ -274,7 +274,7 @@ static int main_of_raisers(void *arg, cf_value *result) {
 CF_TEST(task_errors_keep_their_messages_across_suspensions) {
   (void)state;
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(main_of_raisers, "XX", NULL, &f), CF_ETASK);
+  assert_int_equal(cf_loop_run_main(main_of_raisers, "XX", test_loop_opts(NULL), &f), CF_ETASK);
   assert_string_equal(cf_future_get_error(f).message, "main failed on purpose");
   cf_future_unref(f);
 }
@@ -322,7 +322,7 @@ CF_TEST(tasks_await_thread_pool_futures) {
   (void)state;
   pool = make_pool(4);
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(main_awaits_pool, NULL, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(main_awaits_pool, NULL, test_loop_opts(NULL), &f), 0);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, 0, &v), 0);
   int64_t want = 0;
@@ -367,7 +367,7 @@ CF_TEST(sleeping_tasks_wait_concurrently_and_never_wake_early) {
   for (int i = 0; i < 1000; i++)
     recs[i].asked = CF_MSEC(100 + i % 7);
   int64_t t0 = cf_now_ns();
-  assert_int_equal(cf_loop_run_main(main_sleepers, recs, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_sleepers, recs, test_loop_opts(NULL), NULL), 0);
   int64_t wall = cf_now_ns() - t0;
   for (int i = 0; i < 1000; i++)
     assert_true(recs[i].woke >= recs[i].asked);
@@ -418,7 +418,7 @@ CF_TEST(cancel_is_delivered_at_the_await_and_the_task_cleans_up) {
   (void)state;
   cancel_rec r = {.suppress = false};
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(main_cancels, &r, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(main_cancels, &r, test_loop_opts(NULL), &f), 0);
   assert_int_equal(r.wait_rc, CF_ECANCELED);
   assert_true(r.cleaned);
   const cf_value *v;
@@ -431,7 +431,7 @@ CF_TEST(a_task_may_suppress_its_cancellation) {
   (void)state;
   cancel_rec r = {.suppress = true};
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(main_cancels, &r, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(main_cancels, &r, test_loop_opts(NULL), &f), 0);
   assert_int_equal(r.wait_rc, CF_ECANCELED);
   assert_int_equal(r.after_rc, 0); /* delivered once */
   const cf_value *v;
@@ -463,7 +463,7 @@ static int main_cancels_pending(void *arg, cf_value *result) {
 CF_TEST(a_task_cancelled_before_it_starts_never_runs) {
   (void)state;
   atomic_store(&never_ran_flag, 0);
-  assert_int_equal(cf_loop_run_main(main_cancels_pending, NULL, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_cancels_pending, NULL, test_loop_opts(NULL), NULL), 0);
   assert_int_equal(atomic_load(&never_ran_flag), 0);
 }
 
@@ -577,7 +577,7 @@ static int main_waits_many(void *arg, cf_value *result) {
 CF_TEST(tasks_wait_on_many_futures_with_wait_and_as_completed) {
   (void)state;
   pool = make_pool(3);
-  assert_int_equal(cf_loop_run_main(main_waits_many, NULL, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_waits_many, NULL, test_loop_opts(NULL), NULL), 0);
   assert_int_equal(cf_executor_free(pool), 0);
 }
 
@@ -624,7 +624,7 @@ static int main_deadlines(void *arg, cf_value *result) {
 
 CF_TEST(waits_in_tasks_honour_deadlines_and_refuse_self_waits) {
   (void)state;
-  assert_int_equal(cf_loop_run_main(main_deadlines, NULL, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_deadlines, NULL, test_loop_opts(NULL), NULL), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -672,7 +672,7 @@ CF_TEST(done_callbacks_added_on_the_loop_run_on_the_loop_thread) {
   pool = make_pool(2);
   cb_rec r[2];
   memset(r, 0, sizeof r);
-  assert_int_equal(cf_loop_run_main(main_callbacks, r, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(main_callbacks, r, test_loop_opts(NULL), NULL), 0);
   for (int i = 0; i < 2; i++) {
     assert_int_equal(atomic_load(&r[i].ran), 1);
     assert_true(r[i].on_loop_thread);
@@ -689,7 +689,7 @@ static int nested_run(void *arg, cf_value *result) {
   cf_loop *other = arg;
   TCHECK(cf_loop_run(cf_loop_current()) == CF_EBUSY);
   TCHECK(cf_loop_run(other) == CF_EBUSY);
-  TCHECK(cf_loop_run_main(answer_task, NULL, NULL, NULL) == CF_EBUSY);
+  TCHECK(cf_loop_run_main(answer_task, NULL, test_loop_opts(NULL), NULL) == CF_EBUSY);
   TCHECK(cf_loop_free(cf_loop_current()) == CF_EBUSY);
   TCHECK(cf_executor_free(cf_loop_executor(cf_loop_current())) == CF_EDEADLK);
   return 0;
@@ -698,7 +698,7 @@ static int nested_run(void *arg, cf_value *result) {
 CF_TEST(one_loop_per_thread_and_no_free_from_inside) {
   (void)state;
   cf_loop *other = new_loop();
-  assert_int_equal(cf_loop_run_main(nested_run, other, NULL, NULL), 0);
+  assert_int_equal(cf_loop_run_main(nested_run, other, test_loop_opts(NULL), NULL), 0);
   assert_int_equal(cf_loop_free(other), 0);
 }
 
@@ -758,7 +758,7 @@ static int map_main(void *arg, cf_value *result) {
 CF_TEST(a_task_maps_over_its_own_loop) {
   (void)state;
   cf_future *f;
-  assert_int_equal(cf_loop_run_main(map_main, NULL, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_main(map_main, NULL, test_loop_opts(NULL), &f), 0);
   const cf_value *v;
   assert_int_equal(cf_future_result(f, 0, &v), 0);
   assert_int_equal(v->u.i, 999 * 1000);
@@ -838,12 +838,109 @@ CF_TEST(ten_thousand_tasks_suspended_at_once) {
    * per fiber. */
   cf_loop_opts o = {.stack_size = 64 * 1024};
   assert_int_equal(cf_loop_run_main(main_many, (void *)(intptr_t)scaled(10000),
-                                    &o, NULL),
+                                    test_loop_opts(&o), NULL),
                    0);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Stacks                                                                 */
+
+static int frames_ok;
+
+/* Recurses d deep, each frame with a pattern of its own, suspends at the
+ * bottom (other tasks run on the same shared stack meanwhile), then
+ * checks every frame on the way back. */
+static int deep(int id, int d) {
+  volatile unsigned char pat[96];
+  for (size_t i = 0; i < sizeof pat; i++)
+    pat[i] = (unsigned char)(id * 31 + d * 7 + (int)i);
+  int bad = 0;
+  if (d > 0) {
+    bad = deep(id, d - 1);
+  } else {
+    for (int k = 0; k < 3; k++)
+      TCHECK(k % 2 == 0 ? cf_yield() == 0 : cf_sleep(CF_USEC(200)) == 0);
+  }
+  for (size_t i = 0; i < sizeof pat; i++)
+    if (pat[i] != (unsigned char)(id * 31 + d * 7 + (int)i))
+      bad++;
+  return bad;
+}
+
+static int deep_task(void *arg, cf_value *result) {
+  int id = (int)(intptr_t)arg;
+  result->u.i = deep(id, 1 + id % 60);
+  return 0;
+}
+
+static int main_deep(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  enum { N = 300 };
+  cf_future **fs = malloc(N * sizeof *fs);
+  for (intptr_t i = 0; i < N; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), deep_task, (void *)i, &fs[i]) ==
+           0);
+  TCHECK(cf_gather(fs, N, 0, CF_FOREVER) == 0);
+  int bad = 0;
+  for (int i = 0; i < N; i++) {
+    const cf_value *v;
+    TCHECK(cf_future_result(fs[i], 0, &v) == 0);
+    bad += (int)v->u.i;
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+  frames_ok = bad == 0;
+  return 0;
+}
+
+CF_TEST(tasks_on_a_shared_stack_keep_their_frames_across_switches) {
+  (void)state;
+  cf_loop_opts o = {.shared_stack = true};
+  frames_ok = 0;
+  assert_int_equal(cf_loop_run_main(main_deep, NULL, &o, NULL), 0);
+  assert_true(frames_ok);
+}
+
+static int tiny_sleeper(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return cf_sleep(CF_MSEC(20));
+}
+
+static int main_hundred_k(void *arg, cf_value *result) {
+  (void)result;
+  long n = (long)(intptr_t)arg;
+  cf_future **fs = malloc((size_t)n * sizeof *fs);
+  for (long i = 0; i < n; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), tiny_sleeper, NULL, &fs[i]) == 0);
+  TCHECK(cf_gather(fs, (size_t)n, 0, CF_FOREVER) == 0);
+  for (long i = 0; i < n; i++)
+    cf_future_unref(fs[i]);
+  free(fs);
+  return 0;
+}
+
+CF_TEST(a_hundred_thousand_tasks_sleep_at_once_on_a_shared_stack) {
+  (void)state;
+  /* With own stacks this many would exceed the kernel's mapping limit
+   * (two mappings per stack, 65530 by default). */
+  cf_loop_opts o = {.shared_stack = true};
+  long n = scaled(100000);
+  cf_loop *L;
+  assert_int_equal(cf_loop_new(&o, &L), 0);
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(L, main_hundred_k, (void *)(intptr_t)n, &f),
+                   0);
+  assert_int_equal(cf_loop_run_until(L, f), 0);
+  assert_int_equal(cf_future_get_error(f).code, 0);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(cf_loop_executor(L), &st), 0);
+  assert_int_equal(st.completed, (uint64_t)n + 1);
+  assert_int_equal(st.failed, 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_loop_free(L), 0);
+}
 
 static int depth_sink;
 static int recurse(int n) {
@@ -862,7 +959,7 @@ static int overflowing(void *arg, cf_value *result) {
 static void child_overflows(void *arg) {
   (void)arg;
   cf_loop_opts o = {.stack_size = 64 * 1024};
-  cf_loop_run_main(overflowing, NULL, &o, NULL);
+  cf_loop_run_main(overflowing, NULL, test_loop_opts(&o), NULL);
   _exit(0); /* not reached */
 }
 
