@@ -13,9 +13,21 @@ TITLES = {
     "map_chunked": "(c) map of N tiny items, chunksize=1000",
     "map_adaptive": "(c) map of N tiny items, no chunksize given",
     "factors": "(d) the seeds' sum of prime factors of 1..39999",
+    "sleepers_wall": "(e) N tasks each sleeping 1 s at once: wall time",
+    "sleepers_mem": "(e) N tasks each sleeping 1 s at once: memory per task",
+    "spawn": "(f) N tasks spawned and gathered (they return at once)",
+    "pingpong": "(g) two tasks passing a future back and forth",
 }
+LOOP_NAMES = {
+    "cfutures": "cfutures loop tasks",
+    "libuv": "raw libuv timers (uv_timer_t, no tasks)",
+    "python": "Python asyncio",
+}
+LOOP_NAMES_FOR = ("sleepers_wall", "sleepers_mem", "spawn", "pingpong")
+LOOP_TARGETS = {"sleepers_wall": (1.15, "s"), "sleepers_mem": (1536.0, "bytes"),
+                "pingpong": (50.0, "ns/switch")}
 SECTIONS = ["throughput", "latency", "map", "map_chunked", "map_adaptive",
-            "factors"]
+            "factors", "sleepers_wall", "sleepers_mem", "spawn", "pingpong"]
 ORDER = ["cfutures", "cfutures_chunked", "c_sequential", "glib", "libuv",
          "naive", "python", "python_sequential"]
 NAMES = {
@@ -64,6 +76,13 @@ def relative_targets(rows, bench):
         lines.append(f"Target: within 1.5x of the hand-written GLib and "
                      f"libuv loops ({verdict(worst <= 1.5)}: {ours / glib:.1f}x "
                      f"GLib's, {ours / uv:.1f}x libuv's).")
+    if bench in LOOP_TARGETS:
+        limit, unit = LOOP_TARGETS[bench]
+        lines.append(f"Target: <= {limit:g} {unit} for cfutures "
+                     f"({verdict(ours <= limit)}: {ours:.2f}).")
+    if bench in ("sleepers_wall", "sleepers_mem") and uv:
+        lines.append(f"The loop's overhead over raw libuv timers: "
+                     f"{ours / uv:.2f}x ({ours - uv:+.3g}).")
     if bench == "factors":
         seq = median_of(rows, "c_sequential", bench)
         if seq:
@@ -136,7 +155,8 @@ def main():
         if bench == "map_adaptive":
             out.append("The other rows are the hand-written loops with 1000 "
                        "items per task.\n")
-        names = FACTOR_NAMES if bench == "factors" else NAMES
+        names = (FACTOR_NAMES if bench == "factors" else
+                 LOOP_NAMES if bench in LOOP_NAMES_FOR else NAMES)
         out.append(f"| implementation | N | workers | median {unit} | ratio | runs |")
         out.append("| --- | ---: | ---: | ---: | ---: | --- |")
         for r in bench_rows:
@@ -171,6 +191,14 @@ def main():
                "for faulting in the memory of a million live tasks (about "
                "12 us per 4 KiB page on this VM; see bench/NOTES.md); the "
                "median reflects the warm steady state.")
+    out.append("- (e)-(g): cfutures' tasks are stackful coroutines on a "
+               "libuv loop; in (e) on the loop's shared stack "
+               "(cf_loop_opts.shared_stack: a sleeping task keeps its few "
+               "hundred bytes of frames saved, not a stack of its own), in "
+               "(f) and (g) on stacks of their own (the default). Python's "
+               "are asyncio tasks; raw libuv has only the timers, no tasks, "
+               "futures or gather. Each (e) run is a fresh process (peak "
+               "RSS growth / N).")
     print("\n".join(out))
 
 

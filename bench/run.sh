@@ -29,7 +29,21 @@ run "$build/bench/bench_cf" "$N" "$ROUNDS" "$RUNS" "$W"
 run "$build/bench/bench_naive" "$N" "$ROUNDS" "$RUNS" "$W"
 run "$python" "$here/bench_python.py" "$PY_N" "$ROUNDS" "$PY_RUNS" "$W"
 
+# The event loop (issue 8): sleepers in fresh processes, spawn, ping-pong.
+LOOP_N=${LOOP_N:-100000}
+LOOP_RUNS=${LOOP_RUNS:-3}
+SPAWN_N=${SPAWN_N:-200000}
+PP_N=${PP_N:-1000000}
+PY_PP_N=${PY_PP_N:-200000}
+run "$build/bench/bench_loop" sleepers "$LOOP_N" "$LOOP_RUNS"
+[ -x "$build/bench/bench_uv_timers" ] && run "$build/bench/bench_uv_timers" sleepers "$LOOP_N" "$LOOP_RUNS"
+run "$python" "$here/bench_asyncio.py" sleepers "$LOOP_N" "$LOOP_RUNS"
+run "$build/bench/bench_loop" spawn "$SPAWN_N" "$RUNS"
+run "$python" "$here/bench_asyncio.py" spawn "$SPAWN_N" "$PY_RUNS"
+run "$build/bench/bench_loop" pingpong "$PP_N" "$RUNS"
+run "$python" "$here/bench_asyncio.py" pingpong "$PY_PP_N" "$PY_RUNS"
+
 "$python" "$here/report.py" "$raw" \
-  "N=$N ROUNDS=$ROUNDS RUNS=$RUNS W=$W PY_N=$PY_N PY_RUNS=$PY_RUNS make bench" \
+  "N=$N ROUNDS=$ROUNDS RUNS=$RUNS W=$W PY_N=$PY_N PY_RUNS=$PY_RUNS LOOP_N=$LOOP_N LOOP_RUNS=$LOOP_RUNS SPAWN_N=$SPAWN_N PP_N=$PP_N PY_PP_N=$PY_PP_N make bench" \
   > "$here/RESULTS.md"
 echo "wrote $here/RESULTS.md" >&2

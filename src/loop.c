@@ -497,7 +497,7 @@ static ltask *task_of(cf_future *f) { return cf__future_room(f); }
 /* A shared task's room for its saved stack, right after its ltask in
  * the future's allocation: a sleeping task saves about 350 bytes, so most
  * need no allocation of their own. */
-enum { INLINE_SAVE = 512 };
+enum { INLINE_SAVE = 384 };
 static char *inline_save(ltask *t) { return (char *)(t + 1); }
 
 static void list_add(cf_loop *L, ltask *t) {
