@@ -2,8 +2,10 @@
 #
 #   make demo   install what is missing, build (Release), run the demos
 #   make test   install what is missing, build and run the whole suite:
-#               plain (-Werror), then ThreadSanitizer, then ASan+UBSan,
-#               then the portable parking (CF_NO_FUTEX: mutex/condvar)
+#               plain (-Werror, coroutine tests also under valgrind),
+#               then ThreadSanitizer, then ASan+UBSan, then the portable
+#               parking and switch (CF_NO_FUTEX: mutex/condvar;
+#               CF_CORO_UCONTEXT: ucontext instead of the assembly switch)
 #   make bench  run the side-by-side benchmarks, rewrite bench/RESULTS.md
 #
 # Build trees live under build/ (one per configuration).
@@ -21,6 +23,10 @@ demo:
 	./build/release/apps/demo_executor_map
 	@echo
 	./build/release/apps/cpu_bound
+	@echo
+	./build/release/apps/cpu_asyncio
+	@echo
+	./build/release/apps/sleepers -n 100000 -s 1 --shared-stack
 
 test:
 	@scripts/ensure-deps.sh test
@@ -50,7 +56,8 @@ test-asan:
 
 test-nofutex:
 	cmake -S . -B build/nofutex -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	      -DCF_WERROR=ON -DCF_NO_FUTEX=ON -DCF_BUILD_APPS=OFF
+	      -DCF_WERROR=ON -DCF_NO_FUTEX=ON -DCF_CORO_UCONTEXT=ON \
+	      -DCF_BUILD_APPS=OFF -DCF_VALGRIND_TESTS=OFF
 	cmake --build build/nofutex -j$(JOBS)
 	cd build/nofutex && $(CTEST)
 
