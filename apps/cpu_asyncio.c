@@ -30,7 +30,7 @@ typedef struct job {
 static int async_main(void *arg, cf_value *result) {
   (void)result;
   job *j = arg;
-  cf_future **tasks = malloc((size_t)j->count * sizeof *tasks);
+  cf_future **tasks = calloc((size_t)j->count, sizeof *tasks);
   if (tasks == NULL)
     return CF_ENOMEM;
   for (long i = 0; i < j->count; i++) {

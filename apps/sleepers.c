@@ -42,7 +42,7 @@ static int wait_all(void *arg, cf_value *result) {
   (void)result;
   run *r = arg;
   cf_loop *L = cf_loop_current();
-  cf_future **fs = malloc((size_t)r->n * sizeof *fs);
+  cf_future **fs = calloc((size_t)r->n, sizeof *fs);
   if (fs == NULL)
     return CF_ENOMEM;
   for (long i = 0; i < r->n; i++) {

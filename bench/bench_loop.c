@@ -50,6 +50,8 @@ static void sleepers_once(long n, double *wall, double *per_task) {
   int64_t t0 = bench_now_ns();
   uv_loop_t *loop = uv_default_loop();
   uv_timer_t *timers = malloc((size_t)n * sizeof *timers);
+  if (timers == NULL)
+    exit(1);
   for (long i = 0; i < n; i++) {
     uv_timer_init(loop, &timers[i]);
     uv_timer_start(&timers[i], on_timer, 1000, 0);
@@ -68,7 +70,7 @@ static int sleeper(void *arg, cf_value *result) {
 static int sleepers_main(void *arg, cf_value *result) {
   (void)result;
   long n = *(long *)arg;
-  cf_future **fs = malloc((size_t)n * sizeof *fs);
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
   if (fs == NULL)
     return CF_ENOMEM;
   for (long i = 0; i < n; i++)
@@ -103,7 +105,7 @@ static int noop(void *arg, cf_value *result) {
 
 static int spawn_main(void *arg, cf_value *result) {
   long n = *(long *)arg;
-  cf_future **fs = malloc((size_t)n * sizeof *fs);
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
   if (fs == NULL)
     return CF_ENOMEM;
   int64_t t0 = bench_now_ns();

@@ -38,6 +38,14 @@
  * cf_future_add_done_callback returns an error the callback is never
  * called. If the last reference to a future that never completes is
  * dropped, its callbacks are freed without running.
+ *
+ * On a thread that runs an event loop (cf/loop.h), callbacks added there
+ * (by its tasks or callbacks) run on that thread instead, scheduled like
+ * cf_loop_call_soon: never inline in the thread that completes the
+ * future, and never before cf_future_add_done_callback returns, also for
+ * a future that is already done (asyncio's rule). The future is kept
+ * alive until they ran. If the loop is freed first, those of futures not
+ * done yet fall back to the rule above.
  */
 #ifndef CF_FUTURE_H
 #define CF_FUTURE_H
@@ -264,8 +272,9 @@ CF_EXTERN int cf_future_result(cf_future *f, int64_t timeout_ns,
  * the process-wide handler (cf_set_callback_error_handler) when no
  * executor is involved.
  *
- * Returns 0 (fn will run exactly once, possibly before this returns),
- * CF_EINVAL (NULL f or fn), CF_ENOMEM (fn will never run).
+ * Returns 0 (fn will run exactly once, possibly before this returns,
+ * except on a loop's thread: see the top of this file), CF_EINVAL (NULL f
+ * or fn), CF_ENOMEM (fn will never run).
  */
 CF_EXTERN int cf_future_add_done_callback(cf_future *f, cf_done_fn fn,
                                           void *arg);
