@@ -212,11 +212,12 @@ cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room) {
   if (room > (size_t)UINT32_MAX * CF__CACHELINE)
     return NULL; /* more than room_lines can say */
   size_t lines = (room + CF__CACHELINE - 1) / CF__CACHELINE;
-  if (room == 0)
-    f = cf__fault(CF__FAULT_ALLOC) ? NULL : cf__fcache_alloc();
+  size_t total = CF__FUTURE_SIZE + lines * CF__CACHELINE;
+  int cls = cf__fcache_class(total);
+  if (cls >= 0) /* from the cache: no malloc header, huge pages */
+    f = cf__fault(CF__FAULT_ALLOC) ? NULL : cf__fcache_alloc_class(cls);
   else
-    f = cf__aligned_alloc(CF__CACHELINE,
-                          CF__FUTURE_SIZE + lines * CF__CACHELINE);
+    f = cf__aligned_alloc(CF__CACHELINE, total);
   if (f == NULL)
     return NULL;
   memset(f, 0, sizeof *f);
@@ -234,8 +235,10 @@ cf_future *cf__future_alloc(cf_executor *owner, uint32_t refs, size_t room) {
 static void future_release_memory(cf_future *f) {
   atomic_store_explicit(&f->refs, 0, memory_order_relaxed);
   atomic_store_explicit(&f->state, CF__ST_FREED, memory_order_relaxed);
-  if (f->room_lines == 0)
-    cf__fcache_free(f);
+  int cls = cf__fcache_class(CF__FUTURE_SIZE +
+                             (size_t)f->room_lines * CF__CACHELINE);
+  if (cls >= 0)
+    cf__fcache_free_class(f, cls);
   else
     free(f);
 }

@@ -1,5 +1,7 @@
 /*
- * future_cache.c - memory for futures: 64-byte, 64-byte aligned blocks.
+ * future_cache.c - memory for futures: 64-byte aligned blocks of 64, 512
+ * or 1024 bytes (a future alone; a future with a backend's room, such as
+ * a loop task's state and saved frames).
  *
  * Why not malloc: a future is written by the submitter, run by a worker
  * and read by the waiter, so it crosses cores twice. One cache line per
@@ -17,6 +19,9 @@
  * CHUNK-sized regions (2 MiB, aligned, madvise(MADV_HUGEPAGE)). Memory is
  * never returned to the system: the cache keeps the high-water mark of
  * live futures, which stays flat however many tasks run.
+ *
+ * Each size class has its own chains, chunks and lock; a thread's cache
+ * has one slot per class.
  *
  * Thread exit gives the thread's chains back (a pthread key destructor).
  * Under AddressSanitizer the cache is bypassed so that use-after-free of a
@@ -46,10 +51,24 @@
 #define BLOCK 64
 #define BATCH 64
 
+static const size_t class_size[CF__FCACHE_CLASSES] = {64, 512, 1024};
+
+int cf__fcache_class(size_t size) {
+  for (int c = 0; c < CF__FCACHE_CLASSES; c++)
+    if (size <= class_size[c])
+      return c;
+  return -1;
+}
+
 #if defined(CF_NO_FUTURE_CACHE)
 
-void *cf__fcache_alloc(void) { return aligned_alloc(BLOCK, BLOCK); }
-void cf__fcache_free(void *p) { free(p); }
+void *cf__fcache_alloc_class(int c) {
+  return aligned_alloc(BLOCK, class_size[c]);
+}
+void cf__fcache_free_class(void *p, int c) {
+  (void)c;
+  free(p);
+}
 void cf__fcache_atfork(int phase) { (void)phase; }
 
 #else
@@ -72,14 +91,26 @@ typedef struct block {
 
 _Static_assert(sizeof(block) <= BLOCK, "a free block fits in a future");
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static block *chains;         /* global stack of chains (guarded by mu) */
-static char *bump, *bump_end; /* the chunk being carved (guarded by mu) */
+/* One size class's shared state. */
+typedef struct sclass {
+  pthread_mutex_t mu;
+  block *chains;         /* global stack of chains (guarded by mu) */
+  char *bump, *bump_end; /* the chunk being carved (guarded by mu) */
+} sclass;
 
-typedef struct tcache {
+static sclass classes[CF__FCACHE_CLASSES] = {
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL}};
+
+typedef struct tslot {
   block *cur; /* free blocks, LIFO */
   uint32_t ncur;
   block *spare; /* a full chain (count == BATCH), or NULL */
+} tslot;
+
+typedef struct tcache {
+  tslot slot[CF__FCACHE_CLASSES];
   bool registered;
 } tcache;
 
@@ -109,24 +140,28 @@ static void *new_chunk(void) {
 #endif
 }
 
-/* Pushes a chain on the global stack; mu held. */
-static void push_chain_locked(block *head, uint32_t count) {
+/* Pushes a chain on its class's global stack; the class's mu held. */
+static void push_chain_locked(sclass *k, block *head, uint32_t count) {
   head->count = count;
-  head->next_chain = chains;
-  chains = head;
+  head->next_chain = k->chains;
+  k->chains = head;
 }
 
 /* Gives a thread's blocks back when it exits. */
 static void thread_exit(void *unused) {
   (void)unused;
-  pthread_mutex_lock(&mu);
-  if (tc.spare != NULL)
-    push_chain_locked(tc.spare, BATCH);
-  if (tc.cur != NULL)
-    push_chain_locked(tc.cur, tc.ncur);
-  pthread_mutex_unlock(&mu);
-  tc.spare = tc.cur = NULL;
-  tc.ncur = 0;
+  for (int c = 0; c < CF__FCACHE_CLASSES; c++) {
+    sclass *k = &classes[c];
+    tslot *t = &tc.slot[c];
+    pthread_mutex_lock(&k->mu);
+    if (t->spare != NULL)
+      push_chain_locked(k, t->spare, BATCH);
+    if (t->cur != NULL)
+      push_chain_locked(k, t->cur, t->ncur);
+    pthread_mutex_unlock(&k->mu);
+    t->spare = t->cur = NULL;
+    t->ncur = 0;
+  }
   /* A future freed later in this thread's teardown (another destructor)
    * registers again, so its block is not stranded. */
   tc.registered = false;
@@ -141,92 +176,104 @@ static void register_thread(void) {
   tc.registered = true;
 }
 
-/* Gets a chain into tc.cur: from the global stack, or carved. */
-static bool refill(void) {
+/* Gets a chain into the thread's slot c: from the global stack, or
+ * carved. */
+static bool refill(int c) {
   if (!tc.registered)
     register_thread();
-  pthread_mutex_lock(&mu);
-  block *head = chains;
+  sclass *k = &classes[c];
+  size_t size = class_size[c];
+  pthread_mutex_lock(&k->mu);
+  block *head = k->chains;
   uint32_t count = 0;
   if (head != NULL) {
-    chains = head->next_chain;
+    k->chains = head->next_chain;
     count = head->count;
   } else {
-    if (bump == bump_end) {
-      char *c = new_chunk();
-      if (c == NULL) {
-        pthread_mutex_unlock(&mu);
+    if ((size_t)(k->bump_end - k->bump) < size) {
+      char *chunk = new_chunk();
+      if (chunk == NULL) {
+        pthread_mutex_unlock(&k->mu);
         return false;
       }
-      bump = c;
-      bump_end = c + CHUNK;
+      k->bump = chunk;
+      k->bump_end = chunk + CHUNK;
     }
     /* Carve one chain of consecutive blocks. */
-    size_t n = (size_t)(bump_end - bump) / BLOCK;
+    size_t n = (size_t)(k->bump_end - k->bump) / size;
     if (n > BATCH)
       n = BATCH;
-    head = (block *)(void *)bump;
+    head = (block *)(void *)k->bump;
     for (size_t i = 0; i < n; i++) {
-      block *b = (block *)(void *)(bump + i * BLOCK);
-      b->next = i + 1 < n ? (block *)(void *)(bump + (i + 1) * BLOCK) : NULL;
+      block *b = (block *)(void *)(k->bump + i * size);
+      b->next =
+          i + 1 < n ? (block *)(void *)(k->bump + (i + 1) * size) : NULL;
     }
-    bump += n * BLOCK;
+    k->bump += n * size;
     count = (uint32_t)n;
   }
-  pthread_mutex_unlock(&mu);
-  tc.cur = head;
-  tc.ncur = count;
+  pthread_mutex_unlock(&k->mu);
+  tc.slot[c].cur = head;
+  tc.slot[c].ncur = count;
   return true;
 }
 
-void *cf__fcache_alloc(void) {
-  if (CF__UNLIKELY(tc.cur == NULL)) {
-    if (tc.spare != NULL) {
-      tc.cur = tc.spare;
-      tc.ncur = BATCH;
-      tc.spare = NULL;
-    } else if (!refill()) {
+void *cf__fcache_alloc_class(int c) {
+  tslot *t = &tc.slot[c];
+  if (CF__UNLIKELY(t->cur == NULL)) {
+    if (t->spare != NULL) {
+      t->cur = t->spare;
+      t->ncur = BATCH;
+      t->spare = NULL;
+    } else if (!refill(c)) {
       return NULL;
     }
   }
-  block *b = tc.cur;
-  tc.cur = b->next;
-  tc.ncur--;
+  block *b = t->cur;
+  t->cur = b->next;
+  t->ncur--;
   return b;
 }
 
-void cf__fcache_free(void *p) {
+void cf__fcache_free_class(void *p, int c) {
   if (p == NULL)
     return;
-  if (CF__UNLIKELY(tc.ncur == BATCH)) {
+  tslot *t = &tc.slot[c];
+  if (CF__UNLIKELY(t->ncur == BATCH)) {
     /* Current chain full: it becomes the spare; an older spare goes to
      * the global stack for other threads. */
-    if (tc.spare != NULL) {
-      pthread_mutex_lock(&mu);
-      push_chain_locked(tc.spare, BATCH);
-      pthread_mutex_unlock(&mu);
+    if (t->spare != NULL) {
+      sclass *k = &classes[c];
+      pthread_mutex_lock(&k->mu);
+      push_chain_locked(k, t->spare, BATCH);
+      pthread_mutex_unlock(&k->mu);
     }
-    tc.spare = tc.cur;
-    tc.cur = NULL;
-    tc.ncur = 0;
+    t->spare = t->cur;
+    t->cur = NULL;
+    t->ncur = 0;
   }
   if (CF__UNLIKELY(!tc.registered))
     register_thread();
   block *b = p;
-  b->next = tc.cur;
-  tc.cur = b;
-  tc.ncur++;
+  b->next = t->cur;
+  t->cur = b;
+  t->ncur++;
 }
 
 /* The forking thread keeps its chains (its TLS is copied); other threads'
  * chains are lost to the child, which is a bounded leak, never a fault. */
 void cf__fcache_atfork(int phase) {
-  if (phase == CF__FORK_PREPARE)
-    pthread_mutex_lock(&mu);
-  else if (phase == CF__FORK_PARENT)
-    pthread_mutex_unlock(&mu);
-  else
-    pthread_mutex_init(&mu, NULL);
+  for (int c = 0; c < CF__FCACHE_CLASSES; c++) {
+    if (phase == CF__FORK_PREPARE)
+      pthread_mutex_lock(&classes[c].mu);
+    else if (phase == CF__FORK_PARENT)
+      pthread_mutex_unlock(&classes[c].mu);
+    else
+      pthread_mutex_init(&classes[c].mu, NULL);
+  }
 }
 
 #endif /* CF_NO_FUTURE_CACHE */
+
+void *cf__fcache_alloc(void) { return cf__fcache_alloc_class(0); }
+void cf__fcache_free(void *p) { cf__fcache_free_class(p, 0); }

@@ -152,8 +152,14 @@ static inline void *cf__future_room(cf_future *f) {
  * task not taken): a submit that failed after allocating it. */
 void cf__future_discard(cf_future *f);
 
-/* The future cache (future_cache.c): 64-byte, 64-byte aligned blocks. */
-void *cf__fcache_alloc(void);
+/* The future cache (future_cache.c): 64-byte aligned blocks in a few
+ * size classes (64, 512, 1024 bytes). cf__fcache_class gives the class
+ * for a size, or -1 if it is too large for the cache. */
+enum { CF__FCACHE_CLASSES = 3 };
+int cf__fcache_class(size_t size);
+void *cf__fcache_alloc_class(int c);
+void cf__fcache_free_class(void *p, int c);
+void *cf__fcache_alloc(void); /* class 0: one future */
 void cf__fcache_free(void *p);
 
 /* PENDING -> RUNNING for the executor that will run the task. False if the
