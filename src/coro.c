@@ -59,8 +59,16 @@ static size_t page_size(void) {
 /* ---------------------------------------------------------------------- */
 /* Stacks                                                                 */
 
+/* The guard below each stack: 64 KiB of PROT_NONE address space (free:
+ * one mapping either way), so that a frame larger than a page does not
+ * jump over it into the next mapping, often another task's stack. */
+static size_t guard_size(void) {
+  size_t g = (size_t)64 * 1024;
+  return g > page_size() ? g : page_size();
+}
+
 int cf__stack_alloc(cf__stack *s, size_t size) {
-  size_t guard = page_size();
+  size_t guard = guard_size();
   if (cf__fault(CF__FAULT_ALLOC))
     return CF_ENOMEM;
   char *base = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
@@ -88,7 +96,7 @@ void cf__stack_free(cf__stack *s) {
 #ifdef CF__VALGRIND
   VALGRIND_STACK_DEREGISTER(s->vg_id);
 #endif
-  size_t guard = page_size();
+  size_t guard = guard_size();
   munmap(s->lo - guard, s->size + guard);
   s->lo = NULL;
 }
@@ -103,6 +111,8 @@ static int handler_rc;
 static pthread_key_t altstack_key;
 
 void cf__stack_set_current(const cf__stack *s) { current_stack = s; }
+
+const cf__stack *cf__stack_current(void) { return current_stack; }
 
 void cf__ctx_capture(cf__ctx *ctx) {
   ctx->stack = current_stack;
@@ -151,8 +161,8 @@ static void chain(const struct sigaction *prev, int sig, siginfo_t *si,
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   const cf__stack *s = current_stack;
   const char *a = si->si_addr;
-  /* The guard page, or past it (a frame larger than the guard). */
-  if (s != NULL && a < s->lo && a >= s->lo - (page_size() + 65536)) {
+  /* The guard, or just past it (a frame larger than the guard). */
+  if (s != NULL && a < s->lo && a >= s->lo - (guard_size() + 65536)) {
     char msg[160];
     static const char head[] =
         "cfutures: a task or generator overflowed its stack of ";
@@ -220,6 +230,10 @@ int cf__stack_guard_thread(void) {
 static _Thread_local cf__ctx *switching_from;
 
 static void before_switch(cf__ctx *from, cf__ctx *to, bool exiting) {
+  /* `from` is whatever runs now: a task may have called into a generator
+   * and be suspended from the generator's stack. Resuming it must resume
+   * that stack (and fiber), not the task's own. */
+  cf__ctx_capture(from);
   switching_from = from;
 #ifdef CF__ASAN
   const void *lo = to->stack != NULL ? to->stack->lo : to->asan_lo;
@@ -258,9 +272,10 @@ void cf__ctx_init_thread(cf__ctx *ctx) {
 
 void cf__ctx_destroy(cf__ctx *ctx) {
 #ifdef CF__TSAN
-  if (ctx->stack != NULL && ctx->tsan_fiber != NULL)
-    __tsan_destroy_fiber(ctx->tsan_fiber);
+  if (ctx->tsan_own != NULL)
+    __tsan_destroy_fiber(ctx->tsan_own);
 #endif
+  ctx->tsan_own = NULL;
   ctx->tsan_fiber = NULL;
 }
 
@@ -436,7 +451,8 @@ void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
   frame_init(sp, boot, b);
   ctx->sp = sp;
 #ifdef CF__TSAN
-  ctx->tsan_fiber = __tsan_create_fiber(0);
+  ctx->tsan_own = __tsan_create_fiber(0);
+  ctx->tsan_fiber = ctx->tsan_own;
 #endif
 }
 
@@ -476,7 +492,8 @@ void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
   makecontext(&ctx->uc, (void (*)(void))uc_boot, 2,
               (unsigned)(p >> 16 >> 16), (unsigned)(p & 0xffffffffu));
 #ifdef CF__TSAN
-  ctx->tsan_fiber = __tsan_create_fiber(0);
+  ctx->tsan_own = __tsan_create_fiber(0);
+  ctx->tsan_fiber = ctx->tsan_own;
 #endif
 }
 

@@ -44,11 +44,14 @@ typedef struct cf__ctx {
 #else
   void *sp; /* saved stack pointer while not running */
 #endif
-  const cf__stack *stack; /* NULL: the thread's own stack */
-  void *asan_fake;        /* ASan's fake stack of this context */
-  const void *asan_lo;    /* the thread's own stack, for ASan */
+  /* What was running when this context was switched away from: its own
+   * stack, or a generator's that it called into (NULL: the thread's). */
+  const cf__stack *stack;
+  void *asan_fake;     /* ASan's fake stack of this context */
+  const void *asan_lo; /* the thread's own stack, for ASan */
   size_t asan_size;
-  void *tsan_fiber;
+  void *tsan_fiber; /* TSan's fiber running when switched away */
+  void *tsan_own;   /* the fiber created for this context (destroyed) */
 } cf__ctx;
 
 /* Allocates a stack of `size` bytes (a multiple of the page size) plus a
@@ -111,5 +114,6 @@ int cf__stack_guard_thread(void);
 /* The stack the calling thread is running on now, for the overflow
  * handler (NULL: the thread's own). Set by the switch. */
 void cf__stack_set_current(const cf__stack *s);
+const cf__stack *cf__stack_current(void);
 
 #endif /* CF_CORO_H */

@@ -177,7 +177,9 @@ int cf_gen_send(cf_gen *g, const cf_value *in, cf_value *out) {
 int cf_gen_next(cf_gen *g, cf_value *out) { return cf_gen_send(g, NULL, out); }
 
 int cf_gen_yield(cf_gen *g, const cf_value *v, cf_value *received) {
-  if (g == NULL || g->state != G_RUNNING)
+  /* Only from g's own body: on its stack (not from a generator it
+   * delegates to, nor from a task it suspended, which run elsewhere). */
+  if (g == NULL || g->state != G_RUNNING || cf__stack_current() != &g->stack)
     return CF_EINVAL;
   g->xfer = v != NULL ? *v : zero_value;
   g->state = G_SUSPENDED;
@@ -196,7 +198,8 @@ int cf_gen_yield(cf_gen *g, const cf_value *v, cf_value *received) {
 }
 
 int cf_gen_yield_from(cf_gen *g, cf_gen *sub, cf_value *result) {
-  if (g == NULL || sub == NULL || g->state != G_RUNNING)
+  if (g == NULL || sub == NULL || g->state != G_RUNNING ||
+      cf__stack_current() != &g->stack)
     return CF_EINVAL;
   cf_value sent = zero_value, v;
   bool first = sub->state == G_NEW;

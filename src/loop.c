@@ -36,6 +36,7 @@
 #include "cf/loop.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -165,6 +166,7 @@ struct cf_loop {
   _Atomic bool closing;
   _Atomic size_t live; /* tasks submitted and not ended */
   _Atomic uint32_t cancel_flags; /* cancel-all requests for the loop */
+  _Atomic uint32_t posting; /* foreign pushes between their CAS and wake */
   rnode cancel_node;
   _Atomic bool cancel_posted;
   thread_waiter tw;
@@ -207,6 +209,10 @@ static rnode *fifo_pop(cf_loop *L) {
 }
 
 static void remote_push(cf_loop *L, rnode *n) {
+  /* Counted until the wake-up is sent: once the node is visible the loop
+   * may run it, end its last task and be freed while this thread is still
+   * on its way to uv_async_send; the destroy waits for the count. */
+  atomic_fetch_add_explicit(&L->posting, 1, memory_order_seq_cst);
   rnode *h = atomic_load_explicit(&L->remote, memory_order_relaxed);
   do
     n->next = h;
@@ -216,6 +222,7 @@ static void remote_push(cf_loop *L, rnode *n) {
    * non-empty sent it, and the drain that follows takes this node too. */
   if (h == NULL)
     uv_async_send(&L->async);
+  atomic_fetch_sub_explicit(&L->posting, 1, memory_order_release);
 }
 
 static void drain_remote(cf_loop *L) {
@@ -522,8 +529,10 @@ static void list_del(cf_loop *L, ltask *t) {
 static void task_gone(cf_loop *L, ltask *t) {
   list_del(L, t);
   cf_future *f = t->f;
-  if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_acq_rel) == 1 &&
-      atomic_load_explicit(&L->closing, memory_order_acquire)) {
+  /* seq_cst with the shutdown's store of closing and load of live: one
+   * of the two sees the other (a Dekker pair). */
+  if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_seq_cst) == 1 &&
+      atomic_load_explicit(&L->closing, memory_order_seq_cst)) {
     pthread_mutex_lock(&L->mu);
     pthread_cond_broadcast(&L->cv);
     pthread_mutex_unlock(&L->mu);
@@ -1485,6 +1494,9 @@ static void loop_destroy(cf_executor *ex) {
     cf__stack_free(&L->stacks[i]);
   cf__stack_free(&L->shared);
   free(L->stacks);
+  /* A foreign thread may still be between its push and its wake-up. */
+  while (atomic_load_explicit(&L->posting, memory_order_acquire) != 0)
+    sched_yield();
   uv_close((uv_handle_t *)&L->async, on_closed);
   uv_close((uv_handle_t *)&L->utimer, on_closed);
   uv_run(&L->uv, UV_RUN_NOWAIT);

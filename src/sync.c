@@ -356,6 +356,8 @@ int cf_event_wait(cf_event *e, int64_t timeout_ns) {
   }
   bool granted;
   int rc = wait_in_queue(&e->mu, &e->q, timeout_ns, &granted);
+  if (rc == CF_ECANCELED)
+    return rc; /* delivered once: never swallowed, even if it was set */
   if (granted)
     return 0;
   return rc == 0 ? CF_ETIMEDOUT : rc;

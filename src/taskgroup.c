@@ -63,13 +63,17 @@ int cf_wait_for(cf_future *f, int64_t timeout_ns) {
   if (cf_future_cancel(f) != 0) /* finished just now, or not interruptible */
     return cf_future_done(f) && !cf_future_cancelled(f) ? 0 : CF_ETIMEDOUT;
   /* Interruptible: let it end (a task cleans up first). A cancellation
-   * of the waiter meanwhile is delivered once; keep waiting after it. */
+   * of the waiter meanwhile is delivered once: remember it, keep waiting,
+   * and report it rather than the timeout. */
+  int outcome = CF_ETIMEDOUT;
   while (!cf_future_done(f)) {
     int r = cf_future_wait(f, CF_FOREVER);
-    if (r != 0 && r != CF_ECANCELED)
+    if (r == CF_ECANCELED)
+      outcome = CF_ECANCELED;
+    else if (r != 0)
       break;
   }
-  return CF_ETIMEDOUT;
+  return outcome;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -150,8 +154,10 @@ int cf_task_group_add(cf_task_group *g, cf_future *f) {
   if (g->n == g->cap) {
     size_t cap = g->cap != 0 ? 2 * g->cap : 8;
     cf_future **k = cf__realloc(g->kids, cap, sizeof *k);
-    if (k == NULL)
+    if (k == NULL) {
+      cf_future_cancel(f); /* not watched: it must not outlive the group */
       return CF_ENOMEM;
+    }
     g->kids = k;
     g->cap = cap;
   }
@@ -199,17 +205,23 @@ int cf_task_group_join(cf_task_group *g) {
   g->joined = true;
   int outside = 0;
   while (g->remaining > 0) {
+    int r;
     if (g->idle == NULL && cf_future_new(&g->idle) != 0) {
-      /* No memory for the wait object: wait on the children themselves. */
-      for (size_t i = 0; i < g->n; i++)
-        while (!cf_future_done(g->kids[i]))
-          cf_future_wait(g->kids[i], CF_FOREVER);
-      break;
+      /* No memory for the wait object: wait on a child itself. */
+      size_t i = 0;
+      while (i < g->n && cf_future_done(g->kids[i]))
+        i++;
+      r = i < g->n ? cf_future_wait(g->kids[i], CF_FOREVER)
+                   : cf_yield(); /* their callbacks are still to run */
+    } else {
+      r = cf_future_wait(g->idle, CF_FOREVER);
     }
-    int r = cf_future_wait(g->idle, CF_FOREVER);
-    if (r == CF_ECANCELED &&
-        cf__task_last_cancel_external(g->owner) && outside == 0) {
-      outside = CF_ECANCELED; /* from outside: take the children down */
+    /* A cancellation the group did not cause itself (cf_future_cancel of
+     * the owner, a timeout scope around the join): the children go, and
+     * the join reports it once they have ended. */
+    if (r == CF_ECANCELED && outside == 0 &&
+        (!g->failing || cf__task_last_cancel_external(g->owner))) {
+      outside = CF_ECANCELED;
       abort_children(g);
     }
   }

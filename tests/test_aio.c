@@ -633,4 +633,69 @@ CF_TEST(an_event_wakes_every_task_and_thread_waiting_on_it) {
   cf_event_free(e);
 }
 
+
+static int slow_to_cancel(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  int rc = cf_sleep(CF_SEC(3600));
+  cf_sleep(CF_MSEC(60)); /* a long cleanup */
+  return rc;
+}
+
+static int waits_for_slow(void *arg, cf_value *result) {
+  (void)result;
+  return cf_wait_for(arg, CF_MSEC(10));
+}
+
+static int main_wait_for_cancelled(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_future *slow, *w;
+  TCHECK(cf_loop_spawn(here(), slow_to_cancel, NULL, &slow) == 0);
+  TCHECK(cf_loop_spawn(here(), waits_for_slow, slow, &w) == 0);
+  /* w times out at 10 ms and waits for slow's cleanup until 70 ms. */
+  TCHECK(cf_sleep(CF_MSEC(30)) == 0);
+  TCHECK(!cf_future_done(w));
+  TCHECK(cf_future_cancel(w) == 0);
+  TCHECK(cf_future_wait(w, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(w)); /* reported, not swallowed */
+  TCHECK(cf_future_done(slow));
+  cf_future_unref(w);
+  cf_future_unref(slow);
+  return 0;
+}
+
+CF_TEST(wait_for_reports_a_cancellation_that_comes_during_cleanup) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_wait_for_cancelled, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
+static int main_scoped_join(void *arg, cf_value *result) {
+  (void)result;
+  watched *w = arg;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  TCHECK(cf_task_group_spawn(g, sleep_forever_watched, w, NULL) == 0);
+  cf_timeout_scope sc;
+  TCHECK(cf_timeout_enter(&sc, CF_MSEC(20)) == 0);
+  int jrc = cf_task_group_join(g); /* the scope bounds the join */
+  TCHECK(jrc == CF_ECANCELED);
+  TCHECK(cf_timeout_exit(&sc) == CF_ETIMEDOUT);
+  cf_task_group_free(g);
+  return 0;
+}
+
+CF_TEST(a_timeout_scope_bounds_a_group_join) {
+  (void)state;
+  watched w;
+  memset(&w, 0, sizeof w);
+  assert_int_equal(cf_loop_run_main(main_scoped_join, &w,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+  assert_true(w.cleaned);
+  assert_int_equal(w.rc, CF_ECANCELED);
+}
+
 CF_TEST_MAIN()

@@ -260,4 +260,86 @@ CF_TEST(stress_many_short_generators) {
   assert_int_equal(sum, 6 * (int64_t)n);
 }
 
+
+/* A body that waits (suspends the task driving it) between its yields,
+ * while other tasks drive generators of their own on the same thread. */
+static int sleepy_counter(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  for (int64_t i = 1; i <= 3; i++) {
+    if (cf_sleep(CF_MSEC(1)) != 0)
+      return CF_ECANCELED;
+    cf_value v = val(i);
+    if (cf_gen_yield(g, &v, NULL) != 0)
+      return CF_ECANCELED;
+  }
+  ret->u.i = 100;
+  return 0;
+}
+
+static int drive_sleepy(void *arg, cf_value *result) {
+  (void)arg;
+  cf_gen *g;
+  TCHECK(cf_gen_new(sleepy_counter, NULL, NULL, &g) == 0);
+  int64_t sum = 0;
+  cf_value v;
+  while (cf_gen_next(g, &v) == 1)
+    sum += v.u.i;
+  sum += cf_gen_get_return(g)->u.i;
+  cf_gen_free(g);
+  result->u.i = sum;
+  return 0;
+}
+
+static int main_sleepy(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static cf_future *fs[8];
+  for (int i = 0; i < 8; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), drive_sleepy, NULL, &fs[i]) ==
+           0);
+  TCHECK(cf_gather(fs, 8, 0, CF_FOREVER) == 0);
+  for (int i = 0; i < 8; i++) {
+    const cf_value *v;
+    TCHECK(cf_future_result(fs[i], 0, &v) == 0 && v->u.i == 106);
+    cf_future_unref(fs[i]);
+  }
+  return 0;
+}
+
+CF_TEST(a_generator_body_may_wait_inside_a_task) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_sleepy, NULL, test_loop_opts(NULL),
+                                    NULL),
+                   0);
+}
+
+static cf_gen *outer_gen;
+
+static int misyielding_inner(cf_gen *g, void *arg, cf_value *ret) {
+  (void)g;
+  (void)ret;
+  int *rc = arg;
+  *rc = cf_gen_yield(outer_gen, NULL, NULL); /* not its own body */
+  return 0;
+}
+
+static int delegating(cf_gen *g, void *arg, cf_value *ret) {
+  (void)ret;
+  cf_gen *sub;
+  if (cf_gen_new(misyielding_inner, arg, NULL, &sub) != 0)
+    return CF_ENOMEM;
+  int rc = cf_gen_yield_from(g, sub, NULL);
+  cf_gen_free(sub);
+  return rc;
+}
+
+CF_TEST(only_a_generators_own_body_may_yield_for_it) {
+  (void)state;
+  int rc = 0;
+  assert_int_equal(cf_gen_new(delegating, &rc, NULL, &outer_gen), 0);
+  assert_int_equal(cf_gen_next(outer_gen, NULL), 0);
+  assert_int_equal(rc, CF_EINVAL);
+  cf_gen_free(outer_gen);
+}
+
 CF_TEST_MAIN()

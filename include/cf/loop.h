@@ -47,7 +47,7 @@
  * in a foreign thread, never before add_done_callback returns.
  *
  * Stacks. Each running or suspended task has its own stack (mmap'ed, a
- * guard page below it, recycled through a per-loop cache). Only the
+ * 64 KiB guard region below it, recycled through a per-loop cache). Only the
  * pages a task touches use memory. A task that overflows its stack dies
  * with a message naming the stack size on stderr (SIGSEGV), never with
  * silent corruption. Memory that a task passes to other tasks or threads
@@ -111,12 +111,13 @@ typedef struct cf_loop_opts {
 CF_EXTERN int cf_loop_new(const cf_loop_opts *opts, cf_loop **out);
 
 /**
- * Frees the loop (loop thread; not while it runs: CF_EBUSY). Tasks that
- * never started are cancelled; tasks that are suspended get a
- * cancellation, and the loop runs (on this thread) until they have all
- * ended; callbacks still scheduled then run or, for timers not yet due,
- * are dropped. Returns 0 (NULL: nothing to do), CF_EWRONGTHREAD,
- * CF_EBUSY, CF_EBADF (already freed).
+ * Frees the loop, from any thread while it is not running (else
+ * CF_EBUSY; also from a task of another loop, which cannot drive this
+ * one). Tasks that never started are cancelled; tasks that are suspended
+ * get a cancellation, and the loop runs (on this thread) until they have
+ * all ended; callbacks still scheduled then run or, for timers not yet
+ * due, are dropped. Returns 0 (NULL: nothing to do), CF_EBUSY, CF_EBADF
+ * (already freed).
  */
 CF_EXTERN int cf_loop_free(cf_loop *loop);
 
@@ -150,7 +151,8 @@ CF_EXTERN int cf_loop_run_until(cf_loop *loop, cf_future *f);
 /**
  * Asks a running loop to stop: cf_loop_run returns after the callbacks
  * already due have run. Any thread; a loop that is not running returns
- * from its next cf_loop_run at once (once). Returns 0 or CF_EINVAL.
+ * from its next cf_loop_run at once (once). Returns 0, CF_EINVAL,
+ * CF_EBADF (freed loop).
  */
 CF_EXTERN int cf_loop_stop(cf_loop *loop);
 
@@ -182,7 +184,9 @@ typedef struct cf_loop_call cf_loop_call;
  * Schedules fn(arg) to run on the loop's next turn (loop thread). Calls
  * scheduled this way run in the order they were scheduled. If out is
  * non-NULL it gets a handle (release it with cf_loop_call_release).
- * Returns 0, CF_EWRONGTHREAD, CF_ESHUTDOWN, CF_EINVAL, CF_ENOMEM.
+ * Calls are accepted while the loop shuts down (tasks cleaning up may
+ * need them). Returns 0, CF_EWRONGTHREAD, CF_EBADF (freed loop),
+ * CF_EINVAL, CF_ENOMEM.
  */
 CF_EXTERN int cf_loop_call_soon(cf_loop *loop, cf_callback_fn fn, void *arg,
                                 cf_loop_call **out);
@@ -205,8 +209,8 @@ CF_EXTERN int cf_loop_call_at(cf_loop *loop, int64_t deadline_ns,
 /**
  * Schedules fn(arg) on the loop from any thread (Python's
  * call_soon_threadsafe) and wakes the loop. Calls from one thread run in
- * the order made. Returns 0, CF_ESHUTDOWN (the loop is being freed: fn
- * will not run), CF_EINVAL, CF_ENOMEM.
+ * the order made. Returns 0, CF_ESHUTDOWN (the loop is being or has been
+ * freed: fn will not run), CF_EINVAL, CF_ENOMEM.
  */
 CF_EXTERN int cf_loop_call_soon_threadsafe(cf_loop *loop, cf_callback_fn fn,
                                            void *arg);
@@ -242,7 +246,8 @@ CF_EXTERN cf_future *cf_task_current(void);
  * Sleeps for ns nanoseconds (Python's asyncio.sleep). In a task it
  * suspends the task; anywhere else it blocks the thread. Returns 0, or
  * CF_ECANCELED if the task was cancelled while sleeping (it wakes at
- * once), CF_EINVAL for a negative time.
+ * once), CF_EINVAL for a negative time, CF_ENOMEM (no room for its
+ * timer).
  */
 CF_EXTERN int cf_sleep(int64_t ns);
 
@@ -343,7 +348,8 @@ CF_EXTERN bool cf_timeout_expired(const cf_timeout_scope *sc);
  *
  * A group belongs to the task that created it (the owner); all its
  * functions are for that task (CF_ENOTTASK elsewhere, CF_EWRONGTHREAD
- * from another task).
+ * from another task), which must join or free it before it returns (the
+ * children's callbacks refer to the group and its owner).
  */
 typedef struct cf_task_group cf_task_group;
 

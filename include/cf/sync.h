@@ -10,7 +10,8 @@
  *   CF_ETIMEDOUT  the timeout passed first (nothing acquired)
  *   CF_ECANCELED  the waiting task was cancelled (nothing acquired; a
  *                 permit handed over at the same moment goes on to the
- *                 next waiter, as in asyncio)
+ *                 next waiter, as in asyncio; for an event set at the
+ *                 same moment, the cancellation is reported too)
  *   CF_EINVAL     NULL object or negative timeout
  *   CF_ENOMEM     no memory for the waiter
  *
