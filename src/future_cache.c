@@ -53,12 +53,7 @@
 
 static const size_t class_size[CF__FCACHE_CLASSES] = {64, 512, 1024};
 
-int cf__fcache_class(size_t size) {
-  for (int c = 0; c < CF__FCACHE_CLASSES; c++)
-    if (size <= class_size[c])
-      return c;
-  return -1;
-}
+_Static_assert(CF__FCACHE_CLASSES == 3, "cf__fcache_class knows 3 sizes");
 
 #if defined(CF_NO_FUTURE_CACHE)
 

@@ -156,7 +156,9 @@ void cf__future_discard(cf_future *f);
  * size classes (64, 512, 1024 bytes). cf__fcache_class gives the class
  * for a size, or -1 if it is too large for the cache. */
 enum { CF__FCACHE_CLASSES = 3 };
-int cf__fcache_class(size_t size);
+static inline int cf__fcache_class(size_t size) {
+  return size <= 64 ? 0 : size <= 512 ? 1 : size <= 1024 ? 2 : -1;
+}
 void *cf__fcache_alloc_class(int c);
 void cf__fcache_free_class(void *p, int c);
 void *cf__fcache_alloc(void); /* class 0: one future */
