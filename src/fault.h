@@ -14,6 +14,8 @@ typedef enum cf__fault_point {
   CF__FAULT_ALLOC = 1,         /* library allocations return NULL */
   CF__FAULT_SUBMIT_PAUSE = 2,  /* submit pauses between enqueue and
                                   starting a worker (race tests) */
+  CF__FAULT_POST_PAUSE = 3,    /* a foreign post to a loop pauses between
+                                  its push and its wake-up (race tests) */
   CF__FAULT_NPOINTS
 } cf__fault_point;
 

@@ -218,6 +218,8 @@ static void remote_push(cf_loop *L, rnode *n) {
     n->next = h;
   while (!atomic_compare_exchange_weak_explicit(
       &L->remote, &h, n, memory_order_release, memory_order_relaxed));
+  if (cf__fault(CF__FAULT_POST_PAUSE))
+    cf__fault_pause(); /* widens the window the count closes */
   /* A push onto a non-empty stack needs no wake-up: the one that made it
    * non-empty sent it, and the drain that follows takes this node too. */
   if (h == NULL)

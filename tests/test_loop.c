@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cf/loop.h"
+#include "fault.h"
 
 static cf_loop *new_loop(void) {
   cf_loop *L;
@@ -840,6 +841,95 @@ CF_TEST(ten_thousand_tasks_suspended_at_once) {
   assert_int_equal(cf_loop_run_main(main_many, (void *)(intptr_t)scaled(10000),
                                     test_loop_opts(&o), NULL),
                    0);
+}
+
+static int await_pool_nop(void *arg, cf_value *result) {
+  (void)result;
+  cf_future *f;
+  TCHECK(cf_executor_submit(arg, task_nop, NULL, &f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  cf_future_unref(f);
+  return 0;
+}
+
+static int main_pool_waiters(void *arg, cf_value *result) {
+  (void)result;
+  static cf_future *fs[8];
+  for (int i = 0; i < 8; i++)
+    TCHECK(cf_loop_spawn(cf_loop_current(), await_pool_nop, arg, &fs[i]) ==
+           0);
+  TCHECK(cf_gather(fs, 8, 0, CF_FOREVER) == 0);
+  for (int i = 0; i < 8; i++)
+    cf_future_unref(fs[i]);
+  return 0;
+}
+
+/* Pool threads wake the loop's tasks right up to the moment the loop is
+ * freed: a wake-up still on its way must never reach a freed loop. */
+CF_TEST(stress_loops_freed_while_other_threads_wake_their_tasks) {
+  (void)state;
+  cf_executor *p = make_pool(2);
+  long n = scaled(2000);
+  for (long k = 0; k < n; k++)
+    assert_int_equal(cf_loop_run_main(main_pool_waiters, p,
+                                      test_loop_opts(NULL), NULL),
+                     0);
+  assert_int_equal(cf_executor_free(p), 0);
+}
+
+static int keep_yielding(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  int rc;
+  while ((rc = cf_yield()) == 0)
+    ;
+  return rc;
+}
+
+static int pool_5ms(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  usleep(5000); /* long enough for the waiting task to be suspended */
+  return 0;
+}
+
+static int await_one_pool_nop(void *arg, cf_value *result) {
+  (void)result;
+  cf_future *f;
+  TCHECK(cf_executor_submit(arg, pool_5ms, NULL, &f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  cf_future_unref(f);
+  return 0;
+}
+
+/* A pool thread pauses (20 ms) after making its wake-up visible and
+ * before sending it; the loop meanwhile runs the task to its end and is
+ * freed. The free must wait for the wake-up to be sent, or the thread
+ * sends it to a closed loop (libuv aborts on the closed descriptor, or
+ * wakes whichever loop got the descriptor next). */
+CF_TEST(a_loop_freed_during_a_late_wake_up_waits_for_it) {
+  (void)state;
+  cf_executor *p = make_pool(1);
+  for (int k = 0; k < 5; k++) {
+    cf_loop *L;
+    assert_int_equal(cf_loop_new(test_loop_opts(NULL), &L), 0);
+    cf_future *f, *busy;
+    assert_int_equal(cf_loop_spawn(L, await_one_pool_nop, p, &f), 0);
+    /* Keeps the loop turning, so that it drains the pushed node without
+     * waiting for the wake-up. */
+    assert_int_equal(cf_loop_spawn(L, keep_yielding, NULL, &busy), 0);
+    int paused = atomic_load(&cf__fault_paused);
+    cf__fault_arm(CF__FAULT_POST_PAUSE, 0, 1);
+    assert_int_equal(cf_loop_run_until(L, f), 0);
+    cf_future_unref(f);
+    assert_int_equal(cf_loop_free(L), 0); /* cancels busy; waits the post */
+    assert_true(cf_future_cancelled(busy));
+    cf_future_unref(busy);
+    /* The pause was taken, by the pool thread's post. */
+    assert_true(atomic_load(&cf__fault_paused) > paused);
+    cf__fault_arm(CF__FAULT_POST_PAUSE, 0, 0);
+  }
+  assert_int_equal(cf_executor_free(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
