@@ -13,6 +13,7 @@
 #include "cf/future.h"
 #include "cf/generator.h"
 #include "cf/loop.h"
+#include "cf/registry.h"
 #include "cf/sync.h"
 #include "cf/thread_pool.h"
 #include "cf/time.h"

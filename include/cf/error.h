@@ -46,7 +46,8 @@ extern "C" {
   XX(EFORKED, -3008, "executor belongs to the parent of this forked process") \
   XX(EWRONGTHREAD, -3009, "called from a thread that is not the loop's")       \
   XX(ESTOPPED, -3010, "the loop was stopped before the future was done")    \
-  XX(ENOTTASK, -3011, "only a task running on a loop can do this")
+  XX(ENOTTASK, -3011, "only a task running on a loop can do this")          \
+  XX(EUNKNOWNTASK, -3012, "no task is registered under that name")
 
 /** Library error codes. All are negative. */
 enum cf_errno {
@@ -62,7 +63,8 @@ enum cf_errno {
   CF_ENOMEM = -ENOMEM,
   CF_EAGAIN = -EAGAIN, /**< would block: a bounded queue is full */
   CF_EBUSY = -EBUSY,   /**< cancel: the task is already running or done */
-  CF_EBADF = -EBADF    /**< the handle is not (or no longer) a live object */
+  CF_EBADF = -EBADF,   /**< the handle is not (or no longer) a live object */
+  CF_EEXIST = -EEXIST  /**< a task name is taken by another function */
 };
 
 /**
