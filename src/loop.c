@@ -1165,6 +1165,10 @@ int cf_yield(void) {
 
 cf__ltask *cf__task_self(void) { return tls_task; }
 
+struct uv_loop_s *cf__loop_uv(cf_loop *L) { return &L->uv; }
+
+bool cf__loop_on_thread(cf_loop *L) { return on_loop_thread(L); }
+
 cf_loop *cf__task_loop(cf__ltask *t) { return t->loop; }
 
 cf_future *cf__task_future(cf__ltask *t) { return t->f; }

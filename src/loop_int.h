@@ -29,4 +29,10 @@ void cf__task_soft_withdraw(cf__ltask *t, uint64_t ticket);
  * cf_future_cancel (not only scopes' and groups'). */
 bool cf__task_last_cancel_external(const cf__ltask *t);
 
+/* For io.c: the loop's libuv loop, and whether the calling thread is the
+ * loop's (running it, or its owner while it is not running). */
+struct uv_loop_s;
+struct uv_loop_s *cf__loop_uv(cf_loop *L);
+bool cf__loop_on_thread(cf_loop *L);
+
 #endif /* CF_LOOP_INT_H */

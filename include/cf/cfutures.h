@@ -12,6 +12,7 @@
 #include "cf/executor.h"
 #include "cf/future.h"
 #include "cf/generator.h"
+#include "cf/io.h"
 #include "cf/loop.h"
 #include "cf/registry.h"
 #include "cf/sync.h"
