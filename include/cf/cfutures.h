@@ -14,6 +14,7 @@
 #include "cf/generator.h"
 #include "cf/io.h"
 #include "cf/loop.h"
+#include "cf/net.h"
 #include "cf/registry.h"
 #include "cf/sync.h"
 #include "cf/thread_pool.h"

@@ -47,7 +47,8 @@ extern "C" {
   XX(EWRONGTHREAD, -3009, "called from a thread that is not the loop's")       \
   XX(ESTOPPED, -3010, "the loop was stopped before the future was done")    \
   XX(ENOTTASK, -3011, "only a task running on a loop can do this")          \
-  XX(EUNKNOWNTASK, -3012, "no task is registered under that name")
+  XX(EUNKNOWNTASK, -3012, "no task is registered under that name")         \
+  XX(EEOF, -3013, "the stream ended before the bytes expected")
 
 /** Library error codes. All are negative. */
 enum cf_errno {
@@ -64,7 +65,8 @@ enum cf_errno {
   CF_EAGAIN = -EAGAIN, /**< would block: a bounded queue is full */
   CF_EBUSY = -EBUSY,   /**< cancel: the task is already running or done */
   CF_EBADF = -EBADF,   /**< the handle is not (or no longer) a live object */
-  CF_EEXIST = -EEXIST  /**< a task name is taken by another function */
+  CF_EEXIST = -EEXIST, /**< a task name is taken by another function */
+  CF_ENOBUFS = -ENOBUFS /**< read_until: the limit came before the delimiter */
 };
 
 /**

@@ -1,0 +1,810 @@
+/*
+ * net.c - TCP streams and servers for loop tasks (cf/net.h) on libuv's
+ * uv_tcp_t.
+ *
+ * A stream buffers what libuv reads (up to IN_MAX, then it stops reading
+ * until the task consumes: back-pressure towards the peer) and counts what
+ * is queued for writing (a writer waits while it is above HWM). A task
+ * that needs data or room waits on a future that the read or write
+ * callback completes, so deadlines and cancellation are those of any
+ * future wait. Requests (connect, write, shutdown, getaddrinfo) carry
+ * their own allocation and are freed in their callbacks; a stream is
+ * freed in uv_close's callback, after libuv has cancelled its requests.
+ */
+#define _GNU_SOURCE
+#include "cf/net.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "cf/future.h"
+#include "common.h"
+#include "loop_int.h"
+
+enum { IN_CHUNK = 64 * 1024, IN_MAX = 256 * 1024 };
+#define HWM ((size_t)256 * 1024)
+
+struct cf_stream {
+  uv_tcp_t tcp; /* tcp.data = the stream */
+  cf_loop *loop;
+  char *in;
+  size_t in_len, in_cap;
+  bool reading, eof, closed;
+  int rerr;
+  cf_future *rwait; /* a reader waiting for data */
+  size_t queued;    /* bytes in write requests not yet completed */
+  int werr;
+  cf_future *wwait; /* a writer waiting for queued <= wlimit */
+  size_t wlimit;
+  bool busy_r, busy_w;
+};
+
+static int need_task(void) {
+  return cf_task_current() != NULL && cf_loop_current() != NULL ? 0
+                                                                : CF_ENOTTASK;
+}
+
+/* Waits on a fresh future stored in *slot until its completer (a libuv
+ * callback) sets it, the deadline or a cancellation; the slot is cleared
+ * either way. */
+static int wait_slot(cf_future **slot, int64_t deadline) {
+  cf_future *f;
+  if (cf_future_new(&f) != 0)
+    return CF_ENOMEM;
+  *slot = cf_future_ref(f);
+  int rc = cf_future_wait_until(f, deadline);
+  if (*slot == f) { /* not completed: take it back */
+    *slot = NULL;
+    cf_future_unref(f);
+  }
+  cf_future_unref(f);
+  return rc;
+}
+
+static void wake_slot(cf_future **slot) {
+  cf_future *f = *slot;
+  if (f != NULL) {
+    *slot = NULL;
+    cf_future_set_result(f, NULL);
+    cf_future_unref(f);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reading                                                                */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  cf_stream *s = h->data;
+  if (s->in_cap - s->in_len < IN_CHUNK && s->in_cap < IN_MAX) {
+    size_t cap = s->in_cap != 0 ? 2 * s->in_cap : IN_CHUNK;
+    if (cap > IN_MAX)
+      cap = IN_MAX;
+    char *p = realloc(s->in, cap);
+    if (p != NULL) {
+      s->in = p;
+      s->in_cap = cap;
+    }
+  }
+  buf->base = s->in + s->in_len;
+  buf->len = s->in_cap - s->in_len;
+}
+
+static void stop_reading(cf_stream *s) {
+  if (s->reading) {
+    uv_read_stop((uv_stream_t *)&s->tcp);
+    s->reading = false;
+  }
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  cf_stream *s = st->data;
+  if (n > 0) {
+    s->in_len += (size_t)n;
+    if (s->in_len == s->in_cap && s->in_cap >= IN_MAX)
+      stop_reading(s); /* full: the peer waits until the task reads */
+  } else if (n == UV_EOF) {
+    s->eof = true;
+    stop_reading(s);
+  } else if (n < 0) {
+    s->rerr = (int)n;
+    stop_reading(s);
+  }
+  wake_slot(&s->rwait);
+}
+
+static int start_reading(cf_stream *s) {
+  if (s->reading || s->eof || s->rerr != 0 || s->closed)
+    return 0;
+  if (s->in_len >= IN_MAX)
+    return 0;
+  int rc = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+  if (rc == 0)
+    s->reading = true;
+  return rc;
+}
+
+/* Waits until something is buffered, or end of stream, or an error. */
+static int fill(cf_stream *s, int64_t deadline) {
+  while (s->in_len == 0 && !s->eof && s->rerr == 0) {
+    int rc = start_reading(s);
+    if (rc != 0)
+      return rc;
+    rc = wait_slot(&s->rwait, deadline);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Drops n buffered bytes (consumed) and reads on if there is room. */
+static void consume(cf_stream *s, size_t n) {
+  memmove(s->in, s->in + n, s->in_len - n);
+  s->in_len -= n;
+  start_reading(s);
+}
+
+static int check_stream(cf_stream *s) {
+  if (s == NULL)
+    return CF_EINVAL;
+  int rc = need_task();
+  if (rc != 0)
+    return rc;
+  if (cf_loop_current() != s->loop)
+    return CF_EWRONGTHREAD;
+  return s->closed ? CF_EBADF : 0;
+}
+
+ssize_t cf_stream_read(cf_stream *s, void *buf, size_t len,
+                       int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if ((buf == NULL && len > 0) || timeout_ns < 0)
+    return CF_EINVAL;
+  if (len == 0)
+    return 0;
+  if (s->busy_r)
+    return CF_EBUSY;
+  s->busy_r = true;
+  rc = fill(s, cf_deadline_after(timeout_ns));
+  ssize_t n;
+  if (rc != 0) {
+    n = rc;
+  } else if (s->in_len > 0) {
+    size_t k = s->in_len < len ? s->in_len : len;
+    memcpy(buf, s->in, k);
+    consume(s, k);
+    n = (ssize_t)k;
+  } else {
+    n = s->rerr != 0 ? s->rerr : 0; /* end of stream */
+  }
+  s->busy_r = false;
+  return n;
+}
+
+int cf_stream_read_exactly(cf_stream *s, void *buf, size_t len,
+                           int64_t timeout_ns, size_t *got) {
+  if (got != NULL)
+    *got = 0;
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if ((buf == NULL && len > 0) || timeout_ns < 0)
+    return CF_EINVAL;
+  if (s->busy_r)
+    return CF_EBUSY;
+  s->busy_r = true;
+  int64_t deadline = cf_deadline_after(timeout_ns);
+  size_t done = 0;
+  while (done < len) {
+    rc = fill(s, deadline);
+    if (rc != 0)
+      break;
+    if (s->in_len == 0) {
+      rc = s->rerr != 0 ? s->rerr : CF_EEOF;
+      break;
+    }
+    size_t k = s->in_len < len - done ? s->in_len : len - done;
+    memcpy((char *)buf + done, s->in, k);
+    consume(s, k);
+    done += k;
+  }
+  if (got != NULL)
+    *got = done;
+  s->busy_r = false;
+  return done == len ? 0 : rc;
+}
+
+static const char *find(const char *hay, size_t n, const char *needle,
+                        size_t m) {
+  if (m == 0 || n < m)
+    return NULL;
+  for (size_t i = 0; i + m <= n; i++)
+    if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0)
+      return hay + i;
+  return NULL;
+}
+
+ssize_t cf_stream_read_until(cf_stream *s, const void *delim, size_t dlen,
+                             void *buf, size_t cap, int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if (delim == NULL || dlen == 0 || buf == NULL || cap == 0 || timeout_ns < 0)
+    return CF_EINVAL;
+  if (s->busy_r)
+    return CF_EBUSY;
+  s->busy_r = true;
+  int64_t deadline = cf_deadline_after(timeout_ns);
+  size_t scanned = 0; /* bytes already searched, minus a partial match */
+  ssize_t result;
+  for (;;) {
+    size_t limit = s->in_len < cap ? s->in_len : cap;
+    const char *hit = find(s->in + scanned, limit - scanned, delim, dlen);
+    if (hit != NULL) {
+      size_t n = (size_t)(hit - s->in) + dlen;
+      memcpy(buf, s->in, n);
+      consume(s, n);
+      result = (ssize_t)n;
+      break;
+    }
+    if (limit >= cap) {
+      result = CF_ENOBUFS; /* buffered, not consumed */
+      break;
+    }
+    scanned = limit >= dlen ? limit - dlen + 1 : 0;
+    if (s->eof || s->rerr != 0) {
+      result = s->rerr != 0 ? s->rerr : CF_EEOF;
+      break;
+    }
+    /* More is needed: wait for it even though something is buffered. */
+    size_t before = s->in_len;
+    while (s->in_len == before && !s->eof && s->rerr == 0) {
+      if (s->in_len >= IN_MAX) { /* the buffer is full below cap */
+        result = CF_ENOBUFS;
+        goto out;
+      }
+      rc = start_reading(s);
+      if (rc == 0)
+        rc = wait_slot(&s->rwait, deadline);
+      if (rc != 0) {
+        result = rc;
+        goto out;
+      }
+    }
+  }
+out:
+  s->busy_r = false;
+  return result;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writing                                                                */
+
+typedef struct wreq {
+  uv_write_t req;
+  cf_stream *s;
+  size_t len;
+  char data[];
+} wreq;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  cf_stream *s = w->s;
+  s->queued -= w->len;
+  if (status < 0 && s->werr == 0)
+    s->werr = status;
+  free(w);
+  if (s->wwait != NULL && (s->queued <= s->wlimit || s->werr != 0))
+    wake_slot(&s->wwait);
+}
+
+/* Waits until at most `limit` bytes are queued. */
+static int wait_queue(cf_stream *s, size_t limit, int64_t deadline) {
+  while (s->queued > limit && s->werr == 0) {
+    s->wlimit = limit;
+    int rc = wait_slot(&s->wwait, deadline);
+    if (rc != 0)
+      return rc;
+  }
+  return s->werr;
+}
+
+int cf_stream_write(cf_stream *s, const void *buf, size_t len,
+                    int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if ((buf == NULL && len > 0) || timeout_ns < 0)
+    return CF_EINVAL;
+  if (s->werr != 0)
+    return s->werr;
+  if (len == 0)
+    return 0;
+  if (s->busy_w)
+    return CF_EBUSY;
+  s->busy_w = true;
+  rc = wait_queue(s, HWM, cf_deadline_after(timeout_ns));
+  const char *p = buf;
+  if (rc == 0 && s->queued == 0) { /* nothing ahead: try the kernel now */
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)(len > UINT32_MAX ? UINT32_MAX : len));
+    int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+    } else if (n != UV_EAGAIN && n < 0) {
+      rc = s->werr = n;
+    }
+  }
+  while (rc == 0 && len > 0) {
+    size_t k = len > (size_t)UINT32_MAX ? (size_t)UINT32_MAX : len;
+    wreq *w = cf__malloc(sizeof *w + k);
+    if (w == NULL) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    memcpy(w->data, p, k);
+    w->s = s;
+    w->len = k;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)k);
+    rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_written);
+    if (rc != 0) {
+      free(w);
+      break;
+    }
+    s->queued += k;
+    p += k;
+    len -= k;
+  }
+  s->busy_w = false;
+  return rc;
+}
+
+int cf_stream_drain(cf_stream *s, int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if (timeout_ns < 0)
+    return CF_EINVAL;
+  return wait_queue(s, 0, cf_deadline_after(timeout_ns));
+}
+
+typedef struct sreq {
+  uv_shutdown_t req;
+  cf_future *done;
+} sreq;
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  sreq *r = (sreq *)req;
+  if (status < 0)
+    cf_future_set_error(r->done, status, NULL);
+  else
+    cf_future_set_result(r->done, NULL);
+  cf_future_unref(r->done);
+  free(r); /* the waiter holds its own reference to the future */
+}
+
+int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if (timeout_ns < 0)
+    return CF_EINVAL;
+  sreq *r = cf__calloc(1, sizeof *r);
+  if (r == NULL || cf_future_new(&r->done) != 0) {
+    free(r);
+    return CF_ENOMEM;
+  }
+  cf_future *f = cf_future_ref(r->done);
+  rc = uv_shutdown(&r->req, (uv_stream_t *)&s->tcp, on_shutdown);
+  if (rc != 0) {
+    cf_future_unref(r->done);
+    cf_future_unref(f);
+    free(r);
+    return rc;
+  }
+  /* The shutdown completes after the queued writes; its status is the
+   * first write error if one failed. */
+  rc = cf_future_wait(f, timeout_ns);
+  if (rc == 0)
+    rc = cf_future_get_error(f).code;
+  cf_future_unref(f);
+  if (rc == 0 && s->werr != 0)
+    rc = s->werr;
+  return rc;
+}
+
+static void on_stream_closed(uv_handle_t *h) {
+  cf_stream *s = h->data;
+  free(s->in);
+  free(s);
+}
+
+void cf_stream_close(cf_stream *s) {
+  if (s == NULL || s->closed)
+    return;
+  s->closed = true;
+  wake_slot(&s->rwait);
+  wake_slot(&s->wwait);
+  uv_close((uv_handle_t *)&s->tcp, on_stream_closed);
+}
+
+static int format_addr(const struct sockaddr_storage *ss, char *buf,
+                       size_t size) {
+  char ip[64];
+  int port;
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    return snprintf(buf, size, "[%s]:%d", ip, port) < 0 ? CF_EINVAL : 0;
+  }
+  const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+  uv_ip4_name(a, ip, sizeof ip);
+  port = ntohs(a->sin_port);
+  return snprintf(buf, size, "%s:%d", ip, port) < 0 ? CF_EINVAL : 0;
+}
+
+int cf_stream_get_peer(const cf_stream *s, char *buf, size_t size) {
+  if (s == NULL || buf == NULL || size == 0)
+    return CF_EINVAL;
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  int rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &len);
+  if (rc != 0)
+    return rc;
+  return format_addr(&ss, buf, size);
+}
+
+static cf_stream *stream_new(cf_loop *L) {
+  cf_stream *s = cf__calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  if (uv_tcp_init(cf__loop_uv(L), &s->tcp) != 0) {
+    free(s);
+    return NULL;
+  }
+  s->tcp.data = s;
+  s->loop = L;
+  uv_tcp_nodelay(&s->tcp, 1);
+  return s;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connecting                                                             */
+
+typedef struct resolve {
+  uv_getaddrinfo_t req;
+  cf_future *done;
+  int status;
+  struct addrinfo *res;
+  bool abandoned; /* the task gave up: free the result in the callback */
+} resolve;
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  resolve *r = req->data;
+  r->status = status;
+  r->res = res;
+  if (r->abandoned) {
+    uv_freeaddrinfo(res);
+    cf_future_unref(r->done);
+    free(r);
+    return;
+  }
+  cf_future_set_result(r->done, NULL);
+}
+
+typedef struct creq {
+  uv_connect_t req;
+  cf_future *done;
+} creq;
+
+static void on_connected(uv_connect_t *req, int status) {
+  creq *c = (creq *)req;
+  if (status < 0)
+    cf_future_set_error(c->done, status, NULL);
+  else
+    cf_future_set_result(c->done, NULL);
+  cf_future_unref(c->done);
+  free(c);
+}
+
+/* One attempt to connect s to addr before the deadline. */
+static int connect_one(cf_stream *s, const struct sockaddr *addr,
+                       int64_t deadline) {
+  creq *c = cf__calloc(1, sizeof *c);
+  if (c == NULL || cf_future_new(&c->done) != 0) {
+    free(c);
+    return CF_ENOMEM;
+  }
+  cf_future *f = cf_future_ref(c->done);
+  int rc = uv_tcp_connect(&c->req, &s->tcp, addr, on_connected);
+  if (rc != 0) {
+    cf_future_unref(c->done);
+    cf_future_unref(f);
+    free(c);
+    return rc;
+  }
+  rc = cf_future_wait_until(f, deadline);
+  if (rc == 0)
+    rc = cf_future_get_error(f).code; /* the connect's own status */
+  cf_future_unref(f);
+  return rc;
+}
+
+int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
+                   cf_stream **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (host == NULL || out == NULL || port <= 0 || port > 65535 ||
+      timeout_ns < 0)
+    return CF_EINVAL;
+  int rc = need_task();
+  if (rc != 0)
+    return rc;
+  cf_loop *L = cf_loop_current();
+  int64_t deadline = cf_deadline_after(timeout_ns);
+  resolve *r = cf__calloc(1, sizeof *r);
+  if (r == NULL || cf_future_new(&r->done) != 0) {
+    free(r);
+    return CF_ENOMEM;
+  }
+  r->req.data = r;
+  char service[16];
+  snprintf(service, sizeof service, "%d", port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  rc = uv_getaddrinfo(cf__loop_uv(L), &r->req, on_resolved, host, service,
+                      &hints);
+  if (rc != 0) {
+    cf_future_unref(r->done);
+    free(r);
+    return rc;
+  }
+  rc = cf_future_wait_until(r->done, deadline);
+  if (rc != 0) { /* the lookup goes on in the pool: let it clean up */
+    r->abandoned = true;
+    uv_cancel((uv_req_t *)&r->req);
+    return rc;
+  }
+  struct addrinfo *res = r->res;
+  int status = r->status;
+  cf_future_unref(r->done);
+  free(r);
+  if (status != 0)
+    return status;
+  rc = CF_EINVAL;
+  for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+    cf_stream *s = stream_new(L);
+    if (s == NULL) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    rc = connect_one(s, a->ai_addr, deadline);
+    if (rc == 0) {
+      *out = s;
+      break;
+    }
+    cf_stream_close(s);
+    if (rc == CF_ETIMEDOUT || rc == CF_ECANCELED)
+      break;
+  }
+  uv_freeaddrinfo(res);
+  return rc;
+}
+/* ---------------------------------------------------------------------- */
+/* Servers                                                                */
+
+typedef struct conn {
+  struct conn *prev, *next;
+  cf_server *srv;
+  cf_stream *s;
+  cf_future *task;
+} conn;
+
+struct cf_server {
+  uv_tcp_t tcp;
+  cf_loop *loop;
+  cf_conn_fn fn;
+  void *arg;
+  int port;
+  uint64_t accepted, refused;
+  conn *conns; /* connection tasks not ended */
+  size_t live;
+  cf_future *idle; /* completed when live reaches 0 during a stop */
+  bool stopping;   /* no new connections */
+  bool cancelling; /* the grace ran out: handlers not started are skipped */
+  bool closed, free_on_close; /* the listener's close, and who frees */
+};
+
+static void conn_unlink(cf_server *srv, conn *c) {
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    srv->conns = c->next;
+  if (c->next != NULL)
+    c->next->prev = c->prev;
+}
+
+/* The task of one connection: the handler, then the server's epilogue
+ * (the last thing that touches the server for this connection). */
+static int conn_main(void *arg, cf_value *result) {
+  (void)result;
+  conn *c = arg;
+  cf_server *srv = c->srv;
+  int rc = srv->cancelling ? CF_ECANCELED : srv->fn(c->s, srv->arg);
+  /* The handler may have closed it; the server closes it otherwise. The
+   * stream is freed a turn later, so reading its flag here is safe. */
+  cf_stream_close(c->s);
+  conn_unlink(srv, c);
+  if (c->task != NULL)
+    cf_future_unref(c->task);
+  free(c);
+  if (--srv->live == 0 && srv->idle != NULL)
+    cf_future_set_result(srv->idle, NULL);
+  return rc;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  cf_server *srv = listener->data;
+  if (status < 0 || srv->stopping) {
+    srv->refused++; /* EMFILE and friends: libuv drops that connection */
+    return;
+  }
+  cf_stream *s = stream_new(srv->loop);
+  conn *c = s != NULL ? cf__calloc(1, sizeof *c) : NULL;
+  if (c == NULL || uv_accept(listener, (uv_stream_t *)&s->tcp) != 0) {
+    srv->refused++;
+    if (s != NULL)
+      cf_stream_close(s);
+    free(c);
+    return;
+  }
+  c->srv = srv;
+  c->s = s;
+  c->next = srv->conns;
+  if (srv->conns != NULL)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->live++;
+  if (cf_loop_spawn(srv->loop, conn_main, c, &c->task) != 0) {
+    conn_unlink(srv, c);
+    srv->live--;
+    srv->refused++;
+    cf_stream_close(s);
+    free(c);
+    return;
+  }
+  srv->accepted++;
+}
+
+/* The listener is closed: free the server now if its stop has returned,
+ * else the stop does. */
+static void on_server_closed(uv_handle_t *h) {
+  cf_server *srv = h->data;
+  srv->closed = true;
+  if (srv->free_on_close)
+    free(srv);
+}
+
+static int parse_bind_addr(const char *host, int port,
+                           struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (host == NULL)
+    host = "::";
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+    return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  if (strcmp(host, "localhost") == 0)
+    return uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)ss);
+  return CF_EINVAL;
+}
+
+int cf_server_start(const char *host, int port, int backlog, cf_conn_fn fn,
+                    void *arg, cf_server **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (fn == NULL || out == NULL || port < 0 || port > 65535 || backlog < 0)
+    return CF_EINVAL;
+  int rc = need_task();
+  if (rc != 0)
+    return rc;
+  struct sockaddr_storage ss;
+  if ((rc = parse_bind_addr(host, port, &ss)) != 0)
+    return rc;
+  cf_server *srv = cf__calloc(1, sizeof *srv);
+  if (srv == NULL)
+    return CF_ENOMEM;
+  srv->loop = cf_loop_current();
+  srv->fn = fn;
+  srv->arg = arg;
+  rc = uv_tcp_init(cf__loop_uv(srv->loop), &srv->tcp);
+  if (rc != 0) {
+    free(srv);
+    return rc;
+  }
+  srv->tcp.data = srv;
+  rc = uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&ss, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&srv->tcp, backlog != 0 ? backlog : 511,
+                   on_connection);
+  if (rc != 0) {
+    srv->free_on_close = true; /* freed by the close's callback */
+    uv_close((uv_handle_t *)&srv->tcp, on_server_closed);
+    return rc;
+  }
+  struct sockaddr_storage bound;
+  int len = sizeof bound;
+  uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&bound, &len);
+  srv->port = bound.ss_family == AF_INET6
+                  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  *out = srv;
+  return 0;
+}
+
+int cf_server_get_port(const cf_server *srv) {
+  return srv != NULL ? srv->port : CF_EINVAL;
+}
+
+uint64_t cf_server_get_accepted(const cf_server *srv) {
+  return srv != NULL ? srv->accepted : 0;
+}
+
+uint64_t cf_server_get_refused(const cf_server *srv) {
+  return srv != NULL ? srv->refused : 0;
+}
+
+
+/* Waits until no connection task is left, or the deadline. */
+static int wait_idle(cf_server *srv, int64_t deadline) {
+  while (srv->live > 0) {
+    if (srv->idle == NULL && cf_future_new(&srv->idle) != 0)
+      return CF_ENOMEM;
+    int rc = cf_future_wait_until(srv->idle, deadline);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+int cf_server_stop(cf_server *srv, int64_t grace_ns) {
+  if (srv == NULL || grace_ns < 0)
+    return CF_EINVAL;
+  int rc = need_task();
+  if (rc != 0)
+    return rc;
+  srv->stopping = true;
+  uv_close((uv_handle_t *)&srv->tcp, on_server_closed); /* no new ones */
+  rc = wait_idle(srv, cf_deadline_after(grace_ns));
+  int result = 0;
+  if (rc != 0) {
+    result = CF_ETIMEDOUT;
+    /* Running handlers get a cancellation; those not started yet are
+     * skipped when they start (their epilogue must still run). */
+    srv->cancelling = true;
+    for (conn *c = srv->conns; c != NULL; c = c->next)
+      if (c->task != NULL && cf_future_running(c->task))
+        cf_future_cancel(c->task);
+    /* Cancelled tasks end soon; a handler that suppresses its
+     * cancellation delays this (its job). A cancellation of this task
+     * meanwhile is delivered once: wait on regardless. */
+    while (srv->live > 0)
+      wait_idle(srv, CF_FOREVER);
+  }
+  if (srv->idle != NULL)
+    cf_future_unref(srv->idle);
+  srv->idle = NULL;
+  if (srv->closed)
+    free(srv);
+  else
+    srv->free_on_close = true;
+  return result;
+}

@@ -1,0 +1,287 @@
+/*
+ * test_net.c - TCP streams and servers for tasks (cf/net.h): round trips
+ * on loopback, early close, a silent peer, refusal, 64 MiB through
+ * partial reads and writes, many connections at once, a stop with grace.
+ */
+#include "support.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cf/io.h"
+#include "cf/net.h"
+
+static cf_loop *here(void) { return cf_loop_current(); }
+
+/* Echoes every line back until the peer closes. */
+static int echo_handler(cf_stream *s, void *arg) {
+  (void)arg;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = cf_stream_read(s, buf, sizeof buf, CF_SEC(30));
+    if (n <= 0)
+      return (int)n;
+    if (cf_stream_write(s, buf, (size_t)n, CF_SEC(30)) != 0)
+      return CF_ETASK;
+  }
+}
+
+static int main_echo(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, echo_handler, NULL, &srv) == 0);
+  int port = cf_server_get_port(srv);
+  TCHECK(port > 0);
+  cf_stream *c;
+  TCHECK(cf_tcp_connect("127.0.0.1", port, CF_SEC(30), &c) == 0);
+  char peer[64];
+  TCHECK(cf_stream_get_peer(c, peer, sizeof peer) == 0);
+  char want_peer[64];
+  snprintf(want_peer, sizeof want_peer, "127.0.0.1:%d", port);
+  TCHECK(strcmp(peer, want_peer) == 0);
+  for (int i = 0; i < 50; i++) {
+    char line[64], got[64];
+    int n = snprintf(line, sizeof line, "line %d\n", i);
+    TCHECK(cf_stream_write(c, line, (size_t)n, CF_SEC(30)) == 0);
+    ssize_t r = cf_stream_read_until(c, "\n", 1, got, sizeof got, CF_SEC(30));
+    TCHECK(r == n && memcmp(got, line, (size_t)n) == 0);
+  }
+  /* read_exactly across several writes; read_until's limit. */
+  TCHECK(cf_stream_write(c, "abc", 3, CF_SEC(30)) == 0);
+  TCHECK(cf_stream_write(c, "defgh", 5, CF_SEC(30)) == 0);
+  char eight[8];
+  TCHECK(cf_stream_read_exactly(c, eight, 8, CF_SEC(30), NULL) == 0);
+  TCHECK(memcmp(eight, "abcdefgh", 8) == 0);
+  TCHECK(cf_stream_write(c, "no newline here", 15, CF_SEC(30)) == 0);
+  char small[8];
+  TCHECK(cf_stream_read_until(c, "\n", 1, small, sizeof small, CF_SEC(30)) ==
+         CF_ENOBUFS);
+  char rest[32];
+  size_t got_total = 0;
+  while (got_total < 15) {
+    ssize_t r = cf_stream_read(c, rest + got_total, sizeof rest - got_total,
+                               CF_SEC(30));
+    TCHECK(r > 0);
+    if (r <= 0)
+      break;
+    got_total += (size_t)r;
+  }
+  TCHECK(got_total == 15 && memcmp(rest, "no newline here", 15) == 0);
+  /* Half-close: the echo handler sees the end and closes; we see ours. */
+  TCHECK(cf_stream_shutdown(c, CF_SEC(30)) == 0);
+  TCHECK(cf_stream_read(c, rest, sizeof rest, CF_SEC(30)) == 0);
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(a_client_and_a_server_talk_on_loopback) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_echo, NULL, test_loop_opts(NULL),
+                                    NULL),
+                   0);
+}
+
+static int close_at_once(cf_stream *s, void *arg) {
+  (void)arg;
+  cf_stream_close(s);
+  return 0;
+}
+
+static int silent(cf_stream *s, void *arg) {
+  (void)s;
+  (void)arg;
+  return cf_sleep(CF_SEC(3600)); /* never answers; cancelled by the stop */
+}
+
+/* A port nothing listens on: bound, then closed. */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  bind(fd, (struct sockaddr *)&a, sizeof a);
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static int main_failures(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  /* The peer closes early. */
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, close_at_once, NULL, &srv) == 0);
+  cf_stream *c;
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), CF_SEC(30),
+                        &c) == 0);
+  char buf[16];
+  size_t got = 99;
+  TCHECK(cf_stream_read_exactly(c, buf, 4, CF_SEC(30), &got) == CF_EEOF);
+  TCHECK(got == 0);
+  TCHECK(cf_stream_read(c, buf, sizeof buf, CF_SEC(30)) == 0);
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  /* The peer never answers: the deadline ends the read. */
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, silent, NULL, &srv) == 0);
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), CF_SEC(30),
+                        &c) == 0);
+  int64_t t0 = cf_now_ns();
+  TCHECK(cf_stream_read(c, buf, sizeof buf, CF_MSEC(50)) == CF_ETIMEDOUT);
+  TCHECK(cf_now_ns() - t0 >= CF_MSEC(50));
+  cf_stream_close(c);
+  /* Its handler is still running: the stop cancels it after the grace. */
+  TCHECK(cf_server_stop(srv, CF_MSEC(20)) == CF_ETIMEDOUT);
+  /* Refused, unknown host, bad arguments. */
+  TCHECK(cf_tcp_connect("127.0.0.1", free_port(), CF_SEC(30), &c) ==
+         -ECONNREFUSED);
+  TCHECK(c == NULL);
+  TCHECK(cf_tcp_connect("no-such-host.invalid", 80, CF_SEC(30), &c) < 0);
+  TCHECK(cf_tcp_connect("127.0.0.1", 0, CF_SEC(1), &c) == CF_EINVAL);
+  TCHECK(cf_server_start("not an address", 0, 0, silent, NULL, &srv) ==
+         CF_EINVAL);
+  /* Address in use. */
+  cf_server *a, *b;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, silent, NULL, &a) == 0);
+  TCHECK(cf_server_start("127.0.0.1", cf_server_get_port(a), 0, silent, NULL,
+                         &b) == -EADDRINUSE);
+  TCHECK(cf_server_stop(a, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(early_closes_silent_peers_and_refusals_are_errors_not_hangs) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_failures, NULL, test_loop_opts(NULL),
+                                    NULL),
+                   0);
+  cf_stream *c;
+  assert_int_equal(cf_tcp_connect("127.0.0.1", 80, 0, &c), CF_ENOTTASK);
+}
+
+/* Reads everything, checks the pattern, answers with the byte count. */
+static int count_handler(cf_stream *s, void *arg) {
+  (void)arg;
+  static char buf[200000];
+  uint64_t total = 0;
+  int bad = 0;
+  for (;;) {
+    ssize_t n = cf_stream_read(s, buf, sizeof buf, CF_SEC(60));
+    if (n < 0)
+      return (int)n;
+    if (n == 0)
+      break;
+    for (ssize_t i = 0; i < n; i++)
+      if (buf[i] != (char)((total + (uint64_t)i) % 251))
+        bad++;
+    total += (uint64_t)n;
+  }
+  TCHECK(bad == 0);
+  return cf_stream_write(s, &total, sizeof total, CF_SEC(60));
+}
+
+static int main_big(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_server *srv;
+  TCHECK(cf_server_start("::1", 0, 0, count_handler, NULL, &srv) == 0 ||
+         cf_server_start("127.0.0.1", 0, 0, count_handler, NULL, &srv) == 0);
+  cf_stream *c;
+  int port = cf_server_get_port(srv);
+  if (cf_tcp_connect("::1", port, CF_SEC(30), &c) != 0)
+    TCHECK(cf_tcp_connect("127.0.0.1", port, CF_SEC(30), &c) == 0);
+  size_t total = (size_t)64 << 20;
+  size_t chunk = 1 << 20;
+  char *buf = malloc(chunk);
+  for (size_t off = 0; off < total; off += chunk) {
+    for (size_t i = 0; i < chunk; i++)
+      buf[i] = (char)((off + i) % 251);
+    /* Each write waits while 256 KiB are queued: back-pressure. */
+    TCHECK(cf_stream_write(c, buf, chunk, CF_SEC(60)) == 0);
+  }
+  free(buf);
+  TCHECK(cf_stream_drain(c, CF_SEC(60)) == 0);
+  TCHECK(cf_stream_shutdown(c, CF_SEC(60)) == 0);
+  uint64_t echoed = 0;
+  TCHECK(cf_stream_read_exactly(c, &echoed, sizeof echoed, CF_SEC(60),
+                                NULL) == 0);
+  TCHECK(echoed == total);
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(sixty_four_mib_cross_in_partial_reads_and_writes) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_big, NULL, test_loop_opts(NULL),
+                                    NULL),
+                   0);
+}
+
+typedef struct many {
+  int port;
+  int ok;
+} many;
+
+static int one_client(void *arg, cf_value *result) {
+  (void)result;
+  many *m = arg;
+  cf_stream *c;
+  int rc = cf_tcp_connect("127.0.0.1", m->port, CF_SEC(60), &c);
+  if (rc != 0)
+    return rc;
+  char msg[32], got[32];
+  int n = snprintf(msg, sizeof msg, "hello %p\n", (void *)c);
+  rc = cf_stream_write(c, msg, (size_t)n, CF_SEC(60));
+  ssize_t r = rc == 0 ? cf_stream_read_until(c, "\n", 1, got, sizeof got,
+                                             CF_SEC(60))
+                      : rc;
+  if (r == n && memcmp(got, msg, (size_t)n) == 0)
+    m->ok++;
+  cf_stream_close(c);
+  return r == n ? 0 : (int)r;
+}
+
+static int main_many(void *arg, cf_value *result) {
+  (void)result;
+  long n = (long)(intptr_t)arg;
+  static many m;
+  m.ok = 0;
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 4096, echo_handler, NULL, &srv) ==
+         0);
+  m.port = cf_server_get_port(srv);
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
+  if (fs == NULL)
+    return CF_ENOMEM;
+  for (long i = 0; i < n; i++)
+    TCHECK(cf_loop_spawn(here(), one_client, &m, &fs[i]) == 0);
+  TCHECK(cf_gather(fs, (size_t)n, CF_GATHER_RETURN_ERRORS, CF_FOREVER) == 0);
+  int failed = 0;
+  for (long i = 0; i < n; i++) {
+    if (cf_future_get_error(fs[i]).code != 0)
+      failed++;
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+  TCHECK(failed == 0);
+  TCHECK(m.ok == n);
+  TCHECK(cf_server_get_accepted(srv) == (uint64_t)n);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(a_thousand_connections_at_once_on_one_thread) {
+  (void)state;
+  assert_int_equal(cf_raise_fd_limit(NULL), 0);
+  long n = scaled(1000);
+  assert_int_equal(cf_loop_run_main(main_many, (void *)(intptr_t)n,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
+CF_TEST_MAIN()
