@@ -9,11 +9,13 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cf/io.h"
 #include "cf/net.h"
+#include "cf/sync.h"
 
 static cf_loop *here(void) { return cf_loop_current(); }
 
@@ -281,6 +283,98 @@ CF_TEST(a_thousand_connections_at_once_on_one_thread) {
   long n = scaled(1000);
   assert_int_equal(cf_loop_run_main(main_many, (void *)(intptr_t)n,
                                     test_loop_opts(NULL), NULL),
+                   0);
+}
+
+
+typedef struct wave {
+  int port;
+  int ok, failed, settled;
+  cf_event *release; /* served clients hold their connection until set */
+} wave;
+
+static int wave_client(void *arg, cf_value *result) {
+  (void)result;
+  wave *w = arg;
+  cf_stream *c;
+  int rc = cf_tcp_connect("127.0.0.1", w->port, CF_SEC(30), &c);
+  if (rc == 0) {
+    char got[8];
+    rc = cf_stream_write(c, "ping\n", 5, CF_SEC(30));
+    if (rc == 0) {
+      ssize_t r = cf_stream_read_until(c, "\n", 1, got, sizeof got,
+                                       CF_SEC(30));
+      rc = r == 5 ? 0 : r < 0 ? (int)r : CF_EEOF;
+    }
+  }
+  if (rc == 0)
+    w->ok++;
+  else
+    w->failed++;
+  w->settled++;
+  if (rc == 0) { /* served: keep the descriptors in use */
+    cf_event_wait(w->release, CF_SEC(60));
+    cf_stream_close(c);
+  } else if (c != NULL) {
+    cf_stream_close(c);
+  }
+  return 0;
+}
+
+/* Clients one after the other, each held open once served, until n have
+ * settled: the descriptors run out part-way. */
+static void run_wave(wave *w, int n) {
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
+  TCHECK(fs != NULL && cf_event_new(&w->release) == 0);
+  if (fs == NULL)
+    return;
+  for (int i = 0; i < n; i++) {
+    TCHECK(cf_loop_spawn(here(), wave_client, w, &fs[i]) == 0);
+    while (w->settled < i + 1)
+      TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  }
+  cf_event_set(w->release);
+  TCHECK(cf_gather(fs, (size_t)n, 0, CF_FOREVER) == 0);
+  for (int i = 0; i < n; i++)
+    cf_future_unref(fs[i]);
+  free(fs);
+  cf_event_free(w->release);
+}
+
+static int main_emfile(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, echo_handler, NULL, &srv) == 0);
+  /* Few descriptors: each served client holds two, so they run out. */
+  struct rlimit saved, low;
+  TCHECK(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  low = saved;
+  low.rlim_cur = 64;
+  TCHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  /* Static, not on this task's stack: the clients use them while this
+   * task is suspended (with shared stacks its stack is elsewhere then). */
+  static wave big, after;
+  memset(&big, 0, sizeof big);
+  memset(&after, 0, sizeof after);
+  big.port = cf_server_get_port(srv);
+  run_wave(&big, 60);
+  TCHECK(big.ok + big.failed == 60); /* every client ended */
+  TCHECK(big.ok > 10);               /* served while descriptors lasted */
+  TCHECK(big.failed > 0);            /* the rest hit the limit */
+  /* The server still serves once descriptors are free again. */
+  after.port = big.port;
+  run_wave(&after, 10);
+  TCHECK(after.ok == 10);
+  TCHECK(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(running_out_of_descriptors_fails_those_connections_only) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_emfile, NULL, test_loop_opts(NULL),
+                                    NULL),
                    0);
 }
 
