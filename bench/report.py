@@ -98,7 +98,8 @@ def parse(path):
         if not line.startswith("RESULT "):
             continue
         fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-        fields["median"] = float(fields["median"])
+        if "median" in fields:
+            fields["median"] = float(fields["median"])
         rows.append(fields)
     return rows
 
@@ -165,6 +166,34 @@ def main():
             out.append(f"| {names.get(r['impl'], r['impl'])} | {r['n']} | "
                        f"{r['workers']} | {r['median']:.2f} | {ratio} | "
                        f"{r['runs'].replace(',', ', ')} |")
+        out.append("")
+    echo = [r for r in rows if r["bench"] == "echo"]
+    if echo:
+        out.append("## (h) echo: N connections on one thread, 100 round trips "
+                   "of 64 bytes each\n")
+        out.append("Server and client are separate processes of the same "
+                   "implementation (bench/run_echo.sh).\n")
+        for conns in sorted({int(r["conns"]) for r in echo}):
+            ours = next((r for r in echo if r["impl"] == "cfutures"
+                         and int(r["conns"]) == conns), None)
+            uv = next((r for r in echo if r["impl"] == "libuv"
+                       and int(r["conns"]) == conns), None)
+            if ours and uv:
+                ratio = float(uv["rt_per_s"]) / float(ours["rt_per_s"])
+                out.append(f"Target at {conns} connections: round trips "
+                           f"within 1.3x of raw libuv's "
+                           f"({verdict(ratio <= 1.3)}: libuv / cfutures = "
+                           f"{ratio:.2f}x).\n")
+        out.append("| implementation | connections | connections/s | round "
+                   "trips/s | p50 us | p99 us |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+        names = {"cfutures": "cfutures tasks (cf/net.h)",
+                 "libuv": "raw libuv callbacks", "python": "Python asyncio streams"}
+        for r in sorted(echo, key=lambda r: (int(r["conns"]),
+                                             ["cfutures", "libuv", "python"].index(r["impl"]))):
+            out.append(f"| {names.get(r['impl'], r['impl'])} | {r['conns']} | "
+                       f"{r['connect_per_s']} | {r['rt_per_s']} | "
+                       f"{r['p50_us']} | {r['p99_us']} |")
         out.append("")
     out.append("Notes:\n")
     out.append("- GLib and libuv have no futures: their tasks signal "

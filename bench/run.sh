@@ -43,6 +43,10 @@ run "$python" "$here/bench_asyncio.py" spawn "$SPAWN_N" "$PY_RUNS"
 run "$build/bench/bench_loop" pingpong "$PP_N" "$RUNS"
 run "$python" "$here/bench_asyncio.py" pingpong "$PY_PP_N" "$PY_RUNS"
 
+# Async I/O (issue 10): the echo benchmark, servers and clients as
+# processes (needs the apps: make bench builds them).
+"$here/run_echo.sh" "$build" | tee -a "$raw"
+
 "$python" "$here/report.py" "$raw" \
   "N=$N ROUNDS=$ROUNDS RUNS=$RUNS W=$W PY_N=$PY_N PY_RUNS=$PY_RUNS LOOP_N=$LOOP_N LOOP_RUNS=$LOOP_RUNS SPAWN_N=$SPAWN_N PP_N=$PP_N PY_PP_N=$PY_PP_N make bench" \
   > "$here/RESULTS.md"
