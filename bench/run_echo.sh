@@ -25,19 +25,35 @@ port_of() { # waits for the server's "port N" line
   echo "no port" >&2; exit 1
 }
 
+kib() { # a /proc/PID/status field, in KiB
+  sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"
+}
+
+# The server's memory per connection: its peak resident set during the
+# run, less its resident set before the clients came.
+server_mem() { # impl conns rss_before
+  hwm=$(kib "$spid" VmHWM)
+  echo "RESULT impl=$1 bench=echo_mem conns=$2 bytes_per_conn=$(( (hwm - $3) * 1024 / $2 ))"
+}
+
 for conns in ${ECHO_CONNS:-1000 10000}; do
-  : > "$out"; "$build/apps/echo_server" --port 0 --quiet > "$out" & spid=$!
-  port=$(port_of)
+  # The connection tasks on the loop's shared stack: the mode for many
+  # connections (a suspended task keeps its frames, not a stack).
+  : > "$out"; "$build/apps/echo_server" --port 0 --quiet --shared-stack > "$out" & spid=$!
+  port=$(port_of); before=$(kib "$spid" VmRSS)
   "$build/apps/echo_client" --port "$port" -c "$conns" -n "$MSGS" -s "$SIZE" | grep '^RESULT' || true
+  server_mem cfutures "$conns" "$before"
   kill -TERM "$spid"; wait "$spid" || true
 
   : > "$out"; "$build/bench/bench_uv_echo" server > "$out" & spid=$!
-  port=$(port_of)
+  port=$(port_of); before=$(kib "$spid" VmRSS)
   "$build/bench/bench_uv_echo" client "$port" "$conns" "$MSGS" "$SIZE" || true
+  server_mem libuv "$conns" "$before"
   kill "$spid"; wait "$spid" 2>/dev/null || true
 
   : > "$out"; "$python" "$here/bench_asyncio_echo.py" server > "$out" & spid=$!
-  port=$(port_of)
+  port=$(port_of); before=$(kib "$spid" VmRSS)
   "$python" "$here/bench_asyncio_echo.py" client "$port" "$conns" "$MSGS" "$SIZE" || true
+  server_mem python "$conns" "$before"
   kill "$spid"; wait "$spid" 2>/dev/null || true
 done
