@@ -325,6 +325,25 @@ void cf__stack_copy_in(void *stack_dst, const void *src, size_t n) {
   memcpy(stack_dst, src, n);
 }
 
+/* Starts making ctx for stack s: clears it and puts the boot arguments
+ * at the top of the stack itself. */
+static boot_args *ctx_prepare(cf__ctx *ctx, const cf__stack *s,
+                              void (*entry)(void *), void *arg) {
+  memset(ctx, 0, sizeof *ctx);
+  stack_fresh(s);
+  ctx->stack = s;
+  uintptr_t top = ((uintptr_t)s->lo + s->size) & ~(uintptr_t)15;
+  boot_args *b = (boot_args *)(top - ((sizeof(boot_args) + 15) & ~15u));
+  b->entry = entry;
+  b->arg = arg;
+  b->self = ctx;
+#ifdef CF__TSAN
+  ctx->tsan_own = __tsan_create_fiber(0);
+  ctx->tsan_fiber = ctx->tsan_own;
+#endif
+  return b;
+}
+
 #ifndef CF_CORO_UCONTEXT
 
 /* cf__ctx_swap(save, load): pushes the callee-saved registers, stores the
@@ -438,22 +457,10 @@ static void frame_init(void **sp, void (*fn)(boot_args *), boot_args *b) {
 
 void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
                   void *arg) {
-  memset(ctx, 0, sizeof *ctx);
-  stack_fresh(s);
-  ctx->stack = s;
-  /* The boot arguments live at the top of the stack itself. */
-  uintptr_t top = ((uintptr_t)s->lo + s->size) & ~(uintptr_t)15;
-  boot_args *b = (boot_args *)(top - ((sizeof(boot_args) + 15) & ~15u));
-  b->entry = entry;
-  b->arg = arg;
-  b->self = ctx;
+  boot_args *b = ctx_prepare(ctx, s, entry, arg);
   void **sp = (void **)((uintptr_t)b - FRAME_WORDS * sizeof(void *));
   frame_init(sp, boot, b);
   ctx->sp = sp;
-#ifdef CF__TSAN
-  ctx->tsan_own = __tsan_create_fiber(0);
-  ctx->tsan_fiber = ctx->tsan_own;
-#endif
 }
 
 void cf__ctx_switch(cf__ctx *from, cf__ctx *to) {
@@ -476,14 +483,7 @@ static void uc_boot(unsigned hi, unsigned lo) {
 
 void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
                   void *arg) {
-  memset(ctx, 0, sizeof *ctx);
-  stack_fresh(s);
-  ctx->stack = s;
-  uintptr_t top = ((uintptr_t)s->lo + s->size) & ~(uintptr_t)15;
-  boot_args *b = (boot_args *)(top - ((sizeof(boot_args) + 15) & ~15u));
-  b->entry = entry;
-  b->arg = arg;
-  b->self = ctx;
+  boot_args *b = ctx_prepare(ctx, s, entry, arg);
   getcontext(&ctx->uc);
   ctx->uc.uc_stack.ss_sp = s->lo;
   ctx->uc.uc_stack.ss_size = (size_t)((char *)b - s->lo);
@@ -491,10 +491,6 @@ void cf__ctx_make(cf__ctx *ctx, const cf__stack *s, void (*entry)(void *),
   uintptr_t p = (uintptr_t)b;
   makecontext(&ctx->uc, (void (*)(void))uc_boot, 2,
               (unsigned)(p >> 16 >> 16), (unsigned)(p & 0xffffffffu));
-#ifdef CF__TSAN
-  ctx->tsan_own = __tsan_create_fiber(0);
-  ctx->tsan_fiber = ctx->tsan_own;
-#endif
 }
 
 void cf__ctx_switch(cf__ctx *from, cf__ctx *to) {

@@ -1073,30 +1073,26 @@ static int drive(cf_loop *L, int until, cf_future *f, int64_t deadline) {
   return rc;
 }
 
-int cf_loop_run(cf_loop *loop) {
-  int rc = check_loop(loop);
+/* Claims the loop for this thread, drives it until `until`, lets go. */
+static int run_claimed(cf_loop *loop, int until, cf_future *f) {
+  int rc = claim(loop);
   if (rc != 0)
     return rc;
-  rc = claim(loop);
-  if (rc != 0)
-    return rc;
-  rc = drive(loop, UNTIL_STOP, NULL, CF_FOREVER);
+  rc = drive(loop, until, f, CF_FOREVER);
   unclaim(loop);
   return rc;
+}
+
+int cf_loop_run(cf_loop *loop) {
+  int rc = check_loop(loop);
+  return rc != 0 ? rc : run_claimed(loop, UNTIL_STOP, NULL);
 }
 
 int cf_loop_run_until(cf_loop *loop, cf_future *f) {
   int rc = check_loop(loop);
   if (rc != 0)
     return rc;
-  if (f == NULL)
-    return CF_EINVAL;
-  rc = claim(loop);
-  if (rc != 0)
-    return rc;
-  rc = drive(loop, UNTIL_FUTURE, f, CF_FOREVER);
-  unclaim(loop);
-  return rc;
+  return f == NULL ? CF_EINVAL : run_claimed(loop, UNTIL_FUTURE, f);
 }
 
 int cf_loop_stop(cf_loop *loop) {

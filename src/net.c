@@ -384,19 +384,60 @@ int cf_stream_drain(cf_stream *s, int64_t timeout_ns) {
   return wait_queue(s, 0, cf_deadline_after(timeout_ns));
 }
 
-typedef struct sreq {
-  uv_shutdown_t req;
+/* A libuv request whose completion settles a future (connect,
+ * shutdown): the status becomes the future's outcome. The request frees
+ * itself in its callback; the waiter holds its own reference. */
+typedef struct freq {
+  union {
+    uv_req_t any;
+    uv_connect_t connect;
+    uv_shutdown_t shutdown;
+  } u;
   cf_future *done;
-} sreq;
+} freq;
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  sreq *r = (sreq *)req;
+static void freq_finish(freq *r, int status) {
   if (status < 0)
     cf_future_set_error(r->done, status, NULL);
   else
     cf_future_set_result(r->done, NULL);
   cf_future_unref(r->done);
-  free(r); /* the waiter holds its own reference to the future */
+  free(r);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  freq_finish((freq *)(void *)req, status);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  freq_finish((freq *)(void *)req, status);
+}
+
+/* A new request and the waiter's reference to its future (*f). */
+static freq *freq_new(cf_future **f) {
+  freq *r = cf__calloc(1, sizeof *r);
+  if (r == NULL || cf_future_new(&r->done) != 0) {
+    free(r);
+    return NULL;
+  }
+  *f = cf_future_ref(r->done);
+  return r;
+}
+
+/* After starting r (start_rc: what the libuv call returned), waits for it
+ * until the deadline and returns its status (or the wait's code). */
+static int freq_await(freq *r, cf_future *f, int start_rc, int64_t deadline) {
+  int rc = start_rc;
+  if (rc != 0) { /* never started: no callback will come */
+    cf_future_unref(r->done);
+    free(r);
+  } else {
+    rc = cf_future_wait_until(f, deadline);
+    if (rc == 0)
+      rc = cf_future_get_error(f).code; /* the request's own status */
+  }
+  cf_future_unref(f);
+  return rc;
 }
 
 int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns) {
@@ -405,25 +446,16 @@ int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns) {
     return rc;
   if (timeout_ns < 0)
     return CF_EINVAL;
-  sreq *r = cf__calloc(1, sizeof *r);
-  if (r == NULL || cf_future_new(&r->done) != 0) {
-    free(r);
+  cf_future *f;
+  freq *r = freq_new(&f);
+  if (r == NULL)
     return CF_ENOMEM;
-  }
-  cf_future *f = cf_future_ref(r->done);
-  rc = uv_shutdown(&r->req, (uv_stream_t *)&s->tcp, on_shutdown);
-  if (rc != 0) {
-    cf_future_unref(r->done);
-    cf_future_unref(f);
-    free(r);
-    return rc;
-  }
   /* The shutdown completes after the queued writes; its status is the
    * first write error if one failed. */
-  rc = cf_future_wait(f, timeout_ns);
-  if (rc == 0)
-    rc = cf_future_get_error(f).code;
-  cf_future_unref(f);
+  rc = freq_await(r, f,
+                  uv_shutdown(&r->u.shutdown, (uv_stream_t *)&s->tcp,
+                              on_shutdown),
+                  cf_deadline_after(timeout_ns));
   if (rc == 0 && s->werr != 0)
     rc = s->werr;
   return rc;
@@ -510,42 +542,16 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
   cf_future_set_result(r->done, NULL);
 }
 
-typedef struct creq {
-  uv_connect_t req;
-  cf_future *done;
-} creq;
-
-static void on_connected(uv_connect_t *req, int status) {
-  creq *c = (creq *)req;
-  if (status < 0)
-    cf_future_set_error(c->done, status, NULL);
-  else
-    cf_future_set_result(c->done, NULL);
-  cf_future_unref(c->done);
-  free(c);
-}
-
 /* One attempt to connect s to addr before the deadline. */
 static int connect_one(cf_stream *s, const struct sockaddr *addr,
                        int64_t deadline) {
-  creq *c = cf__calloc(1, sizeof *c);
-  if (c == NULL || cf_future_new(&c->done) != 0) {
-    free(c);
+  cf_future *f;
+  freq *r = freq_new(&f);
+  if (r == NULL)
     return CF_ENOMEM;
-  }
-  cf_future *f = cf_future_ref(c->done);
-  int rc = uv_tcp_connect(&c->req, &s->tcp, addr, on_connected);
-  if (rc != 0) {
-    cf_future_unref(c->done);
-    cf_future_unref(f);
-    free(c);
-    return rc;
-  }
-  rc = cf_future_wait_until(f, deadline);
-  if (rc == 0)
-    rc = cf_future_get_error(f).code; /* the connect's own status */
-  cf_future_unref(f);
-  return rc;
+  return freq_await(r, f,
+                    uv_tcp_connect(&r->u.connect, &s->tcp, addr, on_connected),
+                    deadline);
 }
 
 int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
