@@ -634,11 +634,17 @@ CF_TEST(an_event_wakes_every_task_and_thread_waiting_on_it) {
 }
 
 
+typedef struct slow_case {
+  _Atomic int cleaning; /* the timeout cancelled it: it is cleaning up */
+  cf_event *release;    /* lets its cleanup end */
+} slow_case;
+
 static int slow_to_cancel(void *arg, cf_value *result) {
-  (void)arg;
   (void)result;
+  slow_case *sc = arg;
   int rc = cf_sleep(CF_SEC(3600));
-  cf_sleep(CF_MSEC(60)); /* a long cleanup */
+  atomic_store(&sc->cleaning, 1);
+  cf_event_wait(sc->release, CF_SEC(60)); /* a long cleanup */
   return rc;
 }
 
@@ -650,18 +656,25 @@ static int waits_for_slow(void *arg, cf_value *result) {
 static int main_wait_for_cancelled(void *arg, cf_value *result) {
   (void)arg;
   (void)result;
+  static slow_case sc;
+  TCHECK(cf_event_new(&sc.release) == 0);
   cf_future *slow, *w;
-  TCHECK(cf_loop_spawn(here(), slow_to_cancel, NULL, &slow) == 0);
+  TCHECK(cf_loop_spawn(here(), slow_to_cancel, &sc, &slow) == 0);
   TCHECK(cf_loop_spawn(here(), waits_for_slow, slow, &w) == 0);
-  /* w times out at 10 ms and waits for slow's cleanup until 70 ms. */
-  TCHECK(cf_sleep(CF_MSEC(30)) == 0);
+  /* w timed out and cancelled slow, which is now cleaning up: w waits
+   * for it to end. That is the state to cancel w in. */
+  while (!atomic_load(&sc.cleaning))
+    TCHECK(cf_sleep(CF_MSEC(1)) == 0);
   TCHECK(!cf_future_done(w));
   TCHECK(cf_future_cancel(w) == 0);
+  TCHECK(cf_yield() == 0); /* the cancellation reaches w's wait */
+  TCHECK(cf_event_set(sc.release) == 0);
   TCHECK(cf_future_wait(w, CF_FOREVER) == 0);
   TCHECK(cf_future_cancelled(w)); /* reported, not swallowed */
   TCHECK(cf_future_done(slow));
   cf_future_unref(w);
   cf_future_unref(slow);
+  cf_event_free(sc.release);
   return 0;
 }
 
