@@ -6,9 +6,13 @@ set -eu
 
 base="gcc make cmake pkg-config libc6-dev"
 case "${1:-test}" in
-  demo)  pkgs="$base libuv1-dev" ;;
-  test)  pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev valgrind" ;;
-  bench) pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev python3" ;;
+  demo)  pkgs="$base libuv1-dev libcurl4-openssl-dev famfamfam-flag-gif" ;;
+  test)  pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev valgrind
+               libcurl4-openssl-dev famfamfam-flag-gif curl clang
+               libclang-rt-14-dev python3" ;;
+  bench) pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev python3
+               libcurl4-openssl-dev famfamfam-flag-gif wrk nginx-light
+               python3-httpx python3-aiohttp python3-tqdm" ;;
   *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac
 

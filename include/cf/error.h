@@ -48,7 +48,9 @@ extern "C" {
   XX(ESTOPPED, -3010, "the loop was stopped before the future was done")    \
   XX(ENOTTASK, -3011, "only a task running on a loop can do this")          \
   XX(EUNKNOWNTASK, -3012, "no task is registered under that name")         \
-  XX(EEOF, -3013, "the stream ended before the bytes expected")
+  XX(EEOF, -3013, "the stream ended before the bytes expected")               \
+  XX(EHTTPSTATUS, -3014, "the HTTP response has an error status")            \
+  XX(EREQUEST, -3015, "the HTTP request failed before a response came")
 
 /** Library error codes. All are negative. */
 enum cf_errno {
