@@ -195,8 +195,15 @@ static int finish(cf_http_client *c, xfer *x, cf_http_response *resp) {
     }
     rc = CF_ENOMEM; /* our buffer could not grow */
     break;
-  default:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+    /* The system's reason (a reused handle may keep an older errno for
+     * other failures, so only these take it). */
     rc = oserr > 0 ? -(int)oserr : CF_EREQUEST;
+    break;
+  default:
+    rc = CF_EREQUEST;
     break;
   }
   snprintf(resp->error, sizeof resp->error, "%s", detail);
