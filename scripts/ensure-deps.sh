@@ -9,7 +9,7 @@ case "${1:-test}" in
   demo)  pkgs="$base libuv1-dev libcurl4-openssl-dev famfamfam-flag-gif" ;;
   test)  pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev valgrind
                libcurl4-openssl-dev famfamfam-flag-gif curl clang
-               libclang-rt-14-dev python3" ;;
+               libclang-rt-14-dev python3 python3-httpx" ;;
   bench) pkgs="$base libcmocka-dev libglib2.0-dev libuv1-dev python3
                libcurl4-openssl-dev famfamfam-flag-gif wrk nginx-light
                python3-httpx python3-aiohttp python3-tqdm" ;;
