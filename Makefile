@@ -13,7 +13,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: demo test test-plain test-tsan test-asan test-nofutex bench clean
+.PHONY: demo test test-plain test-tsan test-asan test-nofutex test-fuzz bench clean
 
 demo:
 	@scripts/ensure-deps.sh demo
@@ -34,7 +34,8 @@ test:
 	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-nofutex
-	@echo "make test: all four configurations passed"
+	$(MAKE) --no-print-directory test-fuzz
+	@echo "make test: all four configurations and the fuzz run passed"
 
 test-plain:
 	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -60,6 +61,20 @@ test-nofutex:
 	      -DCF_BUILD_APPS=OFF -DCF_VALGRIND_TESTS=OFF
 	cmake --build build/nofutex -j$(JOBS)
 	cd build/nofutex && $(CTEST)
+
+# The flag server's request parser under libFuzzer (with ASan and UBSan)
+# for FUZZ_SECONDS, from the checked-in corpus (copied: the tree stays
+# as it is). A crash leaves its input in build/fuzz/ and fails the target.
+FUZZ_SECONDS ?= 30
+test-fuzz:
+	@mkdir -p build/fuzz/corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	      -Iapps/flags fuzz/fuzz_http_request.c apps/flags/http_request.c \
+	      -o build/fuzz/fuzz_http_request
+	cp fuzz/corpus/http_request/* build/fuzz/corpus/
+	cd build/fuzz && ./fuzz_http_request -max_total_time=$(FUZZ_SECONDS) \
+	      -timeout=5 -max_len=9000 -print_final_stats=1 corpus > fuzz.log 2>&1; \
+	      rc=$$?; tail -6 fuzz.log; exit $$rc
 
 bench:
 	@scripts/ensure-deps.sh bench
