@@ -1,6 +1,8 @@
 # The README's two commands, and a few helpers.
 #
-#   make demo   install what is missing, build (Release), run the demos
+#   make demo   install what is missing, build (Release), run the flag
+#               downloads three ways against the built-in server
+#   make demo-cpu  the executor.map, CPU-bound and coroutine demos
 #   make test   install what is missing, build and run the whole suite:
 #               plain (-Werror, coroutine tests also under valgrind),
 #               then ThreadSanitizer, then ASan+UBSan, then the portable
@@ -13,13 +15,13 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: demo test test-plain test-tsan test-asan test-nofutex test-fuzz bench clean
+.PHONY: demo demo-cpu build-release test test-plain test-tsan test-asan test-nofutex test-fuzz bench clean
 
-demo:
-	@scripts/ensure-deps.sh demo
-	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release \
-	      -DCF_BUILD_TESTS=OFF -DCF_BUILD_APPS=ON
-	cmake --build build/release -j$(JOBS)
+demo: build-release
+	scripts/demo_flags.sh build/release/apps
+
+# The earlier demos: executor.map, the CPU-bound comparison, coroutines.
+demo-cpu: build-release
 	./build/release/apps/demo_executor_map
 	@echo
 	./build/release/apps/cpu_bound
@@ -27,6 +29,12 @@ demo:
 	./build/release/apps/cpu_asyncio
 	@echo
 	./build/release/apps/sleepers -n 100000 -s 1 --shared-stack
+
+build-release:
+	@scripts/ensure-deps.sh demo
+	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release \
+	      -DCF_BUILD_TESTS=OFF -DCF_BUILD_APPS=ON
+	cmake --build build/release -j$(JOBS)
 
 test:
 	@scripts/ensure-deps.sh test
