@@ -38,13 +38,16 @@ static const struct {
 };
 #define NSERVERS (sizeof SERVERS / sizeof SERVERS[0])
 
-const char *flags_server_url(const char *label) {
-  static char urls[NSERVERS][128];
+/* The URLs, computed once (workers ask concurrently). */
+static char server_urls[NSERVERS][128];
+static pthread_once_t urls_once = PTHREAD_ONCE_INIT;
+
+static void init_urls(void) {
   for (size_t i = 0; i < NSERVERS; i++) {
-    if (strcmp(label, SERVERS[i].label) != 0)
+    if (SERVERS[i].port_env == NULL) {
+      snprintf(server_urls[i], sizeof server_urls[i], "%s", SERVERS[i].host_url);
       continue;
-    if (SERVERS[i].port_env == NULL)
-      return SERVERS[i].host_url;
+    }
     int port = SERVERS[i].port;
     const char *env = getenv(SERVERS[i].port_env);
     if (env != NULL && *env != '\0') {
@@ -53,9 +56,16 @@ const char *flags_server_url(const char *label) {
       if (*end == '\0' && p > 0 && p <= 65535)
         port = (int)p;
     }
-    snprintf(urls[i], sizeof urls[i], "%s:%d/flags", SERVERS[i].host_url, port);
-    return urls[i];
+    snprintf(server_urls[i], sizeof server_urls[i], "%s:%d/flags",
+             SERVERS[i].host_url, port);
   }
+}
+
+const char *flags_server_url(const char *label) {
+  pthread_once(&urls_once, init_urls);
+  for (size_t i = 0; i < NSERVERS; i++)
+    if (strcmp(label, SERVERS[i].label) == 0)
+      return server_urls[i];
   return NULL;
 }
 
