@@ -334,9 +334,17 @@ static void socket_action(cf_http_client *c, curl_socket_t fd, int flags) {
   }
 }
 
+/* Past this many requests in flight on a loop client, a new request opens
+ * a connection of its own instead of asking curl's cache for an idle one:
+ * curl searches the connections to a host one by one, and with 10,000 of
+ * them busy that search costs more than a connect (bench/NOTES.md). */
+#define FRESH_ABOVE 1024
+
 static int loop_get(cf_http_client *c, xfer *x, cf_http_response *resp) {
   if (cf_future_new(&x->done) != 0)
     return CF_ENOMEM;
+  if (c->inflight >= FRESH_ABOVE)
+    curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
   if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK)
     return CF_ENOMEM;
   c->inflight++;

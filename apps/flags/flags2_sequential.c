@@ -28,8 +28,9 @@ static void download_many(const flags2_args *a, dl_counter *counter) {
     if (atomic_load(&flags_interrupted))
       break;
     char error_msg[600] = "";
-    int status = flags2_download_one(client, a->cc[i], a->base_url,
-                                     a->verbose, error_msg, sizeof error_msg);
+    int status =
+        flags2_download_one(client, a->cc[i], a->base_url, a->verbose,
+                            i < a->nunique, error_msg, sizeof error_msg);
     if (status < 0 && atomic_load(&flags_interrupted))
       break; /* KeyboardInterrupt */
     if (status < 0)

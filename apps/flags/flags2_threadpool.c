@@ -32,6 +32,7 @@ static void fini_worker(void *arg) {
 typedef struct job {
   const char *cc;
   const flags2_args *a;
+  bool save;
 } job;
 
 /* download_one on a worker: the status as the value, or the error that
@@ -40,7 +41,8 @@ static int download_one(void *arg, cf_value *result) {
   job *j = arg;
   char error_msg[600] = "";
   int status = flags2_download_one(tl_client, j->cc, j->a->base_url,
-                                   j->a->verbose, error_msg, sizeof error_msg);
+                                   j->a->verbose, j->save, error_msg,
+                                   sizeof error_msg);
   if (status < 0)
     return cf_raise(status, "%s", error_msg);
   result->u.i = status;
@@ -71,7 +73,7 @@ static void download_many(const flags2_args *a, dl_counter *counter) {
   cf_future **to_do = calloc(a->ncc, sizeof *to_do);
   size_t nf = 0;
   for (size_t i = 0; jobs && to_do && i < a->ncc; i++) {
-    jobs[i] = (job){a->cc[i], a};
+    jobs[i] = (job){a->cc[i], a, i < a->nunique};
     if (cf_executor_submit(pool, download_one, &jobs[i], &to_do[nf]) != 0)
       break; /* shut down by Ctrl-C */
     nf++;

@@ -78,6 +78,8 @@ typedef struct dl_counter {
 typedef struct flags2_args {
   char (*cc)[3];   /* the codes to fetch, sorted, limited (owned) */
   size_t ncc;
+  size_t nunique;  /* cc[nunique..] repeat cc[0..nunique) (FLAGS_REPEAT):
+                      downloaded again, not saved again */
   long max_req;    /* as given (default: the program's) */
   long actual_req; /* min(max_req, the program's cap, ncc) */
   const char *server_label;
@@ -91,7 +93,10 @@ typedef struct flags2_args {
  * -s/--server LABEL, -v/--verbose, and CC arguments; long options may be
  * abbreviated), with their checks and messages. On a usage error it
  * prints what argparse or the seeds print and exits with status 2; -h
- * prints the help and exits 0.
+ * prints the help and exits 0. The environment variable FLAGS_REPEAT=K
+ * repeats the list K times (for load tests: the seeds' codes stop at
+ * 676), and FLAGS_MAX_CONCUR_REQ=N replaces the program's cap on
+ * concurrent requests (the seeds' 1000).
  */
 void flags2_process_args(int argc, char **argv, long default_concur_req,
                          long max_concur_req, flags2_args *out);
@@ -125,11 +130,11 @@ int flags2_get_flag(cf_http_client *c, const char *base_url, const char *cc,
  * counts a 404 as NOT_FOUND ("not found: URL"); in verbose mode prints
  * "CC OK" or "CC not found: URL". Any other failure is returned as a
  * negative code with the seeds' error text in errbuf (the exception that
- * escapes download_one).
+ * escapes download_one). save false: a repeat (FLAGS_REPEAT), not saved.
  */
 int flags2_download_one(cf_http_client *c, const char *cc,
-                        const char *base_url, bool verbose, char *errbuf,
-                        size_t size);
+                        const char *base_url, bool verbose, bool save,
+                        char *errbuf, size_t size);
 
 /* ---------------------------------------------------------------------- */
 /* Ctrl-C                                                                 */
