@@ -53,7 +53,8 @@ struct cf_http_client {
 typedef struct xfer {
   CURL *easy;
   cf_future *done; /* loop mode: completed when curl reports the end */
-  const cf_http_opts *opts;
+  const cf_http_opts *opts; /* &opts_copy, or NULL */
+  cf_http_opts opts_copy;   /* the caller's may be on a saved task stack */
   size_t max_body;
   char *body;
   size_t len, cap;
@@ -128,7 +129,10 @@ static void setup(xfer *x, const char *url, const cf_http_opts *o) {
   CURL *e = x->easy;
   int64_t timeout = o && o->timeout_ns > 0 ? o->timeout_ns : DEFAULT_TIMEOUT_NS;
   long ms = (long)((timeout + 999999) / 1000000);
-  x->opts = o;
+  if (o != NULL) {
+    x->opts_copy = *o;
+    x->opts = &x->opts_copy;
+  }
   x->max_body = o && o->max_body ? o->max_body : DEFAULT_MAX_BODY;
   curl_easy_setopt(e, CURLOPT_URL, url);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

@@ -462,6 +462,73 @@ static int main_many(void *arg, cf_value *result) {
   return 0;
 }
 
+/* Requests whose options live on their tasks' stacks, with an abort
+ * function that curl calls while the tasks are suspended (on a shared
+ * stack, their stacks are saved away then: the client must have copied
+ * the options). Two at once through the barrier, so the stacks swap. */
+static int abort_never(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+static __attribute__((noinline)) void get_local(get_job *j) {
+  cf_http_opts o = {.timeout_ns = SOON, .abort = abort_never};
+  cf_http_response r = {0};
+  j->rc = cf_http_get(j->c, j->url, &o, &r);
+  j->status = r.status;
+  cf_http_response_release(&r);
+}
+
+/* The second task calls from deeper, under a filled buffer, so that what
+ * lies where the first one's options were is other bytes. */
+static __attribute__((noinline)) void get_deeper(get_job *j) {
+  volatile unsigned char pad[3000];
+  for (size_t i = 0; i < sizeof pad; i++)
+    pad[i] = 0xa5;
+  get_local(j);
+  TCHECK(pad[100] == 0xa5);
+}
+
+static int get_with_local_opts(void *arg, cf_value *result) {
+  (void)result;
+  get_job *j = arg;
+  if (j->opts.max_body == 1)
+    get_deeper(j);
+  else
+    get_local(j);
+  return j->rc;
+}
+
+static int main_local_opts(void *arg, cf_value *result) {
+  (void)result;
+  int port = *(int *)arg;
+  cf_http_client *c;
+  TCHECK(cf_http_client_new(0, &c) == 0);
+  static get_job jobs[2];
+  cf_future *fs[2];
+  for (int i = 0; i < 2; i++) {
+    jobs[i] = (get_job){.c = c, .opts.max_body = (size_t)i}; /* 1: deeper */
+    url_of(jobs[i].url, sizeof jobs[i].url, port, "/barrier");
+    TCHECK(cf_loop_spawn(cf_loop_current(), get_with_local_opts, &jobs[i],
+                         &fs[i]) == 0);
+  }
+  TCHECK(cf_gather(fs, 2, CF_GATHER_RETURN_ERRORS, CF_FOREVER) == 0);
+  for (int i = 0; i < 2; i++) {
+    TCHECK(jobs[i].rc == 0 && jobs[i].status == 200);
+    cf_future_unref(fs[i]);
+  }
+  TCHECK(cf_http_client_free(c) == 0);
+  return 0;
+}
+
+CF_TEST(options_on_a_task_stack_are_copied) {
+  (void)state;
+  int port = server_start(2);
+  assert_int_equal(
+      cf_loop_run_main(main_local_opts, &port, test_loop_opts(NULL), NULL), 0);
+  server_stop();
+}
+
 CF_TEST(a_loop_client_runs_many_requests_at_once_on_one_thread) {
   (void)state;
   loop_case lc = {.n = 64};
