@@ -1,6 +1,7 @@
 """Turns the RESULT lines of bench/run.sh into bench/RESULTS.md."""
 import datetime
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -97,7 +98,10 @@ def parse(path):
     for line in open(path):
         if not line.startswith("RESULT "):
             continue
-        fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+        # key=value pairs; a value may hold spaces ("prog=flags2_asyncio
+        # -m 20"): it runs up to the next " key="
+        fields = dict(re.findall(r"(\w+)=(.*?)(?= \w+=|$)",
+                                 line[len("RESULT "):].rstrip("\n")))
         if "median" in fields:
             fields["median"] = float(fields["median"])
         rows.append(fields)
@@ -121,6 +125,76 @@ def commit():
             stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def flags_sections(rows):
+    """(i)-(k): the flag benchmarks of issue 11 (bench/run_flags.sh)."""
+    out = []
+    f20 = [r for r in rows if r["bench"] == "flags20"]
+    if f20:
+        out.append("## (i) 20 flags from flags_server, a fixed 0.5 s delay "
+                   "per request\n")
+        conc = [r for r in f20 if r["impl"] == "cfutures" and "-m 20" in r["prog"]]
+        worst = max((r["median"] for r in conc), default=None)
+        if worst is not None:
+            out.append(f"Target: the concurrent downloaders within 10 % of the "
+                       f"0.5 s delay ({verdict(worst <= 0.55)}: slowest "
+                       f"{worst:.2f} s).\n")
+        out.append("| implementation | program | median s | runs |")
+        out.append("| --- | --- | ---: | --- |")
+        for r in f20:
+            who = "cfutures (C)" if r["impl"] == "cfutures" else "Python (seeds' code)"
+            out.append(f"| {who} | `{r['prog']}` | {r['median']:.2f} | "
+                       f"{r['runs'].replace(',', ', ')} |")
+        out.append("\nThe chapter-one programs (`flags`, `flags_threadpool`, "
+                   "`flags_asyncio`) have no -m: `flags_threadpool` uses "
+                   "Python's default pool size, min(32, cpus + 4).\n")
+    f10 = [r for r in rows if r["bench"] == "flags10k"]
+    if f10:
+        out.append("## (j) 10,000 downloads from flags_server --delay 1, one "
+                   "client thread\n")
+        ours = next((r for r in f10 if "asyncio -m 10000" in r["prog"]), None)
+        if ours:
+            out.append(f"Target: `flags2_asyncio -m 10000` in <= 2.2 s wall, "
+                       f"nginx's figure with a raw libuv client in the issue "
+                       f"({verdict(ours['median'] <= 2.2)}: "
+                       f"{ours['median']:.2f} s).\n")
+        out.append("| implementation | program | median s | runs |")
+        out.append("| --- | --- | ---: | --- |")
+        for r in f10:
+            who = "cfutures (C)" if r["impl"] == "cfutures" else "Python"
+            out.append(f"| {who} | `{r['prog']}` | {r['median']:.2f} | "
+                       f"{r['runs'].replace(',', ', ')} |")
+        out.append("\nThe 10,000 are the 200 first flags of `-a` 50 times "
+                   "(`FLAGS_REPEAT=50`, each flag saved once), with the cap on "
+                   "concurrent requests raised (`FLAGS_MAX_CONCUR_REQ=10000`; "
+                   "the seeds' cap is 1000); the server runs its connections "
+                   "on the loop's shared stack. The thread pool's 1,000 "
+                   "workers need ten rounds of 1 s.\n")
+    wrk = [r for r in rows if r["bench"] == "wrk"]
+    if wrk:
+        out.append("## (k) the servers alone: wrk -t2 -c100 on "
+                   "/flags/cn/cn.gif\n")
+        ours = next((r for r in wrk if r["impl"] == "cfutures"), None)
+        ng = next((r for r in wrk if r["impl"] == "nginx-1"), None)
+        if ours and ng:
+            ratio = ours["median"] / ng["median"]
+            out.append(f"Target: flags_server >= 0.8x a single nginx worker "
+                       f"({verdict(ratio >= 0.8)}: {ratio:.2f}x).\n")
+        names = {"cfutures": "flags_server (one thread), same tree as nginx",
+                 "cfutures (flags layout)": "flags_server on Debian's flag directory",
+                 "nginx-1": "nginx, 1 worker", "nginx-2": "nginx, 2 workers",
+                 "aiohttp": "aiohttp web.static", "http.server": "python3 -m http.server"}
+        out.append("| server | median req/s | ratio to flags_server | runs |")
+        out.append("| --- | ---: | ---: | --- |")
+        for r in wrk:
+            ratio = f"{r['median'] / ours['median']:.2f}x" if ours else "-"
+            out.append(f"| {names.get(r['impl'], r['impl'])} | "
+                       f"{r['median']:,.0f} | {ratio} | "
+                       f"{r['runs'].replace(',', ', ')} |")
+        out.append("\nwrk's two threads and the server share the machine's "
+                   "two cores.\n")
+    return out
 
 
 def main():
@@ -208,6 +282,7 @@ def main():
                    "measured in the issue; raw libuv here is bench_uv_echo, "
                    "which keeps a 16 KiB read buffer per connection until its "
                    "echo is written.\n")
+    out.extend(flags_sections(rows))
     out.append("Notes:\n")
     out.append("- GLib and libuv have no futures: their tasks signal "
                "completion through a counter and a condition variable "

@@ -80,7 +80,17 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
     return 0; /* CURLE_WRITE_ERROR */
   }
   if (x->len + k + 1 > x->cap) {
-    size_t cap = x->cap ? x->cap : 4096;
+    /* First: room for the announced length (most bodies arrive whole);
+     * then double. 10,000 small responses at once keep 10,000 bodies. */
+    size_t cap = x->cap * 2;
+    curl_off_t cl = -1;
+    if (x->cap == 0 &&
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) ==
+            CURLE_OK &&
+        cl > 0 && (uint64_t)cl < x->max_body)
+      cap = (size_t)cl + 1;
+    if (cap < 256)
+      cap = 256;
     while (cap < x->len + k + 1)
       cap *= 2;
     char *nb = realloc(x->body, cap);

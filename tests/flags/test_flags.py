@@ -515,6 +515,24 @@ class ClientsTest(unittest.TestCase):
         p = self.flags2("flags2_sequential", "--lim=2", "-vs", "local", "--max", "1")
         self.assertIn("BD OK\nBR OK\n", p.stdout)
 
+    def test_io_sites_in_every_mode(self):
+        sizes = {"cn": len(flag_bytes("cn")), "br": len(flag_bytes("br"))}
+        for mode in ("sequential", "threads", "asyncio"):
+            p = run("io_sites", "--mode", mode, env=self.env, cwd=self.cwd)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            reads = re.findall(r"^Read (\d+) bytes from "
+                               r"http://localhost:\d+/flags/(\w\w)/\w\w\.gif$",
+                               p.stdout, re.M)
+            self.assertEqual(len(reads), 100, mode)
+            for n, cc in reads:
+                self.assertEqual(int(n), sizes[cc])
+            self.assertRegex(p.stdout, r"\nExecution time: \d+\.\d\ds\n$")
+        p = run("io_sites", "--mode", "processes", env=self.env, cwd=self.cwd)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("process pool", p.stderr)
+        p = run("io_sites", "--mode", "x", env=self.env, cwd=self.cwd)
+        self.assertEqual(p.returncode, 2)
+
     def test_flags2_all_uses_the_codes_present(self):
         present = sorted(n[:2].upper() for n in os.listdir(FLAGS_DIR)
                          if re.match(r"^[a-z]{2}\.gif$", n))
