@@ -47,6 +47,10 @@ run "$python" "$here/bench_asyncio.py" pingpong "$PY_PP_N" "$PY_RUNS"
 # processes (needs the apps: make bench builds them).
 "$here/run_echo.sh" "$build" | tee -a "$raw"
 
+# The flag programs (issue 11): downloads against flags_server, and the
+# server under wrk beside nginx, aiohttp and http.server.
+"$here/run_flags.sh" "$build" | tee -a "$raw"
+
 "$python" "$here/report.py" "$raw" \
   "N=$N ROUNDS=$ROUNDS RUNS=$RUNS W=$W PY_N=$PY_N PY_RUNS=$PY_RUNS LOOP_N=$LOOP_N LOOP_RUNS=$LOOP_RUNS SPAWN_N=$SPAWN_N PP_N=$PP_N PY_PP_N=$PY_PP_N make bench" \
   > "$here/RESULTS.md"
