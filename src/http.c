@@ -135,10 +135,18 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut,
          x->opts->abort(x->opts->abort_arg) != 0;
 }
 
+/* The request's bound in ms for curl: 0 (none) for CF_FOREVER or beyond
+ * what a long holds. */
+static long timeout_ms(const cf_http_opts *o) {
+  int64_t t = o && o->timeout_ns > 0 ? o->timeout_ns : DEFAULT_TIMEOUT_NS;
+  if (t >= (int64_t)1 << 50) /* ~13 days; CF_FOREVER */
+    return 0;
+  return (long)((t + 999999) / 1000000);
+}
+
 static void setup(xfer *x, const char *url, const cf_http_opts *o) {
   CURL *e = x->easy;
-  int64_t timeout = o && o->timeout_ns > 0 ? o->timeout_ns : DEFAULT_TIMEOUT_NS;
-  long ms = (long)((timeout + 999999) / 1000000);
+  long ms = timeout_ms(o);
   if (o != NULL) {
     x->opts_copy = *o;
     x->opts = &x->opts_copy;
@@ -362,12 +370,19 @@ static int loop_get(cf_http_client *c, xfer *x, cf_http_response *resp) {
   if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK)
     return CF_ENOMEM;
   c->inflight++;
-  int rc = cf_future_wait(x->done, CF_FOREVER);
+  /* curl's own timer ends the request at its timeout; this wait's
+   * deadline, a few seconds later, is the backstop should curl never be
+   * called again (a loop call or a watch that could not be made). */
+  long ms = timeout_ms(x->opts);
+  int rc = cf_future_wait(x->done, ms == 0 ? CF_FOREVER
+                                           : CF_MSEC(ms) + CF_SEC(5));
   c->inflight--;
-  if (rc != 0) { /* the task was cancelled: the request ends with it */
+  if (rc != 0) { /* cancelled with its task, or curl went silent */
     if (!cf_future_done(x->done)) /* curl still has it: take it back */
       curl_multi_remove_handle(c->multi, x->easy);
-    snprintf(resp->error, sizeof resp->error, "request cancelled");
+    snprintf(resp->error, sizeof resp->error, "%s",
+             rc == CF_ETIMEDOUT ? "request timed out (no word from curl)"
+                                : "request cancelled");
     return rc;
   }
   return finish(c, x, resp);

@@ -178,6 +178,10 @@ CF_TEST(a_blocking_get_returns_status_reason_body_and_url) {
   assert_string_equal(r.body, "hello");
   assert_string_equal(r.url, url);
   assert_string_equal(r.error, "");
+  /* No timeout at all (CF_FOREVER) is a valid bound. */
+  cf_http_opts forever = {.timeout_ns = CF_FOREVER};
+  assert_int_equal(cf_http_get(c, url, &forever, &r), 0);
+  assert_string_equal(r.body, "hello");
   /* HEAD: the status without a body. */
   cf_http_opts head = {.head = true};
   assert_int_equal(cf_http_get(c, url, &head, &r), 0);

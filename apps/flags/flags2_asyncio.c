@@ -13,6 +13,7 @@
 #include "flags_common.h"
 
 #include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,7 +104,8 @@ typedef struct sup_args {
 
 static void on_signal(void *arg, int signum) {
   (void)signum;
-  atomic_store(&flags_interrupted, 1);
+  if (atomic_exchange(&flags_interrupted, 1) != 0)
+    _exit(130); /* a second Ctrl-C: the user means it */
   cf_future_cancel(arg); /* the supervisor: its wait returns CF_ECANCELED */
 }
 

@@ -11,12 +11,16 @@
  */
 #include "flags_common.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 enum { DEFAULT_CONCUR_REQ = 30, MAX_CONCUR_REQ = 1000 };
 
 static _Thread_local cf_http_client *tl_client;
-static _Atomic(cf_executor *) the_pool;
+/* The pool the Ctrl-C thread shuts down; the lock keeps it from doing so
+ * while download_many frees it. */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static cf_executor *the_pool;
 
 static int init_worker(void *arg) {
   (void)arg;
@@ -52,9 +56,10 @@ static int download_one(void *arg, cf_value *result) {
 /* On the sigwait thread, at Ctrl-C: cancel what has not started. */
 static void on_interrupt(void *arg) {
   (void)arg;
-  cf_executor *pool = atomic_load(&the_pool);
-  if (pool != NULL)
-    cf_executor_shutdown(pool, CF_SHUTDOWN_CANCEL_FUTURES, 0);
+  pthread_mutex_lock(&pool_lock);
+  if (the_pool != NULL)
+    cf_executor_shutdown(the_pool, CF_SHUTDOWN_CANCEL_FUTURES, 0);
+  pthread_mutex_unlock(&pool_lock);
 }
 
 static void download_many(const flags2_args *a, dl_counter *counter) {
@@ -66,7 +71,9 @@ static void download_many(const flags2_args *a, dl_counter *counter) {
     fprintf(stderr, "cannot start the thread pool\n");
     return;
   }
-  atomic_store(&the_pool, pool);
+  pthread_mutex_lock(&pool_lock);
+  the_pool = pool;
+  pthread_mutex_unlock(&pool_lock);
   if (atomic_load(&flags_interrupted)) /* Ctrl-C came before the pool */
     on_interrupt(NULL);
   job *jobs = calloc(a->ncc, sizeof *jobs);
@@ -109,7 +116,9 @@ static void download_many(const flags2_args *a, dl_counter *counter) {
   if (!a->verbose)
     progress_close(&bar);
   cf_as_completed_free(done_iter);
-  atomic_store(&the_pool, NULL);
+  pthread_mutex_lock(&pool_lock);
+  the_pool = NULL;
+  pthread_mutex_unlock(&pool_lock);
   cf_executor_shutdown(pool, CF_SHUTDOWN_WAIT |
                                  (atomic_load(&flags_interrupted)
                                       ? CF_SHUTDOWN_CANCEL_FUTURES

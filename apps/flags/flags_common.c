@@ -650,7 +650,9 @@ static void *sigwait_main(void *unused) {
       continue;
     if (atomic_load(&intr.stopping))
       return NULL;
-    if (atomic_exchange(&flags_interrupted, 1) == 0 && intr.fn != NULL)
+    if (atomic_exchange(&flags_interrupted, 1) != 0)
+      _exit(130); /* a second Ctrl-C: the user means it */
+    if (intr.fn != NULL)
       intr.fn(intr.arg);
   }
 }

@@ -147,7 +147,8 @@ extern atomic_int flags_interrupted;
  * thread (and so in the threads it creates after this) and starts a
  * thread that waits for them with sigwait; on the first one it sets
  * flags_interrupted and runs on_interrupt(arg) (if non-NULL) on that
- * thread. Call it before creating pools. 0 or a negative code.
+ * thread; a second one ends the process (status 130). Call it before
+ * creating pools. 0 or a negative code.
  */
 int flags_interrupt_start(void (*on_interrupt)(void *arg), void *arg);
 

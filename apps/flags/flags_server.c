@@ -149,16 +149,40 @@ static void format_delay(double d, char *buf, size_t size) {
 /* Opens root/rel without leaving root (no "..", no symlink out, no
  * absolute jump). -errno on failure. */
 static int open_beneath(const char *rel) {
-  struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+  /* O_NONBLOCK: a FIFO under the root must not block the loop's thread
+   * in open (it is refused as not a regular file afterwards). */
+  const int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  struct open_how how = {.flags = flags,
                          .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
   long fd = syscall(SYS_openat2, S.root_fd, rel, &how, sizeof how);
   if (fd >= 0)
     return (int)fd;
   if (errno != ENOSYS)
     return -errno;
-  /* Kernels before 5.6: resolve by hand, refusing every symlink. */
-  int f = openat(S.root_fd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-  return f >= 0 ? f : -errno;
+  /* No openat2 (kernels before 5.6, some seccomp filters): walk the path
+   * one component at a time, refusing every symlink on the way (O_NOFOLLOW
+   * alone would only check the last one). */
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", rel);
+  int dir = S.root_fd;
+  char *p = buf;
+  for (;;) {
+    char *slash = strchr(p, '/');
+    if (slash != NULL)
+      *slash = '\0';
+    int f = openat(dir, p,
+                   slash ? O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+                         : flags | O_NOFOLLOW);
+    int e = errno;
+    if (dir != S.root_fd)
+      close(dir);
+    if (f < 0)
+      return -e;
+    if (slash == NULL)
+      return f;
+    dir = f;
+    p = slash + 1;
+  }
 }
 
 /* Reads the file into memory. 0 and *e filled, 404, or 500. */
@@ -250,6 +274,12 @@ static void map_flags_layout(char *rel) {
 /* ---------------------------------------------------------------------- */
 /* Answers                                                                */
 
+/* Bodies up to this size go out with their head in one write; larger ones
+ * are written from the cache entry in pieces of this size, each waiting
+ * for room under the stream's high-water mark, so that a client that does
+ * not read holds at most about that much of the server's memory. */
+#define ONE_WRITE ((size_t)64 << 10)
+
 /* Writes one answer: head, then body unless HEAD. */
 static int answer(cf_stream *s, int status, const char *ctype, const char *body,
                   size_t len, bool head_only, bool keep_alive,
@@ -266,6 +296,14 @@ static int answer(cf_stream *s, int status, const char *ctype, const char *body,
                     status, http_reason(status), http_date(), ctype, len,
                     extra ? extra : "", keep_alive ? "keep-alive" : "close");
   size_t blen = head_only ? 0 : len;
+  if (blen > ONE_WRITE) {
+    int rc = cf_stream_write(s, hbuf, (size_t)hn, CF_SEC(30));
+    for (size_t off = 0; rc == 0 && off < blen; off += ONE_WRITE)
+      rc = cf_stream_write(s, body + off,
+                           blen - off < ONE_WRITE ? blen - off : ONE_WRITE,
+                           CF_SEC(30));
+    return rc;
+  }
   char *out = malloc((size_t)hn + blen);
   if (out == NULL)
     return CF_ENOMEM;
@@ -318,14 +356,17 @@ static void log_request(const cf_stream *s, const http_request *rq,
 /* ---------------------------------------------------------------------- */
 /* A connection                                                           */
 
-/* Reads one request head into a fresh buffer. Returns its length, 0 for
- * a clean end (EOF or idle timeout before any byte), or an HTTP status
- * to answer as a negative number (-408, -414, -431), or a stream error. */
-static ssize_t read_head(cf_stream *s, char **out) {
+/* Reads one request head into a fresh buffer. Returns its length (> 0),
+ * or 0 for the end of the connection: then *status is the HTTP status to
+ * answer before closing (408, 414, 431), or 0 to close without a word
+ * (end of stream, an idle keep-alive connection, a stream error, the
+ * server stopping). */
+static ssize_t read_head(cf_stream *s, char **out, int *status) {
+  *status = 0;
   char *buf = malloc(HTTP_MAX_HEAD);
   *out = buf;
   if (buf == NULL)
-    return CF_ENOMEM;
+    return 0;
   ssize_t n = cf_stream_read_until(s, "\r\n\r\n", 4, buf, HTTP_MAX_HEAD,
                                    S.cfg->header_timeout_ns);
   if (n > 0)
@@ -334,31 +375,47 @@ static ssize_t read_head(cf_stream *s, char **out) {
     /* A full buffer without the blank line: too long a request line (no
      * line end at all) or too many header bytes. */
     ssize_t k = cf_stream_read(s, buf, HTTP_MAX_HEAD, 0);
-    return k > 0 && memchr(buf, '\n', (size_t)k) == NULL ? -414 : -431;
-  }
-  if (n == CF_EEOF)
-    return 0;
-  if (n == CF_ETIMEDOUT) {
+    *status = k > 0 && memchr(buf, '\n', (size_t)k) == NULL ? 414 : 431;
+  } else if (n == CF_ETIMEDOUT) {
     /* Idle (nothing arrived): close quietly; a slow sender: 408. */
     ssize_t k = cf_stream_read(s, buf, 1, 0);
-    return k > 0 ? -408 : 0;
+    *status = k > 0 ? 408 : 0;
   }
-  return n;
+  return 0;
+}
+
+/* Ends a connection after an error answer: half-close, then read and drop
+ * what the client still sends for a moment, so that closing with unread
+ * bytes (pipelined requests) does not reset the connection and destroy
+ * the answer before the client reads it. */
+static void linger_close(cf_stream *s) {
+  if (cf_stream_shutdown(s, CF_SEC(5)) == 0) {
+    char sink[1024];
+    size_t dropped = 0;
+    int64_t deadline = cf_now_ns() + CF_SEC(1);
+    while (dropped < ((size_t)64 << 10)) {
+      int64_t left = deadline - cf_now_ns();
+      ssize_t k = left > 0 ? cf_stream_read(s, sink, sizeof sink, left) : 0;
+      if (k <= 0)
+        break;
+      dropped += (size_t)k;
+    }
+  }
+  cf_stream_close(s);
 }
 
 static int serve_conn(cf_stream *s, void *arg) {
   (void)arg;
   for (;;) {
     char *head;
-    ssize_t n = read_head(s, &head);
+    int hstatus;
+    ssize_t n = read_head(s, &head, &hstatus);
     if (n <= 0) {
-      int rc = 0;
-      if (n < 0 && n >= -599)
-        rc = answer_error(s, (int)-n, false, false);
       free(head);
-      if (rc == 0 && n < 0 && n >= -599)
-        cf_stream_drain(s, CF_SEC(5));
-      cf_stream_close(s);
+      if (hstatus != 0 && answer_error(s, hstatus, false, false) == 0)
+        linger_close(s);
+      else
+        cf_stream_close(s);
       return 0;
     }
     http_request rq;
@@ -374,10 +431,11 @@ static int serve_conn(cf_stream *s, void *arg) {
     if (status != 0) {
       /* Malformed: answer, then close (the stream's framing is lost). */
       int rc = answer_error(s, status, false, false);
-      if (rc == 0)
-        cf_stream_drain(s, CF_SEC(5));
       free(head);
-      cf_stream_close(s);
+      if (rc == 0)
+        linger_close(s);
+      else
+        cf_stream_close(s);
       return 0;
     }
     S.requests++;

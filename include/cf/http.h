@@ -54,8 +54,8 @@ typedef struct cf_http_client cf_http_client;
 
 /** Options of one request. Zero-initialise; every zero is a default. */
 typedef struct cf_http_opts {
-  /** Bound on the whole request: connecting, waiting, reading (0: 30 s).
-   * The seeds use 6.1 s and 3.1 s. */
+  /** Bound on the whole request: connecting, waiting, reading (0: 30 s;
+   * CF_FOREVER: none). The seeds use 6.1 s and 3.1 s. */
   int64_t timeout_ns;
   /** Do not follow redirects (by default up to 10 are followed, as
    * follow_redirects=True). */
@@ -66,11 +66,14 @@ typedef struct cf_http_opts {
    * CF_ENOBUFS. */
   size_t max_body;
   /**
-   * If non-NULL, called from time to time while the request is under way
-   * (on the thread doing it; at least about once a second): a non-zero
-   * return aborts it with CF_ECANCELED. For blocking clients, this is how
+   * If non-NULL, called from time to time while the request is under way:
+   * a non-zero return aborts it with CF_ECANCELED. For blocking clients it
+   * runs on the calling thread, about once a second at least: this is how
    * Ctrl-C reaches a request in flight (set a flag in the handler, return
-   * it here).
+   * it here). For loop clients it runs on the loop's thread, outside the
+   * task, whenever curl is woken (so a silent server is noticed only at
+   * the timeout; cancel the task instead), and abort_arg must not point
+   * into a task's stack.
    */
   int (*abort)(void *arg);
   void *abort_arg;
@@ -104,9 +107,10 @@ CF_EXTERN int cf_http_client_new(unsigned flags, cf_http_client **out);
 
 /**
  * Frees the client and closes its connections (NULL is ignored). A loop
- * client is freed by a task of its loop, or by any thread once that loop
- * has ended; a client with a request in flight returns CF_EBUSY and stays.
- * Returns 0, CF_EBUSY, CF_EWRONGTHREAD.
+ * client is freed by a task of its loop (elsewhere: CF_EWRONGTHREAD), before
+ * the loop ends: its sockets are watched by that loop. A client with a
+ * request in flight returns CF_EBUSY and stays. Returns 0, CF_EBUSY,
+ * CF_EWRONGTHREAD.
  */
 CF_EXTERN int cf_http_client_free(cf_http_client *c);
 

@@ -113,6 +113,14 @@ def responses(blob):
     return out
 
 
+def responses_prefix(blob):
+    """The complete responses at the start of blob (a partial one is left)."""
+    try:
+        return responses(blob)
+    except (AssertionError, KeyError, ValueError, IndexError):
+        return []
+
+
 def get_req(path, extra=""):
     return ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, extra)).encode()
 
@@ -129,6 +137,10 @@ class ServerTest(unittest.TestCase):
         os.symlink("/etc/passwd", os.path.join(cls.root, "out.gif"))
         os.symlink("cn.gif", os.path.join(cls.root, "in.gif"))
         os.symlink("/", os.path.join(cls.root, "up"))
+        os.mkfifo(os.path.join(cls.root, "pipe.gif"))  # must not block the loop
+        cls.big = os.urandom(3 << 20)  # written in pieces
+        with open(os.path.join(cls.root, "big.bin"), "wb") as f:
+            f.write(cls.big)
         cls.srv = Server("--dir", cls.root, "--header-timeout", "0.5")
         cls.port = cls.srv.port
 
@@ -165,6 +177,17 @@ class ServerTest(unittest.TestCase):
         for path in ("/flags/zz/zz.gif", "/nope", "/", "/sub", "/flags/cn/br.gif"):
             st, h, body = self.one(get_req(path, "Connection: close\r\n"))
             self.assertEqual(st, 404, path)
+
+    def test_fifos_are_refused_and_large_files_arrive_whole(self):
+        st, _, _ = self.one(get_req("/pipe.gif", "Connection: close\r\n"))
+        self.assertEqual(st, 404)
+        st, h, body = self.one(get_req("/big.bin", "Connection: close\r\n"))
+        self.assertEqual((st, h["content-type"]), (200, "application/octet-stream"))
+        self.assertEqual(body, self.big)
+        blob = raw(self.port, b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n")
+        self.assertIn(b"Content-Length: %d\r\n" % len(self.big), blob)
+        self.assertTrue(blob.endswith(b"\r\n\r\n"))
 
     def test_keep_alive_and_pipelining(self):
         data = get_req("/cn.gif") + get_req("/br.gif") + get_req("/nope") + \
@@ -299,6 +322,27 @@ class DelayAndErrorTest(unittest.TestCase):
         finally:
             srv.stop()
         self.assertEqual(srv.lines, [])
+
+    def test_stopping_closes_idle_connections_without_a_word(self):
+        srv = Server("--quiet")
+        try:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=SOON) as s:
+                s.sendall(get_req("/flags/cn/cn.gif"))  # kept alive, then idle
+                first = b""
+                while len(responses_prefix(first)) < 1:
+                    chunk = s.recv(65536)
+                    self.assertTrue(chunk)
+                    first += chunk
+                srv.proc.send_signal(signal.SIGTERM)
+                rest = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+                self.assertEqual(rest, b"")  # no made-up answer on the way out
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_bad_options_are_usage_errors(self):
         for args in (["--delay", "x"], ["--delay", "2:1"], ["--error-rate", "2"],
