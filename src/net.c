@@ -554,18 +554,11 @@ static int connect_one(cf_stream *s, const struct sockaddr *addr,
                     deadline);
 }
 
-int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
-                   cf_stream **out) {
-  if (out != NULL)
-    *out = NULL;
-  if (host == NULL || out == NULL || port <= 0 || port > 65535 ||
-      timeout_ns < 0)
-    return CF_EINVAL;
-  int rc = need_task();
-  if (rc != 0)
-    return rc;
-  cf_loop *L = cf_loop_current();
-  int64_t deadline = cf_deadline_after(timeout_ns);
+/* Resolves host:port on libuv's pool (the calling task waits until the
+ * deadline). 0 and the list in *res (uv_freeaddrinfo it), or a code. */
+static int resolve_host(cf_loop *L, const char *host, int port, int flags,
+                        int64_t deadline, struct addrinfo **res_out) {
+  int rc;
   resolve *r = cf__calloc(1, sizeof *r);
   if (r == NULL || cf_future_new(&r->done) != 0) {
     free(r);
@@ -578,6 +571,7 @@ int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = flags;
   rc = uv_getaddrinfo(cf__loop_uv(L), &r->req, on_resolved, host, service,
                       &hints);
   if (rc != 0) {
@@ -591,12 +585,28 @@ int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
     uv_cancel((uv_req_t *)&r->req);
     return rc;
   }
-  struct addrinfo *res = r->res;
+  *res_out = r->res;
   int status = r->status;
   cf_future_unref(r->done);
   free(r);
-  if (status != 0)
-    return status;
+  return status;
+}
+
+int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
+                   cf_stream **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (host == NULL || out == NULL || port <= 0 || port > 65535 ||
+      timeout_ns < 0)
+    return CF_EINVAL;
+  int rc = need_task();
+  if (rc != 0)
+    return rc;
+  cf_loop *L = cf_loop_current();
+  int64_t deadline = cf_deadline_after(timeout_ns);
+  struct addrinfo *res = NULL;
+  if ((rc = resolve_host(L, host, port, 0, deadline, &res)) != 0)
+    return rc;
   rc = CF_EINVAL;
   for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
     cf_stream *s = stream_new(L);
@@ -711,6 +721,9 @@ static void on_server_closed(uv_handle_t *h) {
     free(srv);
 }
 
+/* How long cf_server_start waits for the name it binds to resolve. */
+#define BIND_RESOLVE_NS CF_SEC(30)
+
 static int parse_bind_addr(const char *host, int port,
                            struct sockaddr_storage *ss) {
   memset(ss, 0, sizeof *ss);
@@ -722,7 +735,17 @@ static int parse_bind_addr(const char *host, int port,
     return 0;
   if (strcmp(host, "localhost") == 0)
     return uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)ss);
-  return CF_EINVAL;
+  /* A name: resolved off the loop (as for connect), its first address. */
+  struct addrinfo *res = NULL;
+  int rc = resolve_host(cf_loop_current(), host, port, AI_PASSIVE,
+                        cf_deadline_after(BIND_RESOLVE_NS), &res);
+  if (rc == 0 && res != NULL && res->ai_addrlen <= sizeof *ss)
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+  else if (rc == 0)
+    rc = CF_EINVAL;
+  if (res != NULL)
+    uv_freeaddrinfo(res);
+  return rc;
 }
 
 int cf_server_start(const char *host, int port, int backlog, cf_conn_fn fn,

@@ -6,6 +6,7 @@
 #include "support.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +146,10 @@ static int main_failures(void *arg, cf_value *result) {
   TCHECK(c == NULL);
   TCHECK(cf_tcp_connect("no-such-host.invalid", 80, CF_SEC(30), &c) < 0);
   TCHECK(cf_tcp_connect("127.0.0.1", 0, CF_SEC(1), &c) == CF_EINVAL);
-  TCHECK(cf_server_start("not an address", 0, 0, silent, NULL, &srv) ==
-         CF_EINVAL);
+  /* Not an address and no such name: the resolver's error. */
+  TCHECK(cf_server_start("no-such-host.invalid", 0, 0, silent, NULL, &srv) <
+         0);
+  TCHECK(srv == NULL);
   /* Address in use. */
   cf_server *a, *b;
   TCHECK(cf_server_start("127.0.0.1", 0, 0, silent, NULL, &a) == 0);
@@ -154,6 +157,38 @@ static int main_failures(void *arg, cf_value *result) {
                          &b) == -EADDRINUSE);
   TCHECK(cf_server_stop(a, CF_SEC(30)) == 0);
   return 0;
+}
+
+/* A server bound by a name (this machine's host name, from /etc/hosts
+ * or the resolver), and a client that connects to the same name. */
+static int main_named(void *arg, cf_value *result) {
+  (void)result;
+  const char *name = arg;
+  cf_server *srv;
+  TCHECK(cf_server_start(name, 0, 0, echo_handler, NULL, &srv) == 0);
+  cf_stream *c;
+  TCHECK(cf_tcp_connect(name, cf_server_get_port(srv), CF_SEC(30), &c) == 0);
+  char buf[8];
+  TCHECK(cf_stream_write(c, "named\n", 6, CF_SEC(30)) == 0);
+  TCHECK(cf_stream_read_until(c, "\n", 1, buf, sizeof buf, CF_SEC(30)) == 6);
+  TCHECK(memcmp(buf, "named\n", 6) == 0);
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(a_server_binds_to_a_host_name) {
+  (void)state;
+  static char name[256];
+  assert_int_equal(gethostname(name, sizeof name - 1), 0);
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+  if (getaddrinfo(name, "80", &hints, &res) != 0) {
+    /* Not resolvable here: the name the resolver always knows. */
+    snprintf(name, sizeof name, "%s", "localhost");
+  } else
+    freeaddrinfo(res);
+  assert_int_equal(
+      cf_loop_run_main(main_named, name, test_loop_opts(NULL), NULL), 0);
 }
 
 CF_TEST(early_closes_silent_peers_and_refusals_are_errors_not_hangs) {

@@ -106,12 +106,13 @@ typedef int (*cf_conn_fn)(cf_stream *s, void *arg);
 
 /**
  * Listens on host:port (host: an address literal such as "127.0.0.1",
- * "::1", "0.0.0.0", or "localhost"; NULL: "::", all IPv6 and IPv4
- * addresses; port 0: any free port, see
- * cf_server_get_port) and runs fn(stream, arg) as a task for every
+ * "::1", "0.0.0.0"; "localhost" (127.0.0.1); or a name, resolved off the
+ * loop within 30 s, whose first address is used; NULL: "::", all IPv6 and
+ * IPv4 addresses; port 0: any free port, see cf_server_get_port) and runs fn(stream, arg) as a task for every
  * connection accepted, on the calling task's loop (Python's start_server).
  * backlog 0: 511. Returns 0 and the server in *out; -EADDRINUSE and other
- * bind/listen errors; CF_ENOTTASK; CF_EINVAL. A connection the server
+ * bind/listen errors; a resolver error (UV_EAI_NONAME, ...) or
+ * CF_ETIMEDOUT for a name; CF_ENOTTASK; CF_EINVAL. A connection the server
  * cannot take (EMFILE, ENOMEM) is refused and counted; the server keeps
  * serving the others.
  */
