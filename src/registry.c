@@ -8,6 +8,7 @@
  * are copied and never freed: cf_task_name_of hands them out as static.
  */
 #include "cf/registry.h"
+#include "registry_int.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -132,6 +133,21 @@ const char *cf_task_name_of(cf_task_fn fn) {
 enum { ARG_HEADER = 16 };
 
 static void free_arg(void *arg) { free((char *)arg - ARG_HEADER); }
+
+char *cf__arg_alloc(size_t size) {
+  if (size > SIZE_MAX - ARG_HEADER)
+    return NULL;
+  char *buf = cf__aligned_alloc(16, ARG_HEADER + (size != 0 ? size : 1));
+  if (buf == NULL)
+    return NULL;
+  memcpy(buf, &size, sizeof size);
+  return buf + ARG_HEADER;
+}
+
+void cf__arg_free(void *arg) {
+  if (arg != NULL)
+    free_arg(arg);
+}
 
 size_t cf_arg_size(const void *arg) {
   size_t n;

@@ -15,6 +15,7 @@
 #include "cf/io.h"
 #include "cf/loop.h"
 #include "cf/net.h"
+#include "cf/process_pool.h"
 #include "cf/registry.h"
 #include "cf/sync.h"
 #include "cf/thread_pool.h"

@@ -50,7 +50,8 @@ extern "C" {
   XX(EUNKNOWNTASK, -3012, "no task is registered under that name")         \
   XX(EEOF, -3013, "the stream ended before the bytes expected")               \
   XX(EHTTPSTATUS, -3014, "the HTTP response has an error status")            \
-  XX(EREQUEST, -3015, "the HTTP request failed before a response came")
+  XX(EREQUEST, -3015, "the HTTP request failed before a response came")      \
+  XX(EWORKER, -3016, "the worker process running the task died")
 
 /** Library error codes. All are negative. */
 enum cf_errno {

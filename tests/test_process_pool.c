@@ -1,0 +1,404 @@
+/*
+ * test_process_pool.c - the process pool (cf/process_pool.h): named tasks
+ * with byte payloads in worker processes started by exec, results as
+ * words, bytes and strings, crashes (a signal, exit, abort) that fail one
+ * task and leave the pool serving, Python's broken-pool option, time
+ * limits, cancellation of running work, initializers, max_tasks_per_child,
+ * descriptors not inherited, maps (one task per item and chunked).
+ *
+ * The test program is its own worker: main calls cf_process_init first.
+ */
+#include "support.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cf/process_pool.h"
+#include "cf/registry.h"
+
+CF_TASK(square) {
+  int64_t n;
+  memcpy(&n, arg, sizeof n);
+  TCHECK(cf_arg_size(arg) == sizeof n);
+  result->u.i = n * n;
+  return 0;
+}
+
+CF_TASK(shout) { /* bytes in, a string out */
+  size_t n = cf_arg_size(arg);
+  char buf[256];
+  if (n >= sizeof buf)
+    return cf_raise(-E2BIG, "%zu bytes is too long", n);
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (char)(((const char *)arg)[i] & ~0x20);
+  buf[n] = '\0';
+  return cf_value_set_string(result, buf);
+}
+
+CF_TASK(fail_politely) {
+  return cf_raise(-ENOENT, "item %d: not found", 13);
+}
+
+CF_TASK(crash) {
+  raise(SIGSEGV);
+  return 0;
+}
+
+CF_TASK(leave) {
+  exit(3);
+}
+
+CF_TASK(hang) {
+  sleep(600);
+  return 0;
+}
+
+CF_TASK(whoami) {
+  result->u.i = getpid();
+  return 0;
+}
+
+static int64_t configured = -1; /* set by the initializer, in a worker */
+
+CF_TASK(configure) {
+  memcpy(&configured, arg, sizeof configured);
+  return configured < 0 ? cf_raise(-EINVAL, "negative setting") : 0;
+}
+
+CF_TASK(read_setting) {
+  result->u.i = configured;
+  return 0;
+}
+
+CF_TASK(count_fds) { /* descriptors open in the worker */
+  DIR *d = opendir("/proc/self/fd");
+  int64_t n = 0;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.')
+      n++;
+  if (d != NULL)
+    closedir(d);
+  result->u.i = n - 1; /* not the directory's own */
+  return 0;
+}
+
+CF_TASK(twice) { /* a map item: an integer cast to a pointer */
+  result->u.i = 2 * (int64_t)(intptr_t)arg;
+  return 0;
+}
+
+static cf_executor *pool_new(const cf_process_pool_opts *o) {
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_process_pool_new(o, &ex), 0);
+  return ex;
+}
+
+static cf_future *submit_i64(cf_executor *ex, const char *name, int64_t v) {
+  cf_future *f = NULL;
+  assert_int_equal(cf_executor_submit_bytes(ex, name, &v, sizeof v, &f), 0);
+  return f;
+}
+
+CF_TEST(named_tasks_run_in_worker_processes) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
+  assert_int_equal(cf_executor_get_max_workers(ex), 2);
+  enum { N = 200 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit_i64(ex, "square", i);
+  for (int i = 0; i < N; i++) {
+    const cf_value *v;
+    assert_int_equal(cf_future_result(fs[i], SOON, &v), 0);
+    assert_int_equal(v->u.i, (int64_t)i * i);
+    cf_future_unref(fs[i]);
+  }
+  /* Bytes in, a string out; the description says what came back. */
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "shout", "hello", 5, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_string_equal((const char *)v->u.ptr, "HELLO");
+  char desc[128];
+  cf_future_describe(f, desc, sizeof desc);
+  assert_non_null(strstr(desc, "state=finished returned str"));
+  cf_future_unref(f);
+  /* A task's own failure comes back with its code and message. */
+  assert_int_equal(cf_executor_submit_bytes(ex, "fail_politely", NULL, 0, &f),
+                   0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), -ENOENT);
+  assert_string_equal(cf_future_get_error(f).message, "item 13: not found");
+  cf_future_unref(f);
+  /* Tasks the registry does not know are refused at submit. */
+  assert_int_equal(cf_executor_submit_bytes(ex, "nobody", NULL, 0, &f),
+                   CF_EUNKNOWNTASK);
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), CF_EINVAL);
+  /* The workers are other processes. */
+  assert_int_equal(cf_executor_submit_bytes(ex, "whoami", NULL, 0, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_true(v->u.i > 0 && v->u.i != getpid());
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(a_dead_worker_fails_its_task_only_and_is_replaced) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
+  struct {
+    const char *task, *says;
+  } deaths[] = {{"crash", "killed by signal 11"},
+                {"leave", "exited with status 3"}};
+  for (int k = 0; k < 2; k++) {
+    cf_future *f;
+    assert_int_equal(cf_executor_submit_bytes(ex, deaths[k].task, NULL, 0, &f),
+                     0);
+    assert_int_equal(cf_future_result(f, SOON, NULL), CF_EWORKER);
+    const char *m = cf_future_get_error(f).message;
+    assert_non_null(strstr(m, deaths[k].says));
+    assert_non_null(strstr(m, deaths[k].task));
+    cf_future_unref(f);
+    /* The pool carries on. */
+    cf_future *g = submit_i64(ex, "square", 12);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(g, SOON, &v), 0);
+    assert_int_equal(v->u.i, 144);
+    cf_future_unref(g);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(broken_on_crash_fails_everything_as_python_does) {
+  (void)state;
+  cf_executor *ex = pool_new(
+      &(cf_process_pool_opts){.max_workers = 1, .broken_on_crash = true});
+  cf_future *crash, *after;
+  assert_int_equal(cf_executor_submit_bytes(ex, "crash", NULL, 0, &crash), 0);
+  after = submit_i64(ex, "square", 3); /* queued behind it */
+  assert_int_equal(cf_future_result(crash, SOON, NULL), CF_EBROKEN);
+  assert_int_equal(cf_future_result(after, SOON, NULL), CF_EBROKEN);
+  cf_future *later;
+  int64_t x = 1;
+  assert_int_equal(cf_executor_submit_bytes(ex, "square", &x, sizeof x, &later),
+                   CF_EBROKEN);
+  cf_future_unref(crash);
+  cf_future_unref(after);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(a_task_past_its_time_limit_is_killed) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 1, .task_timeout_ns = CF_MSEC(200)});
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "hang", NULL, 0, &f), 0);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_future_get_error(f).code, CF_ETIMEDOUT);
+  assert_non_null(strstr(cf_future_get_error(f).message, "time limit"));
+  cf_future_unref(f);
+  cf_future *g = submit_i64(ex, "square", 5);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 25);
+  cf_future_unref(g);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(cancel_kills_running_work_and_drops_queued_work) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *running, *queued;
+  assert_int_equal(cf_executor_submit_bytes(ex, "hang", NULL, 0, &running), 0);
+  queued = submit_i64(ex, "square", 9);
+  int64_t until = cf_now_ns() + SOON;
+  while (cf_future_get_state(running) != CF_RUNNING && cf_now_ns() < until)
+    usleep(1000);
+  assert_int_equal(cf_future_get_state(running), CF_RUNNING);
+  assert_int_equal(cf_future_cancel(queued), 0); /* PENDING: at once */
+  assert_true(cf_future_cancelled(queued));
+  assert_int_equal(cf_future_cancel(running), 0); /* its worker is killed */
+  assert_int_equal(cf_future_wait(running, SOON), 0);
+  assert_int_equal(cf_future_get_state(running), CF_CANCELLED);
+  cf_future_unref(running);
+  cf_future_unref(queued);
+  cf_future *g = submit_i64(ex, "square", 4);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 16);
+  cf_future_unref(g);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(initializers_run_in_each_worker_and_can_break_the_pool) {
+  (void)state;
+  int64_t setting = 77;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 2, .initializer = "configure", .initarg = &setting,
+      .initarg_size = sizeof setting});
+  cf_future *fs[6];
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(cf_executor_submit_bytes(ex, "read_setting", NULL, 0,
+                                              &fs[i]), 0);
+  for (int i = 0; i < 6; i++) {
+    const cf_value *v;
+    assert_int_equal(cf_future_result(fs[i], SOON, &v), 0);
+    assert_int_equal(v->u.i, 77);
+    cf_future_unref(fs[i]);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+  /* An initializer that fails breaks the pool (Python's BrokenProcessPool). */
+  setting = -1;
+  ex = pool_new(&(cf_process_pool_opts){.max_workers = 1,
+                                        .initializer = "configure",
+                                        .initarg = &setting,
+                                        .initarg_size = sizeof setting});
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "read_setting", NULL, 0, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_EBROKEN);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  /* Unknown initializers and bad options are refused up front. */
+  cf_executor *bad = NULL;
+  assert_int_equal(cf_process_pool_new(&(cf_process_pool_opts){.initializer =
+                                                                    "nobody"},
+                                       &bad),
+                   CF_EINVAL);
+  assert_int_equal(
+      cf_process_pool_new(&(cf_process_pool_opts){.max_workers = -1}, &bad),
+      CF_EINVAL);
+  assert_null(bad);
+}
+
+CF_TEST(workers_are_replaced_after_max_tasks_per_child) {
+  (void)state;
+  cf_executor *ex = pool_new(
+      &(cf_process_pool_opts){.max_workers = 1, .max_tasks_per_child = 2});
+  int64_t pids[6];
+  for (int i = 0; i < 6; i++) {
+    cf_future *f;
+    assert_int_equal(cf_executor_submit_bytes(ex, "whoami", NULL, 0, &f), 0);
+    const cf_value *v;
+    assert_int_equal(cf_future_result(f, SOON, &v), 0);
+    pids[i] = v->u.i;
+    cf_future_unref(f);
+  }
+  for (int i = 0; i < 6; i += 2) {
+    assert_int_equal(pids[i], pids[i + 1]); /* two tasks per worker */
+    if (i > 0)
+      assert_true(pids[i] != pids[i - 1]); /* then a fresh one */
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(workers_inherit_no_stray_descriptors) {
+  (void)state;
+  /* A descriptor without close-on-exec, as careless code leaves them. */
+  int stray = open("/dev/null", O_RDONLY);
+  assert_true(stray >= 0);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "count_fds", NULL, 0, &f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 4); /* stdin, stdout, stderr, the pool's socket */
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0);
+  close(stray);
+}
+
+CF_TEST(maps_run_items_and_chunks_in_workers) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
+  int64_t chunks[] = {1, 0, 100}; /* per item, adaptive, by hand */
+  for (int k = 0; k < 3; k++) {
+    cf_range_iter it = cf_range_iter_init(0, 5000, 1);
+    cf_map *m;
+    cf_map_opts o = {.chunksize = chunks[k], .name = "twice"};
+    assert_int_equal(
+        cf_executor_map(ex, twice, cf_range_iter_next, &it, &o, &m), 0);
+    cf_value v;
+    int64_t i = 0;
+    int rc;
+    while ((rc = cf_map_next(m, &v)) == 1) {
+      assert_int_equal(v.u.i, 2 * i);
+      i++;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(i, 5000);
+    cf_map_free(m);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(shutdown_cancels_what_has_not_started) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 1, .task_timeout_ns = CF_MSEC(300)});
+  cf_future *hang, *rest[5];
+  assert_int_equal(cf_executor_submit_bytes(ex, "hang", NULL, 0, &hang), 0);
+  for (int i = 0; i < 5; i++)
+    rest[i] = submit_i64(ex, "square", i);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_CANCEL_FUTURES |
+                                                CF_SHUTDOWN_WAIT,
+                                        SOON),
+                   0);
+  int cancelled = 0;
+  for (int i = 0; i < 5; i++) {
+    assert_true(cf_future_done(rest[i]));
+    cancelled += cf_future_cancelled(rest[i]);
+    cf_future_unref(rest[i]);
+  }
+  assert_true(cancelled >= 4); /* one may have started meanwhile */
+  assert_true(cf_future_done(hang));
+  cf_future_unref(hang);
+  cf_future *f;
+  int64_t x = 1;
+  assert_int_equal(cf_executor_submit_bytes(ex, "square", &x, sizeof x, &f),
+                   CF_ESHUTDOWN);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* Many tasks with crashes among them, from two submitting threads: every
+ * future ends, each with its own outcome. */
+static void *submit_mix(void *arg) {
+  cf_executor *ex = arg;
+  int n = 600 / (int)stress_div();
+  cf_future **fs = calloc((size_t)n, sizeof *fs);
+  for (int i = 0; i < n; i++) {
+    int64_t v = i;
+    const char *task = i % 50 == 7 ? "crash" : "square";
+    TCHECK(cf_executor_submit_bytes(ex, task, &v, sizeof v, &fs[i]) == 0);
+  }
+  for (int i = 0; i < n; i++) {
+    const cf_value *v;
+    int rc = cf_future_result(fs[i], SOON, &v);
+    if (i % 50 == 7)
+      TCHECK(rc == CF_EWORKER);
+    else
+      TCHECK(rc == 0 && v->u.i == (int64_t)i * i);
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+  return NULL;
+}
+
+CF_TEST(stress_crashes_among_many_tasks) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 3});
+  pthread_t a = spawn(submit_mix, ex), b = spawn(submit_mix, ex);
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+int main(int argc, char **argv) {
+  cf_process_init(argc, argv); /* a worker stays in here */
+  return cf_test_main(argc, argv);
+}
