@@ -483,6 +483,7 @@ static int pp_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   f->u.task.arg = task->arg;
   f->u.task.arg_dtor = task->arg_dtor;
   task_room *r = room_of(f);
+  memset(r, 0, sizeof *r); /* the room comes uninitialised */
   r->name = name;
   r->arg_size = task->arg_size;
   atomic_init(&r->cancel, 0);
@@ -837,6 +838,15 @@ static int pump(pool *p, worker *w, done_list *d, bool *broke) {
   return rc;
 }
 
+/* A claimed task that never reached a worker: its argument is ours to
+ * release (the contract: whoever claims the future owns the arg). */
+static void drop_undispatched_arg(cf_future *f) {
+  cf__task_rec t;
+  cf__future_take_task(f, &t);
+  if (t.arg_dtor != NULL)
+    t.arg_dtor(t.arg);
+}
+
 /* The worker is gone (or must go): reap it and settle its task. */
 static void retire(pool *p, worker *w, int why, done_list *d) {
   if (w->pid > 0) {
@@ -847,6 +857,8 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
     while ((r = waitpid(w->pid, &status, 0)) < 0 && errno == EINTR)
       ;
     if (w->task != NULL) {
+      if (w->task_id == 0) /* waited for the worker to be ready */
+        drop_undispatched_arg(w->task);
       char how[96], m[400];
       if (r < 0)
         snprintf(how, sizeof how, "ended (status unknown: %s)", strerror(errno));
@@ -991,6 +1003,7 @@ static void *manager(void *arg) {
       if (f == NULL)
         break;
       if (w->pid <= 0 && spawn_worker(p, w) != 0) {
+        drop_undispatched_arg(f);
         done_add(&d, f, CF_EWORKER, strdup("cannot start a worker process"),
                  NULL, false);
         continue;
