@@ -1,0 +1,129 @@
+/*
+ * bench_procpool - the process pool (issue 9) against the C sequential
+ * loop and the thread pool, on the seeds' workload: the sum of the prime
+ * factors of every n in 1..39999 (the concurrent.futures notebook), as a
+ * map with no chunksize, with chunksize 1000, and sequentially; and the
+ * submit/result round trip to an idle worker. RESULT lines for run.sh.
+ *
+ *   bench_procpool RUNS WORKERS ROUNDS
+ */
+#include <cf/cfutures.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t sum_of_factors(int64_t n) {
+  int64_t sum = 0, left = n;
+  int64_t limit = (int64_t)floor(sqrt((double)n));
+  while ((limit + 1) * (limit + 1) <= n)
+    limit++;
+  for (int64_t i = 2; i <= limit; i = i == 2 ? 3 : i + 2)
+    while (left % i == 0) {
+      sum += i;
+      left /= i;
+      if (left == 1)
+        return sum;
+    }
+  return sum + left;
+}
+
+CF_TASK(factors_sum) {
+  result->u.i = sum_of_factors((int64_t)(intptr_t)arg);
+  return 0;
+}
+
+CF_TASK(nothing) {
+  result->u.i = 1;
+  return 0;
+}
+
+enum { N = 40000 };
+static const int64_t WANT = 139614694; /* cpu_bound's check */
+
+static double map_once(cf_executor *ex, int64_t chunksize) {
+  cf_range_iter it = cf_range_iter_init(1, N, 1);
+  cf_map_opts o = {.chunksize = chunksize};
+  cf_map *m;
+  int64_t t0 = cf_now_ns();
+  if (cf_executor_map(ex, factors_sum, cf_range_iter_next, &it, &o, &m) != 0)
+    return -1;
+  cf_value v;
+  int64_t sum = 0;
+  while (cf_map_next(m, &v) == 1)
+    sum += v.u.i;
+  cf_map_free(m);
+  double s = (double)(cf_now_ns() - t0) / 1e9;
+  if (sum != WANT) {
+    fprintf(stderr, "bench_procpool: wrong sum %lld\n", (long long)sum);
+    exit(1);
+  }
+  return s;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void report(const char *impl, const char *bench, int workers,
+                   const char *unit, double *runs, int n, double scale) {
+  double sorted[64];
+  memcpy(sorted, runs, (size_t)n * sizeof *runs);
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp_d);
+  printf("RESULT impl=%s bench=%s n=%d workers=%d unit=%s median=%.4f runs=",
+         impl, bench, N - 1, workers, unit, sorted[n / 2] * scale);
+  for (int i = 0; i < n; i++)
+    printf("%s%.4f", i ? "," : "", runs[i] * scale);
+  printf("\n");
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  cf_process_init(argc, argv);
+  int runs = argc > 1 ? atoi(argv[1]) : 5;
+  int workers = argc > 2 ? atoi(argv[2]) : 2;
+  int rounds = argc > 3 ? atoi(argv[3]) : 2000;
+  if (runs < 1 || runs > 64 || workers < 1 || rounds < 1)
+    return 2;
+  double t[64];
+  for (int r = 0; r < runs; r++) {
+    int64_t t0 = cf_now_ns(), sum = 0;
+    for (int64_t n = 1; n < N; n++)
+      sum += sum_of_factors(n);
+    t[r] = (double)(cf_now_ns() - t0) / 1e9;
+    if (sum != WANT)
+      return 1;
+  }
+  report("c_sequential", "pp_factors", 1, "s", t, runs, 1);
+  cf_executor *pp, *tp;
+  if (cf_process_pool_new(&(cf_process_pool_opts){.max_workers = workers}, &pp) ||
+      cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = workers}, &tp))
+    return 1;
+  map_once(pp, 0); /* the workers start */
+  for (int r = 0; r < runs; r++)
+    t[r] = map_once(pp, 0);
+  report("cfutures_process", "pp_factors", workers, "s", t, runs, 1);
+  for (int r = 0; r < runs; r++)
+    t[r] = map_once(pp, 1000);
+  report("cfutures_process_chunked", "pp_factors", workers, "s", t, runs, 1);
+  for (int r = 0; r < runs; r++)
+    t[r] = map_once(tp, 0);
+  report("cfutures_thread", "pp_factors", workers, "s", t, runs, 1);
+  /* Round trip: one task at a time to an idle worker. */
+  for (int r = 0; r < runs; r++) {
+    int64_t t0 = cf_now_ns();
+    for (int i = 0; i < rounds; i++) {
+      cf_future *f;
+      if (cf_executor_submit_bytes(pp, "nothing", NULL, 0, &f) != 0 ||
+          cf_future_wait(f, CF_FOREVER) != 0)
+        return 1;
+      cf_future_unref(f);
+    }
+    t[r] = (double)(cf_now_ns() - t0) / 1e9 / rounds;
+  }
+  report("cfutures_process", "pp_roundtrip", 1, "us", t, runs, 1e6);
+  cf_executor_free(pp);
+  cf_executor_free(tp);
+  return 0;
+}
