@@ -47,6 +47,10 @@ run "$python" "$here/bench_asyncio.py" pingpong "$PY_PP_N" "$PY_RUNS"
 # processes (needs the apps: make bench builds them).
 "$here/run_echo.sh" "$build" | tee -a "$raw"
 
+# The process pool (issue 9): the seeds' factor map and the round trip.
+run "$build/bench/bench_procpool" "$RUNS" "$W" 2000
+run "$python" "$here/bench_procpool.py" "$PY_RUNS" "$W" 500
+
 # The flag programs (issue 11): downloads against flags_server, and the
 # server under wrk beside nginx, aiohttp and http.server.
 "$here/run_flags.sh" "$build" | tee -a "$raw"
