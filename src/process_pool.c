@@ -62,6 +62,8 @@ enum { F_INIT = 1, F_READY, F_INITFAIL, F_TASK, F_RESULT, F_CHUNK, F_CHUNKRES };
 enum { WORKER_FD = 3 };
 #define ENV_NAME "CF_PROCESS_WORKER"
 #define MAX_FRAME ((uint64_t)1 << 32) /* 4 GiB: larger is malformed */
+/* The largest argument or result that crosses: 1 GiB (-EMSGSIZE). */
+#define MAX_PAYLOAD ((uint64_t)1 << 30)
 /* How long a worker, and the manager, poll before they sleep. */
 #define SPIN_NS ((int64_t)50000)
 
@@ -249,6 +251,13 @@ static int serve_task(int fd, rd *r) {
     if (code != 0) {
       msg = cf__raise_take(code);
       cf_value_release(&v);
+    } else if (v.size > MAX_PAYLOAD) {
+      char m[160];
+      snprintf(m, sizeof m, "a result of %zu bytes is over the pool's limit "
+               "of 1 GiB", v.size);
+      cf_value_release(&v);
+      code = -EMSGSIZE;
+      msg = strdup(m);
     }
   }
   buf b = {0};
@@ -489,6 +498,8 @@ static int pp_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   if (name == NULL || cf_task_lookup(name) == NULL)
     return name == NULL ? CF_EINVAL : CF_EUNKNOWNTASK;
   name = cf_task_name_of(cf_task_lookup(name)); /* the static copy */
+  if (task->arg_size > MAX_PAYLOAD)
+    return -EMSGSIZE;
   cf_future *f = cf__future_alloc(ex, out != NULL ? 2 : 1, sizeof(task_room));
   if (f == NULL)
     return CF_ENOMEM;
@@ -883,6 +894,7 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
       pthread_mutex_unlock(&p->mu);
       int code = w->killed_for == CF_ETIMEDOUT ? CF_ETIMEDOUT
                  : broken || p->o.broken_on_crash ? CF_EBROKEN
+                 : why == -EPROTO                 ? -EPROTO
                                                   : CF_EWORKER;
       if (tr->chunk != NULL && w->killed_for != CF_ECANCELED) {
         /* A map's chunk: its first item takes the failure. */
@@ -898,6 +910,12 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
                  "killed",
                  tr->name, (double)p->o.task_timeout_ns / 1e9, (int)w->pid);
         done_add(d, w->task, CF_ETIMEDOUT, strdup(m), NULL, false);
+      } else if (why == -EPROTO && !broken && !p->o.broken_on_crash) {
+        snprintf(m, sizeof m,
+                 "worker %d sent a malformed frame while running task '%s'; "
+                 "it was ended",
+                 (int)w->pid, tr->name);
+        done_add(d, w->task, code, strdup(m), NULL, false);
       } else {
         snprintf(m, sizeof m, "worker %d running task '%s' %s", (int)w->pid,
                  tr->name, how);

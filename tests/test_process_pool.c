@@ -92,6 +92,14 @@ CF_TASK(twice) { /* a map item: an integer cast to a pointer */
   return 0;
 }
 
+CF_TASK(scribble) { /* garbage on the pool's socket, then a result */
+  static const char junk[64] = "\x07\x00\x00\x00 not a frame at all";
+  ssize_t k = write(3, junk, sizeof junk);
+  (void)k;
+  result->u.i = 1;
+  return 0;
+}
+
 static cf_executor *pool_new(const cf_process_pool_opts *o) {
   cf_executor *ex = NULL;
   assert_int_equal(cf_process_pool_new(o, &ex), 0);
@@ -401,6 +409,53 @@ CF_TEST(stress_crashes_among_many_tasks) {
   cf_executor_stats st;
   assert_int_equal(cf_executor_get_stats(ex, &st), 0);
   assert_int_equal(st.running, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(malformed_frames_and_oversize_payloads_are_errors) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "scribble", NULL, 0, &f), 0);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_future_get_error(f).code, -EPROTO);
+  assert_non_null(strstr(cf_future_get_error(f).message, "malformed frame"));
+  cf_future_unref(f);
+  cf_future *g = submit_i64(ex, "square", 6); /* a fresh worker */
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 36);
+  cf_future_unref(g);
+  /* An argument over the limit is refused at submit (no allocation of
+   * that size is needed to say so: the size alone decides). */
+  cf_task t = {.name = "square", .arg = &t, .arg_size = (size_t)2 << 30};
+  assert_int_equal(cf_executor_submit_task(ex, &t, CF_FOREVER, &f), -EMSGSIZE);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* A loop task owns process-pool work: wait_for's timeout cancels it, and
+ * the cancellation kills the worker (the future ends CANCELLED). */
+static int main_owns(void *arg, cf_value *result) {
+  (void)result;
+  cf_executor *ex = arg;
+  cf_future *f;
+  TCHECK(cf_executor_submit_bytes(ex, "hang", NULL, 0, &f) == 0);
+  TCHECK(cf_wait_for(f, CF_MSEC(300)) == CF_ETIMEDOUT);
+  TCHECK(cf_future_wait(f, SOON) == 0);
+  TCHECK(cf_future_get_state(f) == CF_CANCELLED);
+  cf_future_unref(f);
+  return 0;
+}
+
+CF_TEST(a_loop_task_times_out_process_work_and_it_is_killed) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  assert_int_equal(cf_loop_run_main(main_owns, ex, NULL, NULL), 0);
+  cf_future *g = submit_i64(ex, "square", 7);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 49);
+  cf_future_unref(g);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 

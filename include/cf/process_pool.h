@@ -28,7 +28,10 @@
  * argument without a size is sent as its pointer value (an integer cast
  * to a pointer, as cf_range_iter's items are), never dereferenced.
  * Results: an 8-byte word (u, size 0) or bytes (cf_value_set_bytes,
- * _string) come back; a value's destructor runs in the worker.
+ * _string) come back; a value's destructor runs in the worker. Arguments
+ * and results are at most 1 GiB (-EMSGSIZE: at submit for an argument, as
+ * the task's error for a result). A worker that sends a malformed frame
+ * is ended and its task fails with -EPROTO.
  *
  * A worker that dies (a signal, exit, the OOM killer) fails the task it
  * was running with CF_EWORKER and a message naming the signal or the exit
