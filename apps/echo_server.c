@@ -46,15 +46,8 @@ static int serve(void *arg, cf_value *result) {
   (void)result;
   config *c = arg;
   cf_raise_fd_limit(NULL);
-  cf_server *srv;
-  int rc = cf_server_start(c->bind, c->port, 4096, echo, NULL, &srv);
-  if (rc != 0)
-    return cf_raise(rc, "cannot listen on %s port %d: %s", c->bind, c->port,
-                    cf_strerror(rc));
-  printf("echo_server: listening on %s port %d\n", c->bind,
-         cf_server_get_port(srv));
-  fflush(stdout);
-  /* Whichever of SIGINT and SIGTERM comes first sets the event. */
+  /* Whichever of SIGINT and SIGTERM comes first sets the event; watched
+   * before the port is printed, so a script may stop the server at once. */
   cf_event *stop;
   cf_signal_watch *intr, *term;
   if (cf_event_new(&stop) != 0 ||
@@ -63,6 +56,14 @@ static int serve(void *arg, cf_value *result) {
       cf_signal_watch_start(cf_loop_current(), SIGTERM, on_stop_signal, stop,
                             &term) != 0)
     return cf_raise(CF_ENOMEM, "cannot watch SIGINT and SIGTERM");
+  cf_server *srv;
+  int rc = cf_server_start(c->bind, c->port, 4096, echo, NULL, &srv);
+  if (rc != 0)
+    return cf_raise(rc, "cannot listen on %s port %d: %s", c->bind, c->port,
+                    cf_strerror(rc));
+  printf("echo_server: listening on %s port %d\n", c->bind,
+         cf_server_get_port(srv));
+  fflush(stdout);
   cf_event_wait(stop, CF_FOREVER);
   uint64_t served = cf_server_get_accepted(srv);
   rc = cf_server_stop(srv, CF_SEC(5));

@@ -494,6 +494,16 @@ static void on_stop_signal(void *arg, int signum) {
 static int serve(void *arg, cf_value *result) {
   (void)result;
   const config *c = arg;
+  /* The signals first: once the port is printed, a SIGTERM must find
+   * them handled (a script may stop the server at once). */
+  cf_event *stop;
+  cf_signal_watch *intr, *term;
+  if (cf_event_new(&stop) != 0 ||
+      cf_signal_watch_start(cf_loop_current(), SIGINT, on_stop_signal, stop,
+                            &intr) != 0 ||
+      cf_signal_watch_start(cf_loop_current(), SIGTERM, on_stop_signal, stop,
+                            &term) != 0)
+    return cf_raise(CF_ENOMEM, "cannot watch SIGINT and SIGTERM");
   cf_server *srv;
   int rc = cf_server_start(c->bind, c->port, 4096, serve_conn, NULL, &srv);
   if (rc != 0)
@@ -504,14 +514,6 @@ static int serve(void *arg, cf_value *result) {
   printf("flags_server: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", b,
          v6 ? "]" : "", cf_server_get_port(srv));
   fflush(stdout);
-  cf_event *stop;
-  cf_signal_watch *intr, *term;
-  if (cf_event_new(&stop) != 0 ||
-      cf_signal_watch_start(cf_loop_current(), SIGINT, on_stop_signal, stop,
-                            &intr) != 0 ||
-      cf_signal_watch_start(cf_loop_current(), SIGTERM, on_stop_signal, stop,
-                            &term) != 0)
-    return cf_raise(CF_ENOMEM, "cannot watch SIGINT and SIGTERM");
   cf_event_wait(stop, CF_FOREVER);
   uint64_t conns = cf_server_get_accepted(srv);
   rc = cf_server_stop(srv, CF_SEC(2));
