@@ -341,6 +341,8 @@ class DelayAndErrorTest(unittest.TestCase):
                         break
                     rest += chunk
                 self.assertEqual(rest, b"")  # no made-up answer on the way out
+            # one SIGTERM is a clean stop (a second one would be a kill)
+            self.assertEqual(srv.proc.wait(SOON), 0)
         finally:
             self.assertEqual(srv.stop(), 0)
 
