@@ -338,13 +338,20 @@ static int serve_chunk(int fd, rd *r) {
   return rc;
 }
 
+/* Ends a worker: what its tasks printed is flushed (stdio buffers die
+ * with _exit), nothing else of the program's exit runs. */
+static _Noreturn void worker_exit(int status) {
+  fflush(NULL);
+  _exit(status);
+}
+
 static _Noreturn void worker_main(int fd) {
   /* Ctrl-C goes to the caller, which ends the workers by closing their
    * sockets; a caller that dies takes its workers with it. */
   signal(SIGINT, SIG_IGN);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1)
-    _exit(0);
+    worker_exit(0);
   /* Nothing inherited but the socket (and stdin, stdout, stderr). */
   if (syscall(SYS_close_range, WORKER_FD + 1, ~0U, 0) != 0)
     for (int i = WORKER_FD + 1; i < 1024; i++)
@@ -364,10 +371,10 @@ static _Noreturn void worker_main(int fd) {
       sched_yield(); /* never starve the manager of a core */
     }
     if (read_all(fd, &h, sizeof h) != 0 || h.len > MAX_FRAME)
-      _exit(0);
+      worker_exit(0);
     char *payload = malloc(h.len ? h.len : 1);
     if (payload == NULL || read_all(fd, payload, h.len) != 0)
-      _exit(h.len && payload == NULL ? 3 : 0);
+      worker_exit(h.len && payload == NULL ? 3 : 0);
     rd r = {payload, h.len, 0, false};
     int rc = 0;
     if (h.type == F_INIT) {
@@ -377,7 +384,7 @@ static _Noreturn void worker_main(int fd) {
       max_tasks = (long)take_u64(&r);
       buf b = {0};
       if (r.bad)
-        _exit(2);
+        worker_exit(2);
       int code = 0;
       char *msg = NULL;
       if (iname[0] != '\0') {
@@ -400,7 +407,7 @@ static _Noreturn void worker_main(int fd) {
         put_u32(&b, (uint32_t)code);
         put_str(&b, msg);
         send_frame(fd, F_INITFAIL, &b);
-        _exit(1);
+        worker_exit(1);
       }
       rc = send_frame(fd, F_READY, &b);
       free(b.p);
@@ -414,9 +421,9 @@ static _Noreturn void worker_main(int fd) {
       rc = -EPROTO;
     free(payload);
     if (rc != 0)
-      _exit(2);
+      worker_exit(2);
     if (max_tasks > 0 && done >= max_tasks)
-      _exit(0); /* replaced by a fresh worker */
+      worker_exit(0); /* replaced by a fresh worker */
   }
 }
 

@@ -11,6 +11,7 @@
 #include "support.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -97,6 +98,21 @@ CF_TASK(scribble) { /* garbage on the pool's socket, then a result */
   ssize_t k = write(3, junk, sizeof junk);
   (void)k;
   result->u.i = 1;
+  return 0;
+}
+
+static FILE *note_file; /* a worker's, left open: flushed when it ends */
+
+CF_TASK(note_down) { /* the argument: a path; stdio-buffered, not closed */
+  char path[256];
+  size_t n = cf_arg_size(arg);
+  if (n >= sizeof path)
+    return -ENAMETOOLONG;
+  memcpy(path, arg, n);
+  path[n] = '\0';
+  if (note_file == NULL && (note_file = fopen(path, "w")) == NULL)
+    return -errno;
+  fprintf(note_file, "written in a worker\n");
   return 0;
 }
 
@@ -457,6 +473,28 @@ CF_TEST(a_loop_task_times_out_process_work_and_it_is_killed) {
   assert_int_equal(v->u.i, 49);
   cf_future_unref(g);
   assert_int_equal(cf_executor_free(ex), 0);
+}
+
+CF_TEST(what_workers_leave_in_stdio_buffers_is_flushed) {
+  (void)state;
+  char path[] = "/tmp/cf_pp_note_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(
+      cf_executor_submit_bytes(ex, "note_down", path, strlen(path), &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_free(ex), 0); /* the worker exits */
+  char buf[64] = "";
+  FILE *in = fopen(path, "r");
+  assert_non_null(in);
+  assert_non_null(fgets(buf, sizeof buf, in));
+  fclose(in);
+  unlink(path);
+  assert_string_equal(buf, "written in a worker\n");
 }
 
 int main(int argc, char **argv) {
