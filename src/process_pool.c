@@ -64,6 +64,9 @@ enum { WORKER_FD = 3 };
 #define MAX_FRAME ((uint64_t)1 << 32) /* 4 GiB: larger is malformed */
 /* The largest argument or result that crosses: 1 GiB (-EMSGSIZE). */
 #define MAX_PAYLOAD ((uint64_t)1 << 30)
+/* A task with an argument up to this size goes straight to an idle
+ * worker from submit (the frame is written under the pool's lock). */
+#define DIRECT_MAX ((size_t)16 << 10)
 /* How long a worker, and the manager, poll before they sleep. */
 #define SPIN_NS ((int64_t)50000)
 
@@ -473,8 +476,9 @@ typedef struct pool {
   cf_future **q;
   size_t qhead, qlen, qcap;
   bool shut, mgr_done, broken, mgr_joined;
-  int running; /* tasks handed to workers, not yet finished */
-  /* The manager's own: */
+  _Atomic int running; /* tasks claimed for workers, not yet finished */
+  /* Workers: read and written under mu, by the manager and by submitters
+   * that hand a task straight to an idle worker. */
   worker *w;
   int nw;
   uint64_t next_id;
@@ -483,6 +487,9 @@ typedef struct pool {
   cf__cb_sink sink;
   _Atomic uint64_t submitted, completed;
 } pool;
+
+static bool worker_idle(const struct pool *p, const worker *w);
+static int dispatch(struct pool *p, worker *w, cf_future *f);
 
 static void wake(pool *p) {
   uint64_t one = 1;
@@ -534,7 +541,30 @@ static int pp_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
       p->qhead = 0;
     }
   }
-  if (rc == 0) {
+  bool direct = false;
+  if (rc == 0 && p->qlen == 0 && atomic_load(&p->running) == 0 &&
+      task->arg_size <= DIRECT_MAX) {
+    /* Nothing else under way: an idle worker takes it from here, one
+     * hand-off less than through the manager (which still reads the
+     * result). With work under way the manager dispatches: batches of
+     * submits then cost the submitter no socket writes. */
+    for (int i = 0; i < p->nw && !direct; i++) {
+      worker *w = &p->w[i];
+      if (!worker_idle(p, w))
+        continue;
+      if (out != NULL)
+        *out = f; /* before the claim: the caller's reference */
+      atomic_fetch_add(&p->submitted, 1);
+      if (!cf__future_claim(f)) /* cannot happen: nobody else has it */
+        break;
+      atomic_fetch_add(&p->running, 1);
+      direct = true;
+      /* A failed write: the worker is gone, and the manager's poll sees
+       * its end of stream, retires it and fails the task. */
+      (void)dispatch(p, w, f);
+    }
+  }
+  if (rc == 0 && !direct) {
     p->q[(p->qhead + p->qlen++) % p->qcap] = f;
     atomic_fetch_add(&p->submitted, 1);
   }
@@ -543,7 +573,8 @@ static int pp_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     cf__future_discard(f);
     return rc;
   }
-  wake(p);
+  if (!direct || p->o.task_timeout_ns > 0) /* a deadline to watch */
+    wake(p);
   if (out != NULL)
     *out = f;
   return 0;
@@ -660,20 +691,9 @@ static void done_add(done_list *d, cf_future *f, int err, char *msg,
   if (d->n == d->cap) {
     size_t cap = d->cap ? d->cap * 2 : 16;
     done_rec *nv = realloc(d->v, cap * sizeof *nv);
-    if (nv == NULL) { /* finish it here rather than lose it */
-      cf__outcome o = {err, msg, CF_VALUE_INIT};
-      if (val)
-        o.value = *val;
-      pool *p = (pool *)f->owner;
-      pthread_mutex_lock(&p->mu);
-      p->running--;
-      pthread_mutex_unlock(&p->mu);
-      if (cancelled)
-        cf__future_finish_cancelled(f, NULL);
-      else
-        cf__future_finish(f, &o, NULL);
-      cf_future_unref(f);
-      return;
+    if (nv == NULL) { /* a few records: losing one would lose a task */
+      fprintf(stderr, "cfutures: process pool: out of memory\n");
+      abort();
     }
     d->v = nv;
     d->cap = cap;
@@ -689,9 +709,10 @@ static void done_add(done_list *d, cf_future *f, int err, char *msg,
 static void done_flush(pool *p, done_list *d) {
   if (d->n == 0)
     return;
-  pthread_mutex_lock(&p->mu);
-  p->running -= (int)d->n; /* each was claimed and counted running */
-  pthread_mutex_unlock(&p->mu);
+  /* Each was claimed and counted running: not running once its future
+   * is seen done (stats), and the manager, the one that ends the pool
+   * when nothing runs, flushes before it looks. */
+  atomic_fetch_sub(&p->running, (int)d->n);
   for (size_t i = 0; i < d->n; i++) {
     done_rec *r = &d->v[i];
     if (r->cancelled)
@@ -878,7 +899,8 @@ static void drop_undispatched_arg(cf_future *f) {
     t.arg_dtor(t.arg);
 }
 
-/* The worker is gone (or must go): reap it and settle its task. */
+/* The worker is gone (or must go): reap it and settle its task. With mu
+ * held. */
 static void retire(pool *p, worker *w, int why, done_list *d) {
   if (w->pid > 0) {
     if (why != CF_EEOF)
@@ -896,9 +918,7 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
       else
         describe_exit(status, how, sizeof how);
       task_room *tr = room_of(w->task);
-      pthread_mutex_lock(&p->mu);
-      bool broken = p->broken;
-      pthread_mutex_unlock(&p->mu);
+      bool broken = p->broken; /* the caller holds mu */
       int code = w->killed_for == CF_ETIMEDOUT ? CF_ETIMEDOUT
                  : broken || p->o.broken_on_crash ? CF_EBROKEN
                  : why == -EPROTO                 ? -EPROTO
@@ -927,11 +947,8 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
         snprintf(m, sizeof m, "worker %d running task '%s' %s", (int)w->pid,
                  tr->name, how);
         done_add(d, w->task, code, strdup(m), NULL, false);
-        if (p->o.broken_on_crash) {
-          pthread_mutex_lock(&p->mu);
+        if (p->o.broken_on_crash)
           p->broken = true;
-          pthread_mutex_unlock(&p->mu);
-        }
       }
       w->task = NULL;
     }
@@ -944,7 +961,7 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
 }
 
 /* Sends f to worker w. */
-static int dispatch(pool *p, worker *w, cf_future *f) {
+static int dispatch(struct pool *p, worker *w, cf_future *f) {
   cf__task_rec t;
   cf__future_take_task(f, &t);
   task_room *r = room_of(f);
@@ -999,45 +1016,52 @@ static void settle_queue(pool *p, int err, done_list *d) {
   }
 }
 
+/* Whether w can take a task now. With mu held. */
+static bool worker_idle(const struct pool *p, const worker *w) {
+  return w->pid > 0 && w->ready && w->task == NULL && !w->killed_for &&
+         !(p->o.max_tasks_per_child > 0 &&
+           w->ntasks >= p->o.max_tasks_per_child);
+}
+
 static void *manager(void *arg) {
   pool *p = arg;
   done_list d = {0};
+  d.cap = 4 * (size_t)p->nw + 16; /* more than one iteration produces */
+  d.v = malloc(d.cap * sizeof *d.v);
   struct pollfd *pfd = calloc((size_t)p->nw + 1, sizeof *pfd);
   int *which = calloc((size_t)p->nw + 1, sizeof *which);
+  if (d.v == NULL || pfd == NULL || which == NULL) {
+    fprintf(stderr, "cfutures: process pool: out of memory\n");
+    abort();
+  }
+  pthread_mutex_lock(&p->mu);
   for (;;) {
     bool broke = false;
-    /* Hand queued tasks to idle workers, starting workers as needed. */
-    pthread_mutex_lock(&p->mu);
-    bool broken = p->broken;
-    pthread_mutex_unlock(&p->mu);
-    if (broken) {
+    if (p->broken) {
       for (int i = 0; i < p->nw; i++)
         if (p->w[i].pid > 0)
           retire(p, &p->w[i], CF_EBROKEN, &d);
-      /* the running ones were settled as broken above */
       for (size_t i = 0; i < d.n; i++)
         if (!d.v[i].cancelled && d.v[i].o.err == CF_EWORKER)
           d.v[i].o.err = CF_EBROKEN;
+      pthread_mutex_unlock(&p->mu);
       done_flush(p, &d);
       settle_queue(p, CF_EBROKEN, &d);
-    }
-    for (int i = 0; i < p->nw && !broken; i++) {
-      worker *w = &p->w[i];
-      if (w->pid > 0 && (!w->ready || w->task != NULL))
-        continue;
-      if (w->pid > 0 && p->o.max_tasks_per_child > 0 &&
-          w->ntasks >= p->o.max_tasks_per_child)
-        continue; /* exiting after its last task: replaced once reaped */
       pthread_mutex_lock(&p->mu);
+    }
+    /* Hand queued tasks to idle workers, starting workers as needed. */
+    for (int i = 0; i < p->nw && !p->broken; i++) {
+      worker *w = &p->w[i];
+      if (w->pid > 0 && !worker_idle(p, w))
+        continue;
       cf_future *f = NULL;
       while ((f = queue_pop(p)) != NULL) {
         if (cf__future_claim(f)) {
-          p->running++;
+          atomic_fetch_add(&p->running, 1);
           break;
         }
         cf_future_unref(f); /* cancelled while queued */
       }
-      pthread_mutex_unlock(&p->mu);
       if (f == NULL)
         break;
       if (w->pid <= 0 && spawn_worker(p, w) != 0) {
@@ -1055,18 +1079,15 @@ static void *manager(void *arg) {
       if (dispatch(p, w, f) != 0)
         retire(p, w, -EPIPE, &d);
     }
-    done_flush(p, &d);
     /* Done: shut down, nothing queued, nothing running. */
-    pthread_mutex_lock(&p->mu);
-    bool over = p->shut && p->qlen == 0 && p->running == 0;
-    pthread_mutex_unlock(&p->mu);
-    if (over)
+    if (p->shut && p->qlen == 0 && atomic_load(&p->running) == (int)d.n)
       break;
     /* Wait for a worker, the eventfd, or the next deadline. */
     int n = 0;
     pfd[n] = (struct pollfd){.fd = p->efd, .events = POLLIN};
     which[n++] = -1;
     int64_t next = CF_FOREVER, now = cf_now_ns();
+    bool out = false; /* a task is with a worker: its answer is near */
     for (int i = 0; i < p->nw; i++) {
       worker *w = &p->w[i];
       if (w->pid <= 0)
@@ -1074,6 +1095,7 @@ static void *manager(void *arg) {
       pfd[n] = (struct pollfd){.fd = w->fd, .events = POLLIN};
       which[n++] = i;
       if (w->task != NULL && w->task_id != 0) {
+        out = true;
         if (atomic_load(&room_of(w->task)->cancel) && !w->killed_for) {
           w->killed_for = CF_ECANCELED;
           kill(w->pid, SIGKILL);
@@ -1084,24 +1106,26 @@ static void *manager(void *arg) {
           next = w->deadline;
       }
     }
+    pthread_mutex_unlock(&p->mu);
+    done_flush(p, &d);
     int ms = next == CF_FOREVER ? -1
              : next <= now      ? 0
                                 : (int)((next - now) / 1000000 + 1);
     /* Spin with poll(0) a moment before sleeping (see SPIN_NS),
-     * yielding the core to anyone who needs it. */
+     * yielding the core unless an answer is due. */
     int ready = 0;
     if (ms != 0) {
-      bool out = false; /* a task is with a worker: its answer is near */
-      for (int i = 0; i < p->nw && !out; i++)
-        out = p->w[i].task != NULL;
       int64_t spin_until = cf_now_ns() + SPIN_NS;
       while ((ready = poll(pfd, (nfds_t)n, 0)) == 0 &&
              cf_now_ns() < spin_until)
         if (!out)
           sched_yield();
     }
-    if (ready == 0 && poll(pfd, (nfds_t)n, ms) < 0 && errno != EINTR)
+    if (ready == 0 && poll(pfd, (nfds_t)n, ms) < 0 && errno != EINTR) {
+      pthread_mutex_lock(&p->mu);
       break;
+    }
+    pthread_mutex_lock(&p->mu);
     for (int k = 0; k < n; k++) {
       if (pfd[k].revents == 0)
         continue;
@@ -1112,13 +1136,12 @@ static void *manager(void *arg) {
         continue;
       }
       worker *w = &p->w[which[k]];
+      if (w->pid <= 0 || w->fd != pfd[k].fd)
+        continue; /* retired meanwhile */
       bool was_ready = w->ready;
       int rc = pump(p, w, &d, &broke);
-      if (broke) { /* before retire: its task fails as broken */
-        pthread_mutex_lock(&p->mu);
+      if (broke) /* before retire: its task fails as broken */
         p->broken = true;
-        pthread_mutex_unlock(&p->mu);
-      }
       if (rc == 0 && !was_ready && w->ready && w->task != NULL &&
           w->task_id == 0) {
         cf_future *f = w->task; /* waited for the worker to be ready */
@@ -1131,12 +1154,11 @@ static void *manager(void *arg) {
       if (rc != 0)
         retire(p, w, rc, &d);
     }
-    if (broke) {
-      pthread_mutex_lock(&p->mu);
+    if (broke)
       p->broken = true;
-      pthread_mutex_unlock(&p->mu);
-    }
+    pthread_mutex_unlock(&p->mu);
     done_flush(p, &d);
+    pthread_mutex_lock(&p->mu);
   }
   for (int i = 0; i < p->nw; i++)
     if (p->w[i].pid > 0) {
@@ -1146,6 +1168,7 @@ static void *manager(void *arg) {
   for (int i = 0; i < p->nw; i++)
     if (p->w[i].pid > 0)
       retire(p, &p->w[i], CF_EEOF, &d);
+  pthread_mutex_unlock(&p->mu);
   done_flush(p, &d);
   free(d.v);
   free(pfd);
