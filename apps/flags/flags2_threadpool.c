@@ -16,22 +16,10 @@
 
 enum { DEFAULT_CONCUR_REQ = 30, MAX_CONCUR_REQ = 1000 };
 
-static _Thread_local cf_http_client *tl_client;
 /* The pool the Ctrl-C thread shuts down; the lock keeps it from doing so
  * while download_many frees it. */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static cf_executor *the_pool;
-
-static int init_worker(void *arg) {
-  (void)arg;
-  return cf_http_client_new(CF_HTTP_CLIENT_BLOCKING, &tl_client);
-}
-
-static void fini_worker(void *arg) {
-  (void)arg;
-  cf_http_client_free(tl_client);
-  tl_client = NULL;
-}
 
 typedef struct job {
   const char *cc;
@@ -44,7 +32,7 @@ typedef struct job {
 static int download_one(void *arg, cf_value *result) {
   job *j = arg;
   char error_msg[600] = "";
-  int status = flags2_download_one(tl_client, j->cc, j->a->base_url,
+  int status = flags2_download_one(flags_worker_client(), j->cc, j->a->base_url,
                                    j->a->verbose, j->save, error_msg,
                                    sizeof error_msg);
   if (status < 0)
@@ -64,8 +52,8 @@ static void on_interrupt(void *arg) {
 
 static void download_many(const flags2_args *a, dl_counter *counter) {
   cf_thread_pool_opts o = {.max_workers = (int)a->actual_req,
-                           .initializer = init_worker,
-                           .finalizer = fini_worker};
+                           .initializer = flags_worker_init,
+                           .finalizer = flags_worker_fini};
   cf_executor *pool;
   if (cf_thread_pool_new(&o, &pool) != 0) {
     fprintf(stderr, "cannot start the thread pool\n");

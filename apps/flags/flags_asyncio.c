@@ -21,18 +21,9 @@ typedef struct job {
 
 static int download_one(void *arg, cf_value *result) {
   job *j = arg;
-  cf_http_response r = {0};
-  int rc = get_flag(j->client, j->cc, &r);
-  char name[8];
-  snprintf(name, sizeof name, "%s.gif", j->cc);
-  if (rc == 0)
-    rc = save_flag(r.body, r.body_len, name);
-  if (rc != 0) {
-    rc = cf_raise(rc, "%s: %s", j->cc, r.error[0] ? r.error : cf_strerror(rc));
-    cf_http_response_release(&r);
+  int rc = flags_fetch_and_save(j->client, j->cc);
+  if (rc != 0)
     return rc;
-  }
-  cf_http_response_release(&r);
   printf("%s ", j->cc);
   fflush(stdout);
   return cf_value_set_string(result, j->cc);

@@ -136,6 +136,34 @@ int get_flag(cf_http_client *c, const char *cc, cf_http_response *r) {
   return cf_http_get(c, url, &o, r);
 }
 
+int flags_fetch_and_save(cf_http_client *c, const char *cc) {
+  cf_http_response r = {0};
+  int rc = get_flag(c, cc, &r);
+  char name[8];
+  snprintf(name, sizeof name, "%s.gif", cc);
+  if (rc == 0)
+    rc = save_flag(r.body, r.body_len, name);
+  if (rc != 0)
+    rc = cf_raise(rc, "%s: %s", cc, r.error[0] ? r.error : cf_strerror(rc));
+  cf_http_response_release(&r);
+  return rc;
+}
+
+static _Thread_local cf_http_client *worker_client;
+
+int flags_worker_init(void *arg) {
+  (void)arg;
+  return cf_http_client_new(CF_HTTP_CLIENT_BLOCKING, &worker_client);
+}
+
+void flags_worker_fini(void *arg) {
+  (void)arg;
+  cf_http_client_free(worker_client);
+  worker_client = NULL;
+}
+
+cf_http_client *flags_worker_client(void) { return worker_client; }
+
 int flags_main(long (*download_many)(const char *const *cc, size_t n)) {
   if (flags_make_dest_dir() != 0)
     return 1;

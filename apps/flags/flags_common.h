@@ -60,6 +60,20 @@ int get_flag(cf_http_client *c, const char *cc, cf_http_response *r);
  */
 int flags_main(long (*download_many)(const char *const *cc, size_t n));
 
+/**
+ * flags.py's download_one without its print, for tasks on any executor:
+ * gets cc's flag and saves it. Returns 0, or the failure's code with its
+ * message raised (cf_raise: the task's future carries it).
+ */
+int flags_fetch_and_save(cf_http_client *c, const char *cc);
+
+/** A pool initializer and finalizer that give each worker thread its own
+ * blocking client (the seeds' thread-local session), and the calling
+ * worker's client. */
+int flags_worker_init(void *arg);
+void flags_worker_fini(void *arg);
+cf_http_client *flags_worker_client(void);
+
 /** Prints a failed download of cc the way an uncaught exception would
  * end the seeds' program (on stderr). */
 void flags_report_failure(const char *cc, int rc, const cf_http_response *r);

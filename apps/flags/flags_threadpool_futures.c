@@ -16,33 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local cf_http_client *tl_client;
-
-static int init_worker(void *arg) {
-  (void)arg;
-  return cf_http_client_new(CF_HTTP_CLIENT_BLOCKING, &tl_client);
-}
-
-static void fini_worker(void *arg) {
-  (void)arg;
-  cf_http_client_free(tl_client);
-  tl_client = NULL;
-}
-
+/* download_one(cc): returns cc, as the seed's. */
 static int download_one(void *arg, cf_value *result) {
   const char *cc = arg;
-  cf_http_response r = {0};
-  int rc = get_flag(tl_client, cc, &r);
-  char name[8];
-  snprintf(name, sizeof name, "%s.gif", cc);
-  if (rc == 0)
-    rc = save_flag(r.body, r.body_len, name);
-  if (rc != 0) {
-    rc = cf_raise(rc, "%s", r.error[0] ? r.error : cf_strerror(rc));
-    cf_http_response_release(&r);
+  int rc = flags_fetch_and_save(flags_worker_client(), cc);
+  if (rc != 0)
     return rc;
-  }
-  cf_http_response_release(&r);
   printf("%s ", cc);
   fflush(stdout);
   return cf_value_set_string(result, cc);
@@ -56,8 +35,8 @@ static long download_many(const char *const *cc_list, size_t n) {
   sort_codes(cc, n);
   /* max_workers=3 to see pending futures in the output */
   cf_thread_pool_opts o = {.max_workers = 3,
-                           .initializer = init_worker,
-                           .finalizer = fini_worker};
+                           .initializer = flags_worker_init,
+                           .finalizer = flags_worker_fini};
   cf_executor *pool;
   if (cf_thread_pool_new(&o, &pool) != 0)
     return -1;
