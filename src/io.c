@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,7 @@ typedef struct sig_waiter {
 
 struct cf_signal_watch {
   uv_signal_t sig;
+  bool counted; /* in this thread's sig_watches[signum] */
   cf_loop *loop;
   cf_signal_fn cb;
   void *arg;
@@ -225,6 +227,39 @@ struct cf_signal_watch {
   uint64_t consumed; /* deliveries handed to a waiter */
   sig_waiter *head, **tail;
 };
+
+/* A thread that watches a signal must not block it: a program started
+ * with the signal blocked (some supervisors and CI runners block SIGUSR1
+ * or SIGINT for their children, and the mask is inherited) would never see
+ * it, and a task waiting for it would wait forever. The first watch of a
+ * signal on a thread unblocks it there; the last one to go blocks it again
+ * if it was blocked before. Per thread: a loop's watches live on its
+ * thread. */
+static _Thread_local struct {
+  unsigned watches;
+  bool was_blocked;
+} sig_watches[NSIG];
+
+static void sig_watches_add(int signum) {
+  if (sig_watches[signum].watches++ > 0)
+    return;
+  sigset_t cur, one;
+  sigemptyset(&one);
+  sigaddset(&one, signum);
+  sig_watches[signum].was_blocked =
+      pthread_sigmask(SIG_UNBLOCK, &one, &cur) == 0 &&
+      sigismember(&cur, signum) == 1;
+}
+
+static void sig_watches_remove(int signum) {
+  if (--sig_watches[signum].watches > 0 || !sig_watches[signum].was_blocked)
+    return;
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, signum);
+  (void)pthread_sigmask(SIG_BLOCK, &one, NULL);
+  sig_watches[signum].was_blocked = false;
+}
 
 static void on_signal(uv_signal_t *h, int signum) {
   cf_signal_watch *w = h->data;
@@ -270,6 +305,10 @@ int cf_signal_watch_start(cf_loop *loop, int signum, cf_signal_fn cb,
     uv_close((uv_handle_t *)&w->sig, on_handle_closed_free);
     return rc;
   }
+  /* After libuv's handler is in: a delivery that was held back by the
+   * mask is handled, not acted on by the default disposition. */
+  sig_watches_add(signum);
+  w->counted = true;
   *out = w;
   return 0;
 }
@@ -320,6 +359,8 @@ void cf_signal_watch_free(cf_signal_watch *w) {
   if (w == NULL)
     return;
   uv_signal_stop(&w->sig);
+  if (w->counted)
+    sig_watches_remove(w->signum);
   while (w->head != NULL) {
     sig_waiter *sw = w->head;
     w->head = sw->next;

@@ -318,6 +318,61 @@ CF_TEST(a_signal_delivered_while_tasks_wait_wakes_one_per_delivery) {
   assert_int_equal(cf_loop_free(L), 0);
 }
 
+static bool usr1_blocked(void) {
+  sigset_t cur;
+  TCHECK(pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0);
+  return sigismember(&cur, SIGUSR1) == 1;
+}
+
+typedef struct blocked_case {
+  cf_signal_watch *w;
+  pthread_t loop_thread;
+  bool unblocked_inside;
+} blocked_case;
+
+static void *kill_loop_thread(void *p) {
+  blocked_case *b = p;
+  TCHECK(pthread_kill(b->loop_thread, SIGUSR1) == 0);
+  return NULL;
+}
+
+static int main_blocked(void *arg, cf_value *result) {
+  (void)result;
+  blocked_case *b = arg;
+  b->loop_thread = pthread_self();
+  /* One delivery held back by the mask before the watch exists. */
+  TCHECK(pthread_kill(pthread_self(), SIGUSR1) == 0);
+  TCHECK(cf_signal_watch_start(here(), SIGUSR1, NULL, NULL, &b->w) == 0);
+  b->unblocked_inside = !usr1_blocked();
+  TCHECK(cf_signal_wait(b->w, SOON) == 0);
+  /* And one sent while the task waits. */
+  pthread_t t = spawn(kill_loop_thread, b);
+  TCHECK(cf_signal_wait(b->w, SOON) == 0);
+  pthread_join(t, NULL);
+  TCHECK(cf_signal_watch_get_count(b->w) == 2);
+  cf_signal_watch_free(b->w);
+  return 0;
+}
+
+/* A program may start with the signal blocked (the mask is inherited;
+ * a CI run did, and every delivery was lost): the watch unblocks it on
+ * the loop's thread while it exists, and the mask is back afterwards. */
+CF_TEST(a_watched_signal_is_delivered_though_the_thread_blocked_it) {
+  (void)state;
+  sigset_t one, before;
+  sigemptyset(&one);
+  sigaddset(&one, SIGUSR1);
+  assert_int_equal(pthread_sigmask(SIG_BLOCK, &one, &before), 0);
+  blocked_case b;
+  memset(&b, 0, sizeof b);
+  assert_int_equal(cf_loop_run_main(main_blocked, &b, test_loop_opts(NULL),
+                                    NULL),
+                   0);
+  assert_true(b.unblocked_inside);
+  assert_true(usr1_blocked());
+  assert_int_equal(pthread_sigmask(SIG_SETMASK, &before, NULL), 0);
+}
+
 CF_TEST(the_descriptor_limit_is_raised_to_the_hard_limit) {
   (void)state;
   struct rlimit rl;

@@ -13,7 +13,10 @@
  * callback runs on the loop's thread, and tasks can wait for the next
  * one. Only signals handed to the loop this way are taken over (libuv
  * installs its handler while a watch of that signal exists, and restores
- * the default when the last one stops); nothing else is touched.
+ * the default when the last one stops); nothing else is touched. A
+ * watched signal is unblocked on the loop's thread while a watch of it
+ * exists there (a program may inherit a mask that blocks it, and would
+ * then never see it); other threads keep their masks.
  *
  * Threads: everything here except cf_wait_fd outside a loop is for the
  * loop's thread (CF_EWRONGTHREAD elsewhere). Free watchers and watches
@@ -83,7 +86,10 @@ typedef void (*cf_signal_fn)(void *arg, int signum);
 /**
  * Makes the loop handle signum (loop thread): from now on each delivery
  * is counted, cb (if non-NULL) runs on the loop's thread, and one waiting
- * task is woken (cf_signal_wait). Returns 0 and the watch in *out,
+ * task is woken (cf_signal_wait). If the loop's thread blocks signum, it
+ * is unblocked there until the last watch of it on that thread is freed,
+ * and blocked again then (a delivery held back by the mask is handled at
+ * once). Returns 0 and the watch in *out,
  * CF_EWRONGTHREAD, CF_EINVAL (not a signal that can be caught), CF_ENOMEM.
  */
 CF_EXTERN int cf_signal_watch_start(cf_loop *loop, int signum, cf_signal_fn cb,
