@@ -730,34 +730,51 @@ static void done_flush(pool *p, done_list *d) {
   d->n = 0;
 }
 
+/* A value's type label crosses as a string; the future keeps a static
+ * one: the labels of cf/registry.h's helpers, else "bytes" for a buffer
+ * and none for a word. */
+static const char *known_label(const char *type, bool bytes) {
+  static const char *const labels[] = {"str", "bytes", "int", "float"};
+  if (type != NULL)
+    for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
+      if (strcmp(type, labels[i]) == 0 && (i < 2) == bytes)
+        return labels[i];
+  return bytes && type != NULL && type[0] != '\0' ? "bytes" : NULL;
+}
+
+/* Reads one value of a result into *v. */
+static void take_value(rd *r, cf_value *v) {
+  uint32_t bytes = take_u32(r);
+  char *type = take_str(r);
+  *v = (cf_value)CF_VALUE_INIT;
+  if (bytes) {
+    uint64_t n = take_u64(r);
+    const void *data = take(r, n);
+    if (data != NULL && cf_value_set_bytes(v, data, n) != 0)
+      r->bad = true;
+  } else {
+    const void *u = take(r, sizeof v->u);
+    if (u)
+      memcpy(&v->u, u, sizeof v->u);
+  }
+  if (!r->bad)
+    v->type = known_label(type, bytes != 0);
+  free(type);
+}
+
 /* Parses a RESULT frame into the worker's future's outcome. */
 static int parse_result(worker *w, rd *r, done_list *d) {
   uint64_t id = take_u64(r);
   int code = (int)take_u32(r);
-  uint32_t bytes = take_u32(r);
-  char *type = take_str(r);
-  cf_value v = CF_VALUE_INIT;
-  if (bytes) {
-    uint64_t n = take_u64(r);
-    const void *data = take(r, n);
-    if (data != NULL && cf_value_set_bytes(&v, data, n) != 0)
-      r->bad = true;
-  } else {
-    const void *u = take(r, sizeof v.u);
-    if (u)
-      memcpy(&v.u, u, sizeof v.u);
-  }
+  cf_value v;
+  take_value(r, &v);
   char *msg = take_str(r);
   if (r->bad || w->task == NULL || id != w->task_id ||
       room_of(w->task)->chunk != NULL) {
-    free(type);
     free(msg);
     cf_value_release(&v);
     return -EPROTO;
   }
-  if (bytes && type != NULL && type[0] != '\0')
-    v.type = strcmp(type, "str") == 0 ? "str" : "bytes"; /* static labels */
-  free(type);
   if (code != 0) {
     cf_value_release(&v);
     if (msg != NULL && msg[0] == '\0') {
@@ -775,25 +792,6 @@ static int parse_result(worker *w, rd *r, done_list *d) {
   return 0;
 }
 
-/* Reads one value of a result into *v. */
-static void take_value(rd *r, cf_value *v) {
-  uint32_t bytes = take_u32(r);
-  char *type = take_str(r);
-  *v = (cf_value)CF_VALUE_INIT;
-  if (bytes) {
-    uint64_t n = take_u64(r);
-    const void *data = take(r, n);
-    if (data != NULL && cf_value_set_bytes(v, data, n) != 0)
-      r->bad = true;
-    if (!r->bad && type != NULL && strcmp(type, "str") == 0)
-      v->type = "str";
-  } else {
-    const void *u = take(r, sizeof v->u);
-    if (u)
-      memcpy(&v->u, u, sizeof v->u);
-  }
-  free(type);
-}
 
 /* A CHUNKRES frame: the chunk's results, then its future finished. */
 static int parse_chunk_result(worker *w, rd *r, done_list *d) {

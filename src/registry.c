@@ -210,3 +210,77 @@ int cf_value_set_string(cf_value *v, const char *s) {
     v->type = "str";
   return rc;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Plain values                                                           */
+
+int cf_executor_submit_i64(cf_executor *ex, const char *name, int64_t v,
+                           cf_future **out) {
+  return cf_executor_submit_bytes(ex, name, &v, sizeof v, out);
+}
+
+int cf_executor_submit_f64(cf_executor *ex, const char *name, double v,
+                           cf_future **out) {
+  return cf_executor_submit_bytes(ex, name, &v, sizeof v, out);
+}
+
+int cf_executor_submit_string(cf_executor *ex, const char *name,
+                              const char *s, cf_future **out) {
+  if (s == NULL) {
+    if (out != NULL)
+      *out = NULL;
+    return CF_EINVAL;
+  }
+  return cf_executor_submit_bytes(ex, name, s, strlen(s) + 1, out);
+}
+
+int cf_arg_get(const void *arg, void *out, size_t size) {
+  if (arg == NULL || out == NULL || cf_arg_size(arg) != size)
+    return CF_EINVAL;
+  memcpy(out, arg, size);
+  return 0;
+}
+
+int cf_arg_get_i64(const void *arg, int64_t *out) {
+  return cf_arg_get(arg, out, sizeof *out);
+}
+
+int cf_arg_get_f64(const void *arg, double *out) {
+  return cf_arg_get(arg, out, sizeof *out);
+}
+
+const char *cf_arg_get_string(const void *arg) {
+  if (arg == NULL)
+    return NULL;
+  size_t n = cf_arg_size(arg);
+  if (n == 0 || memchr(arg, '\0', n) != (const char *)arg + n - 1)
+    return NULL;
+  return arg;
+}
+
+void cf_value_set_i64(cf_value *v, int64_t x) {
+  if (v == NULL)
+    return;
+  cf_value_release(v);
+  *v = (cf_value)CF_VALUE_INIT;
+  v->u.i = x;
+  v->type = "int";
+}
+
+void cf_value_set_f64(cf_value *v, double x) {
+  if (v == NULL)
+    return;
+  cf_value_release(v);
+  *v = (cf_value)CF_VALUE_INIT;
+  v->u.d = x;
+  v->type = "float";
+}
+
+int cf_value_get(const cf_value *v, void *out, size_t size) {
+  if (v == NULL || out == NULL || v->size != size ||
+      (size > 0 && v->u.ptr == NULL))
+    return CF_EINVAL;
+  if (size > 0)
+    memcpy(out, v->u.ptr, size);
+  return 0;
+}

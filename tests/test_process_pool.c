@@ -101,6 +101,48 @@ CF_TASK(scribble) { /* garbage on the pool's socket, then a result */
   return 0;
 }
 
+/* The plain-value helpers, each way. */
+typedef struct point {
+  int32_t x, y;
+  double w;
+} point;
+
+CF_TASK(twice_i64) {
+  int64_t n;
+  int rc = cf_arg_get_i64(arg, &n);
+  if (rc != 0)
+    return cf_raise(rc, "not an int64_t: %zu bytes", cf_arg_size(arg));
+  cf_value_set_i64(result, 2 * n);
+  return 0;
+}
+
+CF_TASK(half_f64) {
+  double d;
+  int rc = cf_arg_get_f64(arg, &d);
+  if (rc != 0)
+    return rc;
+  cf_value_set_f64(result, d / 2);
+  return 0;
+}
+
+CF_TASK(greet) {
+  const char *who = cf_arg_get_string(arg);
+  if (who == NULL)
+    return cf_raise(CF_EINVAL, "not a string");
+  char buf[128];
+  snprintf(buf, sizeof buf, "hello, %s", who);
+  return cf_value_set_string(result, buf);
+}
+
+CF_TASK(mirror) { /* a struct in, a struct out */
+  point p;
+  int rc = cf_arg_get(arg, &p, sizeof p);
+  if (rc != 0)
+    return rc;
+  point q = {p.y, p.x, -p.w};
+  return cf_value_set_bytes(result, &q, sizeof q);
+}
+
 static FILE *note_file; /* a worker's, left open: flushed when it ends */
 
 CF_TASK(note_down) { /* the argument: a path; stdio-buffered, not closed */
@@ -495,6 +537,206 @@ CF_TEST(what_workers_leave_in_stdio_buffers_is_flushed) {
   fclose(in);
   unlink(path);
   assert_string_equal(buf, "written in a worker\n");
+}
+
+static void check_helpers(cf_executor *ex) {
+  cf_future *f;
+  const cf_value *v;
+  char desc[128];
+  assert_int_equal(cf_executor_submit_i64(ex, "twice_i64", -21, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, -42);
+  assert_string_equal(v->type, "int");
+  cf_future_describe(f, desc, sizeof desc);
+  assert_non_null(strstr(desc, "returned int"));
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit_f64(ex, "half_f64", 3.0, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_true(v->u.d == 1.5);
+  assert_string_equal(v->type, "float");
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit_string(ex, "greet", "world", &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_string_equal((const char *)v->u.ptr, "hello, world");
+  assert_string_equal(v->type, "str");
+  cf_future_unref(f);
+  point p = {3, -4, 0.25}, q;
+  assert_int_equal(cf_executor_submit_bytes(ex, "mirror", &p, sizeof p, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(cf_value_get(v, &q, sizeof q), 0);
+  assert_true(q.x == -4 && q.y == 3 && q.w == -0.25);
+  assert_int_equal(cf_value_get(v, &q, sizeof q - 1), CF_EINVAL);
+  assert_string_equal(v->type, "bytes");
+  cf_future_unref(f);
+  /* Wrong lengths: the task's reading helper refuses, the task fails. */
+  assert_int_equal(cf_executor_submit_bytes(ex, "twice_i64", &p, 4, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_EINVAL);
+  assert_string_equal(cf_future_get_error(f).message,
+                      "not an int64_t: 4 bytes");
+  cf_future_unref(f);
+  char longer[sizeof p + 1];
+  memset(longer, 0, sizeof longer);
+  assert_int_equal(
+      cf_executor_submit_bytes(ex, "mirror", longer, sizeof longer, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_EINVAL);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit_bytes(ex, "greet", "abc", 3, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_EINVAL); /* no NUL */
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit_bytes(ex, "greet", "a\0bc", 5, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_EINVAL); /* inner NUL */
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_submit_string(ex, "greet", NULL, &f), CF_EINVAL);
+  assert_null(f);
+  assert_int_equal(cf_executor_submit_i64(ex, "nobody", 1, &f),
+                   CF_EUNKNOWNTASK);
+}
+
+/* Every payload helper, on both executors (the one-line change). */
+CF_TEST(plain_value_helpers_work_on_both_pools) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  check_helpers(ex);
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_int_equal(cf_thread_pool_new(NULL, &ex), 0);
+  check_helpers(ex);
+  assert_int_equal(cf_executor_free(ex), 0);
+  /* Outside tasks: bad pointers. */
+  cf_value v = CF_VALUE_INIT;
+  int64_t i;
+  assert_int_equal(cf_value_get(&v, &i, sizeof i), CF_EINVAL);
+  assert_int_equal(cf_value_get(NULL, &i, sizeof i), CF_EINVAL);
+  assert_int_equal(cf_arg_get_i64(NULL, &i), CF_EINVAL);
+  assert_null(cf_arg_get_string(NULL));
+  cf_value_set_i64(NULL, 1);
+  assert_int_equal(cf_value_set_string(&v, "x"), 0);
+  cf_value_set_i64(&v, 7); /* releases the string (LSan would see a leak) */
+  assert_true(v.u.i == 7 && v.dtor == NULL && v.size == 0);
+}
+
+/* Child processes of this one (any state), from /proc. */
+static int count_children(int *zombies) {
+  DIR *d = opendir("/proc");
+  assert_non_null(d);
+  int n = 0;
+  *zombies = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9')
+      continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *in = fopen(path, "r");
+    if (in == NULL)
+      continue; /* gone meanwhile */
+    size_t len = fread(buf, 1, sizeof buf - 1, in);
+    fclose(in);
+    buf[len] = '\0';
+    const char *rp = strrchr(buf, ')'); /* the name may hold spaces */
+    char st;
+    int ppid;
+    if (rp != NULL && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 &&
+        ppid == getpid()) {
+      n++;
+      *zombies += st == 'Z';
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+static int count_own_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own */
+}
+
+/* After a pool is freed (with crashes, timeouts and recycled workers on
+ * the way), no child process is left, not even a zombie, and no
+ * descriptor of the pool is still open. */
+CF_TEST(a_freed_pool_leaves_no_processes_and_no_descriptors) {
+  (void)state;
+  int zombies;
+  int fds = count_own_fds();
+  assert_int_equal(count_children(&zombies), 0);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 2, .max_tasks_per_child = 3,
+      .task_timeout_ns = CF_MSEC(200)});
+  cf_future *fs[12];
+  for (int i = 0; i < 12; i++) {
+    const char *task = i == 4 ? "crash" : i == 5 ? "leave" : i == 6 ? "hang"
+                                                                    : "square";
+    int64_t x = i;
+    assert_int_equal(cf_executor_submit_bytes(ex, task, &x, sizeof x, &fs[i]),
+                     0);
+  }
+  for (int i = 0; i < 12; i++) {
+    assert_true(cf_future_wait(fs[i], SOON) == 0);
+    cf_future_unref(fs[i]);
+  }
+  assert_true(count_children(&zombies) >= 1);
+  assert_int_equal(cf_executor_free(ex), 0);
+  assert_int_equal(count_children(&zombies), 0);
+  assert_int_equal(zombies, 0);
+  assert_int_equal(count_own_fds(), fds);
+}
+
+/* The pool starts in a program that already runs threads: a thread pool's
+ * workers busy with tasks, and an event loop on another thread; the new
+ * workers are exec'd, never forked from this process. (The suite runs this
+ * under ThreadSanitizer too.) */
+static int spin_a_while(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  int64_t until = cf_now_ns() + CF_MSEC(100);
+  while (cf_now_ns() < until) {
+  }
+  return 0;
+}
+
+static int loop_sleeps(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  return cf_sleep(CF_MSEC(300));
+}
+
+static void *run_a_loop(void *arg) {
+  (void)arg;
+  TCHECK(cf_loop_run_main(loop_sleeps, NULL, NULL, NULL) == 0);
+  return NULL;
+}
+
+CF_TEST(a_pool_starts_in_a_program_that_runs_threads) {
+  (void)state;
+  cf_executor *threads;
+  assert_int_equal(cf_thread_pool_new(NULL, &threads), 0);
+  cf_future *busy[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(cf_executor_submit(threads, spin_a_while, NULL, &busy[i]),
+                     0);
+  pthread_t loop_thread = spawn(run_a_loop, NULL);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
+  cf_future *fs[20];
+  for (int i = 0; i < 20; i++)
+    fs[i] = submit_i64(ex, "square", i);
+  for (int i = 0; i < 20; i++) {
+    const cf_value *v;
+    assert_int_equal(cf_future_result(fs[i], SOON, &v), 0);
+    assert_int_equal(v->u.i, (int64_t)i * i);
+    cf_future_unref(fs[i]);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(cf_future_result(busy[i], SOON, NULL), 0);
+    cf_future_unref(busy[i]);
+  }
+  pthread_join(loop_thread, NULL);
+  assert_int_equal(cf_executor_free(threads), 0);
 }
 
 int main(int argc, char **argv) {

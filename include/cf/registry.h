@@ -34,6 +34,7 @@
 #define CF_REGISTRY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cf/error.h"
 #include "cf/executor.h"
@@ -105,6 +106,59 @@ CF_EXTERN int cf_value_set_bytes(cf_value *v, const void *p, size_t n);
 
 /** cf_value_set_bytes of s and its NUL (size strlen(s) + 1), type "str". */
 CF_EXTERN int cf_value_set_string(cf_value *v, const char *s);
+
+/* Plain values. Small helpers over the byte payloads above, for the
+ * common cases: an integer, a double, a fixed-size struct, a string. A
+ * struct travels as its bytes: the same program runs on both sides, so
+ * the layout matches (pointers inside it do not travel). */
+
+/** cf_executor_submit_bytes of the 8 bytes of v. */
+CF_EXTERN int cf_executor_submit_i64(cf_executor *ex, const char *name,
+                                     int64_t v, cf_future **out);
+
+/** cf_executor_submit_bytes of the 8 bytes of v. */
+CF_EXTERN int cf_executor_submit_f64(cf_executor *ex, const char *name,
+                                     double v, cf_future **out);
+
+/** cf_executor_submit_bytes of s and its NUL. CF_EINVAL for a NULL s. */
+CF_EXTERN int cf_executor_submit_string(cf_executor *ex, const char *name,
+                                        const char *s, cf_future **out);
+
+/**
+ * In a task, reads its argument (one from cf_executor_submit_bytes or a
+ * pool that passes arguments that way) as exactly `size` bytes into out:
+ * a fixed struct, or any plain value. Returns 0, or CF_EINVAL if the
+ * argument has another length (out is then untouched) or a pointer is
+ * NULL. A task that returns the code reports the mismatch as its error.
+ */
+CF_EXTERN int cf_arg_get(const void *arg, void *out, size_t size);
+
+/** cf_arg_get of an int64_t. */
+CF_EXTERN int cf_arg_get_i64(const void *arg, int64_t *out);
+
+/** cf_arg_get of a double. */
+CF_EXTERN int cf_arg_get_f64(const void *arg, double *out);
+
+/**
+ * The argument as a string: arg itself if its bytes end with their first
+ * NUL (what cf_executor_submit_string sends), else NULL.
+ */
+CF_EXTERN const char *cf_arg_get_string(const void *arg);
+
+/** Makes *v the integer x (u.i, size 0, type "int"); any value *v held is
+ * released first. NULL v is ignored. */
+CF_EXTERN void cf_value_set_i64(cf_value *v, int64_t x);
+
+/** Makes *v the double x (u.d, size 0, type "float"), as above. */
+CF_EXTERN void cf_value_set_f64(cf_value *v, double x);
+
+/**
+ * Copies a bytes value (a result from cf_value_set_bytes, here or in a
+ * worker process) of exactly `size` bytes into out: the reading side of a
+ * fixed struct. Returns 0, or CF_EINVAL if the value holds another length
+ * or no buffer, or a pointer is NULL.
+ */
+CF_EXTERN int cf_value_get(const cf_value *v, void *out, size_t size);
 
 /* Private: CF_TASK's registration (reports a clash instead of returning). */
 CF_EXTERN void cf__task_register_static(const char *name, cf_task_fn fn);
