@@ -14,10 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static long fib(long n) { return n < 2 ? n : fib(n - 2) + fib(n - 1); }
+#include "seed_work.h"
+
 
 static int fib_task(void *arg, cf_value *result) {
-  result->u.i = fib((long)(intptr_t)arg);
+  result->u.i = seed_fib((long)(intptr_t)arg);
   return 0;
 }
 
@@ -58,12 +59,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: cpu_asyncio [N (0-60)] [COUNT (>= 1)]\n");
     return 2;
   }
-  j.expect = fib(j.n);
+  j.expect = seed_fib(j.n);
 
   printf("fib(%ld) x %ld, sequentially\n", j.n, j.count);
   int64_t t0 = cf_now_ns();
   for (long i = 0; i < j.count; i++)
-    if (fib(j.n) != j.expect)
+    if (seed_fib(j.n) != j.expect)
       j.wrong++;
   double seq = (double)(cf_now_ns() - t0) / 1e9;
   printf("Execution time: %.2fs\n", seq);

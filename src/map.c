@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "executor_int.h"
+#include "registry_int.h"
 #include "future_int.h"
 
 /* ---------------------------------------------------------------------- */
@@ -245,11 +246,24 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
     c->elapsed_ns = cf_now_ns() - t0;
     return CF_ENOMEM;
   }
+  /* Sized items reach the task as argument buffers (cf_arg_size works),
+   * as a process pool's worker rebuilds them: one buffer, refilled. */
+  char *argbuf = NULL;
+  if (c->item_size > 0 && (argbuf = cf__arg_alloc(c->item_size)) == NULL) {
+    c->err = CF_ENOMEM;
+    c->elapsed_ns = cf_now_ns() - t0;
+    return CF_ENOMEM;
+  }
   int *raised = cf__raise_code_slot();
   for (size_t i = 0; i < c->n; i++) {
     cf_value v = CF_VALUE_INIT;
     *raised = 0; /* no message left by an earlier item */
-    int rc = c->fn(cf__map_chunk_item(c, i), &v);
+    void *item = cf__map_chunk_item(c, i);
+    if (argbuf != NULL) {
+      memcpy(argbuf, item, c->item_size);
+      item = argbuf;
+    }
+    int rc = c->fn(item, &v);
     if (rc == 0 && c->plain && value_is_plain(&v)) {
       store_plain(&c->plain_results[i], v.u);
       continue;
@@ -265,6 +279,7 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
       c->nok = i;
       c->elapsed_ns = cf_now_ns() - t0;
       plain_fence();
+      cf__arg_free(argbuf);
       /* The chunk's own future fails too (for counters and callbacks). */
       return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
     }
@@ -273,6 +288,7 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
   c->nok = c->n;
   c->elapsed_ns = cf_now_ns() - t0;
   plain_fence(); /* the streamed results before the completion */
+  cf__arg_free(argbuf);
   return 0;
 }
 
@@ -501,6 +517,23 @@ static void map_fill_chunk(cf_map *m, chunk *ch) {
   }
 }
 
+/* The task of one item. A sized item reaches the task as an argument
+ * buffer (a copy, freed with the task: cf_arg_size works on every
+ * executor, as the process pool's workers rebuild items that way).
+ * Returns 0 or CF_ENOMEM. */
+static int item_task(const cf_map *m, void *item, cf_task *t) {
+  *t = (cf_task){m->fn, item, NULL, m->item_size, m->name};
+  if (m->item_size > 0) {
+    char *copy = cf__arg_alloc(m->item_size);
+    if (copy == NULL)
+      return CF_ENOMEM;
+    memcpy(copy, item, m->item_size);
+    t->arg = copy;
+    t->arg_dtor = cf__arg_free;
+  }
+  return 0;
+}
+
 /* Submits one more task if the window and the input allow. Returns 1 if
  * it submitted, 0 if not (window full or input over). */
 static int map_submit_one(cf_map *m) {
@@ -512,12 +545,13 @@ static int map_submit_one(cf_map *m) {
   int rc;
   if (!m->chunked) {
     rc = m->next(m->state, &item);
+    if (rc > 0)
+      rc = item_task(m, item, &t) == 0 ? 1 : CF_ENOMEM;
     if (rc <= 0) {
       m->input_done = true;
       m->input_err = rc;
       return 0;
     }
-    t.arg = item;
   } else {
     e.ch = map_chunk_get(m);
     if (e.ch == NULL) {
@@ -545,6 +579,8 @@ static int map_submit_one(cf_map *m) {
   }
   rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
   if (rc != 0) {
+    if (e.ch == NULL && t.arg_dtor != NULL)
+      t.arg_dtor(t.arg); /* the task never took the copy */
     if (e.ch != NULL) {
       atomic_store(&e.ch->refs, 1); /* the task never got its reference */
       map_chunk_put(m, e.ch);
@@ -585,8 +621,12 @@ static void map_refill(cf_map *m) {
         m->input_err = rc;
         break;
       }
-      cf_task t = {m->fn, item, NULL, m->item_size, m->name};
-      tasks[n++] = t;
+      if (item_task(m, item, &tasks[n]) != 0) {
+        m->input_done = true;
+        m->input_err = CF_ENOMEM;
+        break;
+      }
+      n++;
     }
     if (n == 0)
       return;
@@ -597,6 +637,9 @@ static void map_refill(cf_map *m) {
       m->ring[(m->head + m->count) % m->capacity] = e;
       m->count++;
     }
+    for (size_t i = done; i < n; i++) /* copies no task took */
+      if (tasks[i].arg_dtor != NULL)
+        tasks[i].arg_dtor(tasks[i].arg);
     if (rc != 0) {
       /* Report it at this position, after what is already in flight. */
       m->input_done = true;

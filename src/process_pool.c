@@ -481,6 +481,8 @@ typedef struct pool {
   cf_future **q;
   size_t qhead, qlen, qcap;
   bool shut, mgr_done, broken, mgr_joined;
+  char broken_why[448]; /* why the pool broke (under mu): the message of
+                           every task that fails with CF_EBROKEN after */
   _Atomic int running; /* tasks claimed for workers, not yet finished */
   /* Workers: read and written under mu, by the manager and by submitters
    * that hand a task straight to an idle worker. */
@@ -883,6 +885,10 @@ static int pump(pool *p, worker *w, done_list *d, bool *broke) {
       char *msg = take_str(&r);
       fprintf(stderr, "cfutures: process pool initializer '%s' failed: %s\n",
               p->initname, msg && msg[0] ? msg : cf_strerror(code));
+      if (p->broken_why[0] == '\0')
+        snprintf(p->broken_why, sizeof p->broken_why,
+                 "the pool is broken: initializer '%s' failed: %s",
+                 p->initname, msg && msg[0] ? msg : cf_strerror(code));
       free(msg);
       *broke = true;
       rc = CF_EBROKEN;
@@ -951,8 +957,12 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
         snprintf(m, sizeof m, "worker %d running task '%s' %s", (int)w->pid,
                  tr->name, how);
         done_add(d, w->task, code, strdup(m), NULL, false);
-        if (p->o.broken_on_crash)
+        if (p->o.broken_on_crash) {
           p->broken = true;
+          if (p->broken_why[0] == '\0')
+            snprintf(p->broken_why, sizeof p->broken_why,
+                     "the pool is broken (broken_on_crash): %s", m);
+        }
       }
       w->task = NULL;
     }
@@ -1012,10 +1022,15 @@ static void settle_queue(pool *p, int err, done_list *d) {
   for (;;) {
     pthread_mutex_lock(&p->mu);
     cf_future *f = queue_pop(p);
+    char *why = err == CF_EBROKEN && p->broken_why[0] != '\0'
+                    ? strdup(p->broken_why)
+                    : NULL;
     pthread_mutex_unlock(&p->mu);
-    if (f == NULL)
+    if (f == NULL) {
+      free(why);
       break;
-    cf__future_settle(f, err, NULL, &p->sink, NULL);
+    }
+    cf__future_settle(f, err, why, &p->sink, NULL);
     cf_future_unref(f);
   }
 }

@@ -39,7 +39,7 @@ extern "C" {
  * the enum, cf_strerror() and cf_err_name().
  */
 #define CF_ERRNO_MAP(XX)                                                       \
-  XX(EBROKEN, -3003, "executor is broken (a worker initializer failed)")       \
+  XX(EBROKEN, -3003, "executor is broken (an initializer failed or a worker died)")\
   XX(ESHUTDOWN, -3004, "executor has been shut down")                          \
   XX(EINVALSTATE, -3005, "future is not in a state that allows this")          \
   XX(ETASK, -3007, "task failed")                                              \

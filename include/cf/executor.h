@@ -251,9 +251,13 @@ typedef struct cf_map_opts {
    * deadline"): CF_EINVAL. */
   int64_t timeout_ns;
   /** 0: items are opaque pointers (or integers cast to pointers) passed
-   * as they are. > 0: every item points to item_size bytes, which an
-   * executor that runs tasks in another process copies there (as
-   * cf_task.arg_size). The thread pool passes items through either way. */
+   * as they are. > 0: every item points to item_size bytes, and the task
+   * gets a copy of them as an argument buffer, on every executor: the
+   * thread pool copies them as cf_executor_submit_bytes does (so
+   * cf_arg_size and cf_arg_get work in the task), a process pool ships
+   * them to the worker. The bytes are read when the item's task (or
+   * chunk) is submitted or runs: keep them valid until the map is freed,
+   * as an array behind cf_array_iter is. */
   size_t item_size;
   /** fn's identity across processes (as cf_task.name); NULL: none. */
   const char *name;

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Runs proc_pool (the seeds' prime checker) on processes and on threads and
+# Runs primes (the seeds' prime checker) on processes and on threads and
 # checks what it prints: the header, the 20 numbers in descending order
 # with the right primality flags, the total time.
-# Usage: proc_pool.sh PROC_POOL
+# Usage: primes.sh PRIMES
 set -eu
 want='9999999999999999 -
 9999999999999917 P

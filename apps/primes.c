@@ -1,5 +1,5 @@
 /*
- * proc_pool - the seeds' proc_pool.py (the multicore prime checker): 20
+ * primes - the seeds' proc_pool.py (the multicore prime checker): 20
  * large numbers checked with is_prime on a process pool, results in the
  * order given by executor.map, each with its own time:
  *
@@ -9,7 +9,7 @@
  *   ...
  *   Total time: 3.14s
  *
- *   proc_pool [WORKERS] [--threads] [--quick]
+ *   primes [WORKERS] [--threads] [--quick]
  *
  * WORKERS: the pool's size (default: the number of CPUs, as Python's).
  * --threads runs the same named task on a thread pool instead: the
@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "seed_work.h"
 
 /* The seeds' primes.NUMBERS. */
 static const int64_t NUMBERS[] = {
@@ -56,20 +58,6 @@ static const int64_t QUICK[] = {
 };
 enum { N = sizeof NUMBERS / sizeof NUMBERS[0] };
 
-/* The seeds' is_prime: trial division by the odd numbers up to isqrt(n). */
-static int is_prime(int64_t n) {
-  if (n < 2)
-    return 0;
-  if (n == 2)
-    return 1;
-  if (n % 2 == 0)
-    return 0;
-  for (int64_t i = 3; i <= n / i; i += 2)
-    if (n % i == 0)
-      return 0;
-  return 1;
-}
-
 /* PrimeResult(n, flag, elapsed), as bytes. */
 typedef struct prime_result {
   int64_t n;
@@ -81,7 +69,7 @@ CF_TASK(check) {
   prime_result r;
   memcpy(&r.n, arg, sizeof r.n);
   int64_t t0 = cf_now_ns();
-  r.prime = is_prime(r.n);
+  r.prime = seed_is_prime(r.n);
   r.elapsed = (double)(cf_now_ns() - t0) / 1e9;
   return cf_value_set_bytes(result, &r, sizeof r);
 }
@@ -101,7 +89,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--quick") == 0)
       quick = true;
     else if ((workers = atoi(argv[i])) <= 0) {
-      fprintf(stderr, "usage: proc_pool [WORKERS] [--threads] [--quick]\n");
+      fprintf(stderr, "usage: primes [WORKERS] [--threads] [--quick]\n");
       return 2;
     }
   }
@@ -113,7 +101,7 @@ int main(int argc, char **argv) {
                                                                    workers},
                                          &executor);
   if (rc != 0) {
-    fprintf(stderr, "proc_pool: cannot start the pool: %s\n", cf_strerror(rc));
+    fprintf(stderr, "primes: cannot start the pool: %s\n", cf_strerror(rc));
     return 1;
   }
   int actual_workers = cf_executor_get_max_workers(executor);
@@ -143,7 +131,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
   if (rc < 0) {
-    fprintf(stderr, "proc_pool: %s (%s)\n", cf_map_get_error(results).message,
+    fprintf(stderr, "primes: %s (%s)\n", cf_map_get_error(results).message,
             cf_err_name(rc));
     failed = 1;
   }
