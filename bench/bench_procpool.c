@@ -2,34 +2,34 @@
  * bench_procpool - the process pool (issue 9) against the C sequential
  * loop and the thread pool, on the seeds' workload: the sum of the prime
  * factors of every n in 1..39999 (the concurrent.futures notebook), as a
- * map with no chunksize, with chunksize 1000, and sequentially; and the
- * submit/result round trip to an idle worker. RESULT lines for run.sh.
+ * map with no chunksize, with chunksize 1000, and sequentially; the
+ * submit/result round trip to an idle worker; fib(35) x 20 on 1 and on
+ * WORKERS workers (the speedup); and the recovery from a killed worker:
+ * from the submit of a task whose worker dies (SIGKILL) to the result of
+ * the next task, which a fresh worker runs. RESULT lines for run.sh.
  *
  *   bench_procpool RUNS WORKERS ROUNDS
  */
 #include <cf/cfutures.h>
-#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t sum_of_factors(int64_t n) {
-  int64_t sum = 0, left = n;
-  int64_t limit = (int64_t)floor(sqrt((double)n));
-  while ((limit + 1) * (limit + 1) <= n)
-    limit++;
-  for (int64_t i = 2; i <= limit; i = i == 2 ? 3 : i + 2)
-    while (left % i == 0) {
-      sum += i;
-      left /= i;
-      if (left == 1)
-        return sum;
-    }
-  return sum + left;
-}
+#include "../apps/seed_work.h"
 
 CF_TASK(factors_sum) {
-  result->u.i = sum_of_factors((int64_t)(intptr_t)arg);
+  result->u.i = seed_sum_of_factors((int64_t)(intptr_t)arg);
+  return 0;
+}
+
+CF_TASK(fib) {
+  result->u.i = seed_fib((long)(intptr_t)arg);
+  return 0;
+}
+
+CF_TASK(crash) {
+  raise(SIGKILL); /* the OOM killer's way: no handler, no message */
   return 0;
 }
 
@@ -61,6 +61,41 @@ static double map_once(cf_executor *ex, int64_t chunksize) {
   return s;
 }
 
+/* executor.map(fib, [35] * count), checked; seconds. */
+static double map_fib(cf_executor *ex, int count) {
+  void *items[64];
+  for (int i = 0; i < count; i++)
+    items[i] = (void *)(intptr_t)35;
+  cf_array_iter it = {items, (size_t)count, 0};
+  cf_map *m;
+  int64_t t0 = cf_now_ns();
+  if (cf_executor_map(ex, fib, cf_array_iter_next, &it, NULL, &m) != 0)
+    exit(1);
+  cf_value v;
+  int64_t sum = 0;
+  while (cf_map_next(m, &v) == 1)
+    sum += v.u.i;
+  cf_map_free(m);
+  if (sum != (int64_t)count * 9227465) {
+    fprintf(stderr, "bench_procpool: wrong fib sum %lld\n", (long long)sum);
+    exit(1);
+  }
+  return (double)(cf_now_ns() - t0) / 1e9;
+}
+
+/* Submits the named task (no argument) and waits; its code must be want. */
+static void roundtrip(cf_executor *ex, const char *name, int want) {
+  cf_future *f;
+  if (cf_executor_submit_bytes(ex, name, NULL, 0, &f) != 0)
+    exit(1);
+  int rc = cf_future_result(f, CF_FOREVER, NULL);
+  cf_future_unref(f);
+  if (rc != want) {
+    fprintf(stderr, "bench_procpool: %s returned %s\n", name, cf_err_name(rc));
+    exit(1);
+  }
+}
+
 static int cmp_d(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -90,7 +125,7 @@ int main(int argc, char **argv) {
   for (int r = 0; r < runs; r++) {
     int64_t t0 = cf_now_ns(), sum = 0;
     for (int64_t n = 1; n < N; n++)
-      sum += sum_of_factors(n);
+      sum += seed_sum_of_factors(n);
     t[r] = (double)(cf_now_ns() - t0) / 1e9;
     if (sum != WANT)
       return 1;
@@ -125,5 +160,33 @@ int main(int argc, char **argv) {
   report("cfutures_process", "pp_roundtrip", 1, "us", t, runs, 1e6);
   cf_executor_free(pp);
   cf_executor_free(tp);
+  /* fib(35) x 20 on one worker, then on all (warm pools: the workers'
+   * start is the round trip's business, not this one's). */
+  int counts[2] = {1, workers};
+  const char *names[2] = {"cfutures_process_1", "cfutures_process"};
+  int fib_runs = runs < 3 ? runs : 3;
+  for (int k = 0; k < 2; k++) {
+    if (cf_process_pool_new(&(cf_process_pool_opts){.max_workers = counts[k]},
+                            &pp))
+      return 1;
+    map_fib(pp, 2 * counts[k]); /* start the workers */
+    for (int r = 0; r < fib_runs; r++)
+      t[r] = map_fib(pp, 20);
+    report(names[k], "pp_fib", counts[k], "s", t, fib_runs, 1);
+    cf_executor_free(pp);
+  }
+  /* Recovery: one worker; its task kills it; the next task waits for a
+   * new worker (exec of this program, its start, its first task). */
+  if (cf_process_pool_new(&(cf_process_pool_opts){.max_workers = 1}, &pp))
+    return 1;
+  roundtrip(pp, "nothing", 0); /* the first worker is up */
+  for (int r = 0; r < runs; r++) {
+    int64_t t0 = cf_now_ns();
+    roundtrip(pp, "crash", CF_EWORKER);
+    roundtrip(pp, "nothing", 0);
+    t[r] = (double)(cf_now_ns() - t0) / 1e9;
+  }
+  report("cfutures_process", "pp_recovery", 1, "ms", t, runs, 1e3);
+  cf_executor_free(pp);
   return 0;
 }

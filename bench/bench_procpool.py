@@ -1,13 +1,20 @@
 """Python's ProcessPoolExecutor on the process-pool benchmark (issue 9):
 the sum of the prime factors of 1..39999 as a map, unchunked and with
-chunksize=1000 (the concurrent.futures notebook), and the submit/result
-round trip to an idle worker. RESULT lines as bench_procpool.c prints.
+chunksize=1000 (the concurrent.futures notebook), the same map on
+multiprocessing.Pool (its own default chunksize), the submit/result round
+trip to an idle worker, and the recovery from a killed worker: Python's
+pool is broken then, so recovering is a new pool and its first result.
+RESULT lines as bench_procpool.c prints.
     bench_procpool.py RUNS WORKERS ROUNDS"""
 import math
+import multiprocessing
+import os
+import signal
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 
 def factors(n):
@@ -61,10 +68,39 @@ def main():
                 ex.submit(nothing).result()
             times.append((time.perf_counter() - t0) / rounds * 1e6)
         report("python_process", "pp_roundtrip", 1, "us", times)
+    with multiprocessing.Pool(workers) as pool:
+        pool.map(nothing_arg, range(workers * 4))
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            total = sum(pool.map(sum_factors, range(1, 40000)))
+            times.append(time.perf_counter() - t0)
+            assert total == 139614694, total
+        report("python_mp_pool", "pp_factors", workers, "s", times)
+    times = []
+    ex = ProcessPoolExecutor(1)
+    ex.submit(nothing).result()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        try:
+            ex.submit(crash).result()
+            raise AssertionError("the worker survived")
+        except BrokenProcessPool:
+            pass
+        ex.shutdown()
+        ex = ProcessPoolExecutor(1)
+        ex.submit(nothing).result()
+        times.append((time.perf_counter() - t0) * 1e3)
+    ex.shutdown()
+    report("python_process", "pp_recovery", 1, "ms", times)
 
 
 def nothing_arg(_):
     return 1
+
+
+def crash():
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

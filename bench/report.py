@@ -158,7 +158,8 @@ def procpool_section(rows):
              "cfutures_process_chunked": "process pool, map, chunksize 1000",
              "cfutures_thread": "thread pool, map, no chunksize",
              "python_process": "Python ProcessPoolExecutor, map, unchunked",
-             "python_process_chunked": "Python ProcessPoolExecutor, map, chunksize 1000"}
+             "python_process_chunked": "Python ProcessPoolExecutor, map, chunksize 1000",
+             "python_mp_pool": "Python multiprocessing.Pool, map (its chunksize)"}
     out.append("| implementation | workers | median s | ratio to sequential | runs |")
     out.append("| --- | ---: | ---: | ---: | --- |")
     for r in pp:
@@ -171,6 +172,26 @@ def procpool_section(rows):
                        f"{r['median']:.1f} us | - | {r['runs'].replace(',', ', ')} |")
     out.append("\nThe seeds measured Python's ProcessPoolExecutor on this "
                "map at 10.8 s unchunked and 0.176 s with chunksize=1000.\n")
+    fib = {r["impl"]: r for r in rows if r["bench"] == "pp_fib"}
+    one, all_ = fib.get("cfutures_process_1"), fib.get("cfutures_process")
+    if one and all_:
+        speedup = one["median"] / all_["median"]
+        out.append(f"fib(35) x 20 on the process pool (warm workers): "
+                   f"{one['median']:.3f} s on 1 worker (runs {one['runs']}), "
+                   f"{all_['median']:.3f} s on {all_['workers']} (runs "
+                   f"{all_['runs']}). Target: speedup >= 1.9 on this 2-core "
+                   f"machine ({verdict(speedup >= 1.9)}: {speedup:.2f}x).\n")
+    rec = {r["impl"]: r for r in rows if r["bench"] == "pp_recovery"}
+    ours_rec, py_rec = rec.get("cfutures_process"), rec.get("python_process")
+    if ours_rec:
+        line = (f"Recovery from a worker killed with SIGKILL (from the submit "
+                f"of the task that dies to the result of the next one): "
+                f"{ours_rec['median']:.2f} ms median (runs {ours_rec['runs']})")
+        if py_rec:
+            line += (f"; Python, whose pool is broken then (a new pool and its "
+                     f"first result): {py_rec['median']:.2f} ms (runs "
+                     f"{py_rec['runs']}), {py_rec['median'] / ours_rec['median']:.1f}x")
+        out.append(line + ".\n")
     return out
 
 

@@ -232,4 +232,56 @@ CF_TEST(registration_and_lookup_from_many_threads) {
   }
 }
 
+/* A sized map item reaches its task as an argument buffer on the thread
+ * pool as on a process pool: one task per item (alone and in batches),
+ * fixed chunks and adaptive ones. */
+typedef struct pair {
+  int64_t a, b;
+} pair;
+
+CF_TASK(add_pair) {
+  pair p;
+  int rc = cf_arg_get(arg, &p, sizeof p);
+  if (rc != 0)
+    return cf_raise(rc, "argument of %zu bytes", cf_arg_size(arg));
+  cf_value_set_i64(result, p.a + p.b);
+  return 0;
+}
+
+CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
+  (void)state;
+  enum { N = 3000 };
+  pair *ps = malloc(N * sizeof *ps);
+  void **items = malloc(N * sizeof *items);
+  assert_non_null(ps);
+  assert_non_null(items);
+  for (int i = 0; i < N; i++) {
+    ps[i] = (pair){i, 2 * i};
+    items[i] = &ps[i];
+  }
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(NULL, &ex), 0);
+  const int64_t chunksizes[] = {1, 0, 7};
+  for (size_t c = 0; c < 3; c++) {
+    cf_array_iter it = {items, N, 0};
+    cf_map_opts o = {.chunksize = chunksizes[c], .item_size = sizeof(pair)};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(ex, add_pair, cf_array_iter_next, &it, &o,
+                                     &m),
+                     0);
+    cf_value v;
+    int i = 0, rc;
+    while ((rc = cf_map_next(m, &v)) == 1) {
+      assert_int_equal(v.u.i, 3 * (int64_t)i);
+      i++;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(i, N);
+    cf_map_free(m);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+  free(items);
+  free(ps);
+}
+
 CF_TEST_MAIN()
