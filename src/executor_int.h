@@ -92,6 +92,12 @@ typedef struct cf__executor_vtable {
    * the first call on ex (or wait on one of its futures) in the child.
    * NULL: the backend has no threads or futures of its own to settle. */
   void (*forked)(cf_executor *ex);
+  /* True if ex's futures are completed by a thread of this process that
+   * needs a CPU to do it (a process pool's manager reading results): a
+   * waiter's bounded spin then yields the CPU between checks, so that on
+   * a machine with as many busy threads as CPUs it does not keep the
+   * completing thread off the CPU it spins on. */
+  bool spin_yields;
 } cf__executor_vtable;
 
 #define CF__EXECUTOR_LIVE 0x63665845u /* "cfXE" */

@@ -12,6 +12,7 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -834,6 +835,7 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
   int64_t spin_end = now + CF__WAIT_SPIN_NS;
   if (spin_end > deadline_ns)
     spin_end = deadline_ns;
+  bool yields = f->owner != NULL && f->owner->vt->spin_yields;
   do {
     for (int i = 0; i < 64; i++) {
       cf__cpu_relax();
@@ -841,6 +843,8 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
               atomic_load_explicit(&f->state, memory_order_acquire)))
         return 0;
     }
+    if (yields)
+      sched_yield();
   } while (cf_now_ns() < spin_end);
 
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);

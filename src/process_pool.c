@@ -1298,7 +1298,8 @@ static const cf__executor_vtable pp_vt = {.name = "process_pool",
                                           .stats = pp_stats,
                                           .max_workers = pp_max_workers,
                                           .is_own_thread = pp_is_own_thread,
-                                          .forked = pp_forked};
+                                          .forked = pp_forked,
+                                          .spin_yields = true};
 
 int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (out != NULL)
