@@ -79,13 +79,13 @@ int main(int argc, char **argv) {
 
   cf_executor *executor;
   t0 = seconds();
-  if (cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 5},
-                         &executor) != 0)
+  if (cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 5}, &executor) !=
+      0)
     return 1;
   sum = map_fib(executor, n);
   cf_executor_free(executor);
-  bad |= report("cpu_threads: ThreadPoolExecutor(max_workers=5)", sum, want,
-                t0);
+  bad |=
+      report("cpu_threads: ThreadPoolExecutor(max_workers=5)", sum, want, t0);
 
   t0 = seconds();
   if (cf_process_pool_new(NULL, &executor) != 0)

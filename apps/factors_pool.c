@@ -130,14 +130,13 @@ int main(int argc, char **argv) {
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   cf_executor *procs, *threads;
-  int rc = cf_process_pool_new(
-      &(cf_process_pool_opts){.max_workers = workers}, &procs);
+  int rc = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = workers},
+                               &procs);
   if (rc == 0)
     rc = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = workers},
                             &threads);
   if (rc != 0) {
-    fprintf(stderr, "factors_pool: cannot start a pool: %s\n",
-            cf_strerror(rc));
+    fprintf(stderr, "factors_pool: cannot start a pool: %s\n", cf_strerror(rc));
     return 1;
   }
   printf("A process pool of %d workers and a thread pool of %d\n\n",

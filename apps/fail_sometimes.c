@@ -41,8 +41,7 @@ static int run(bool broken_mode, int count) {
                      : "default (a dead worker fails only its own task):");
   cf_executor *ex;
   int rc = cf_process_pool_new(
-      &(cf_process_pool_opts){.max_workers = 1,
-                              .broken_on_crash = broken_mode},
+      &(cf_process_pool_opts){.max_workers = 1, .broken_on_crash = broken_mode},
       &ex);
   if (rc != 0) {
     fprintf(stderr, "fail_sometimes: cannot start the pool: %s\n",

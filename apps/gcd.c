@@ -36,9 +36,10 @@ CF_TASK(gcd) {
   return 0;
 }
 
-static const pair numbers[] = {
-    {1963309, 2265973}, {2030677, 3814172}, {1551645, 2229620},
-    {2039045, 2020802}};
+static const pair numbers[] = {{1963309, 2265973},
+                               {2030677, 3814172},
+                               {1551645, 2229620},
+                               {2039045, 2020802}};
 static const pair quick_numbers[] = {
     {196330, 226597}, {203067, 381417}, {155164, 222962}, {203904, 202080}};
 enum { N = 4 };
@@ -93,8 +94,7 @@ int main(int argc, char **argv) {
   int64_t want[N], got[N];
   int bad = run("map (sequential)", NULL, in, want) != 0;
   cf_executor *ex;
-  if (cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2}, &ex) ==
-      0) {
+  if (cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = 2}, &ex) == 0) {
     bad |= run("ThreadPoolExecutor(2)", ex, in, got) != 0 ||
            memcmp(got, want, sizeof got) != 0;
     cf_executor_free(ex);

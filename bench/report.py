@@ -180,7 +180,14 @@ def procpool_section(rows):
                    f"{one['median']:.3f} s on 1 worker (runs {one['runs']}), "
                    f"{all_['median']:.3f} s on {all_['workers']} (runs "
                    f"{all_['runs']}). Target: speedup >= 1.9 on this 2-core "
-                   f"machine ({verdict(speedup >= 1.9)}: {speedup:.2f}x).\n")
+                   f"machine ({verdict(speedup >= 1.9)}: {speedup:.2f}x).")
+        c1, c2 = fib.get("c_threads_1"), fib.get("c_threads")
+        if c1 and c2:
+            out.append(f"The machine's own ceiling in the same run, the same "
+                       f"calls on plain threads without the library: "
+                       f"{c1['median']:.3f} s on 1, {c2['median']:.3f} s on "
+                       f"{c2['workers']}: {c1['median'] / c2['median']:.2f}x.")
+        out.append("")
     rec = {r["impl"]: r for r in rows if r["bench"] == "pp_recovery"}
     ours_rec, py_rec = rec.get("cfutures_process"), rec.get("python_process")
     if ours_rec:
