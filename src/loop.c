@@ -139,6 +139,7 @@ struct cf_loop {
   cf__ctx sched; /* the loop thread's own context while running */
   const char *name;
   size_t stack_size, stack_cache_max;
+  char *read_scratch; /* streams read into it, then keep what came */
 
   /* The loop's thread only. */
   rnode *rhead, **rtail;
@@ -1503,8 +1504,15 @@ static void loop_destroy(cf_executor *ex) {
   uv_close((uv_handle_t *)&L->utimer, on_closed);
   uv_run(&L->uv, UV_RUN_NOWAIT);
   uv_loop_close(&L->uv);
+  free(L->read_scratch);
   pthread_mutex_destroy(&L->mu);
   pthread_cond_destroy(&L->cv);
+}
+
+char *cf__loop_read_scratch(cf_loop *L) {
+  if (L->read_scratch == NULL)
+    L->read_scratch = malloc(CF__LOOP_READ_SCRATCH);
+  return L->read_scratch;
 }
 
 static void loop_stats(cf_executor *ex, cf_executor_stats *st) {

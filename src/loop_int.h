@@ -35,4 +35,11 @@ struct uv_loop_s;
 struct uv_loop_s *cf__loop_uv(cf_loop *L);
 bool cf__loop_on_thread(cf_loop *L);
 
+/* For net.c: the loop's read buffer of CF__LOOP_READ_SCRATCH bytes
+ * (allocated at the first call; NULL if out of memory), which libuv reads
+ * into and a stream copies out of in the same callback, so that a stream
+ * holds only the bytes that arrived. Loop thread only. */
+#define CF__LOOP_READ_SCRATCH ((size_t)64 * 1024)
+char *cf__loop_read_scratch(cf_loop *L);
+
 #endif /* CF_LOOP_INT_H */
