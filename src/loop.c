@@ -505,9 +505,13 @@ static void stack_put(cf_loop *L, cf__stack *s) {
 static ltask *task_of(cf_future *f) { return cf__future_room(f); }
 
 /* A shared task's room for its saved stack, right after its ltask in
- * the future's allocation: a sleeping task saves about 350 bytes, so most
- * need no allocation of their own. */
-enum { INLINE_SAVE = 384 };
+ * the future's allocation: the rest of the future cache's 1024-byte block
+ * (a sleeping task saves about 350 bytes, a server connection waiting for
+ * input about 540), so most need no allocation of their own. */
+enum { TASK_BLOCK = 1024 };
+#define INLINE_SAVE (TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask))
+_Static_assert(TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask) >= 384,
+               "a task's inline room for saved frames shrank");
 static char *inline_save(ltask *t) { return (char *)(t + 1); }
 
 static void list_add(cf_loop *L, ltask *t) {

@@ -220,6 +220,20 @@ ssize_t cf_stream_read(cf_stream *s, void *buf, size_t len,
   return n;
 }
 
+int cf_stream_wait_readable(cf_stream *s, int64_t timeout_ns) {
+  int rc = check_stream(s);
+  if (rc != 0)
+    return rc;
+  if (timeout_ns < 0)
+    return CF_EINVAL;
+  if (s->busy_r)
+    return CF_EBUSY;
+  s->busy_r = true;
+  rc = fill(s, cf_deadline_after(timeout_ns));
+  s->busy_r = false;
+  return rc;
+}
+
 int cf_stream_read_exactly(cf_stream *s, void *buf, size_t len,
                            int64_t timeout_ns, size_t *got) {
   if (got != NULL)

@@ -90,6 +90,65 @@ CF_TEST(a_client_and_a_server_talk_on_loopback) {
                    0);
 }
 
+/* Writes "hello" once the event is set, then closes. */
+static int hello_on_cue(cf_stream *s, void *arg) {
+  cf_event *go = arg;
+  TCHECK(cf_event_wait(go, SOON) == 0);
+  TCHECK(cf_stream_write(s, "hello", 5, SOON) == 0);
+  TCHECK(cf_stream_drain(s, SOON) == 0);
+  cf_stream_close(s);
+  return 0;
+}
+
+static int read_one_byte(void *arg, cf_value *result) {
+  (void)result;
+  char b;
+  return (int)cf_stream_read(arg, &b, 1, CF_MSEC(50));
+}
+
+static int main_wait_readable(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_event *go;
+  TCHECK(cf_event_new(&go) == 0);
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, hello_on_cue, go, &srv) == 0);
+  cf_stream *c;
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), SOON, &c) == 0);
+  /* Nothing comes before the cue. */
+  TCHECK(cf_stream_wait_readable(c, CF_MSEC(20)) == CF_ETIMEDOUT);
+  /* One reader at a time, waiting or reading. */
+  cf_future *reader;
+  TCHECK(cf_loop_spawn(here(), read_one_byte, c, &reader) == 0);
+  TCHECK(cf_yield() == 0); /* the reader is waiting now */
+  TCHECK(cf_stream_wait_readable(c, 0) == CF_EBUSY);
+  TCHECK(cf_future_result(reader, SOON, NULL) == CF_ETIMEDOUT);
+  cf_future_unref(reader);
+  /* Bytes arrive: the wait ends and consumes nothing. */
+  TCHECK(cf_event_set(go) == 0);
+  TCHECK(cf_stream_wait_readable(c, SOON) == 0);
+  TCHECK(cf_stream_wait_readable(c, 0) == 0);
+  char got[5];
+  TCHECK(cf_stream_read_exactly(c, got, 5, SOON, NULL) == 0);
+  TCHECK(memcmp(got, "hello", 5) == 0);
+  /* The end of the stream ends a wait too; the read then says so. */
+  TCHECK(cf_stream_wait_readable(c, SOON) == 0);
+  TCHECK(cf_stream_read(c, got, sizeof got, 0) == 0);
+  TCHECK(cf_stream_wait_readable(c, -1) == CF_EINVAL);
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, SOON) == 0);
+  cf_event_free(go);
+  return 0;
+}
+
+CF_TEST(waiting_for_input_reads_nothing_and_ends_with_data_or_the_end) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_wait_readable, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+  assert_int_equal(cf_stream_wait_readable(NULL, 0), CF_EINVAL);
+}
+
 static int close_at_once(cf_stream *s, void *arg) {
   (void)arg;
   cf_stream_close(s);

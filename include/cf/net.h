@@ -72,6 +72,18 @@ CF_EXTERN ssize_t cf_stream_read_until(cf_stream *s, const void *delim,
                                        int64_t timeout_ns);
 
 /**
+ * Waits until a read would not wait: bytes are buffered, or the end of
+ * the stream or an error has arrived (the next read reports those). Reads
+ * nothing. For handlers that want no buffer of their own while idle: on
+ * the loop's shared stack a waiting task keeps its frames, a read buffer
+ * in them included, so a server of 10,000 idle connections that waits
+ * here and reads in a function it calls afterwards keeps no buffer per
+ * connection. Returns 0, CF_ETIMEDOUT, CF_ECANCELED, CF_EBUSY (another
+ * task is reading), or what a read returns for a bad stream or caller.
+ */
+CF_EXTERN int cf_stream_wait_readable(cf_stream *s, int64_t timeout_ns);
+
+/**
  * Writes buf[0..len) (copied: the caller may reuse buf at once). Waits
  * while more than the high-water mark (256 KiB) of earlier writes is still
  * queued for the kernel, as asyncio's drain(), so a fast writer cannot
