@@ -4,7 +4,14 @@
  * runs as apps/echo_server and apps/echo_client:
  *
  *   bench_uv_echo server                     (prints its port)
+ *   bench_uv_echo server-lean                (the same, careful with memory)
  *   bench_uv_echo client PORT CONNS MSGS SIZE
+ *
+ * "server" is libuv's documented echo pattern (a malloc'ed buffer per
+ * read, handed to the write and freed when it completes). "server-lean"
+ * is what a programmer who counts bytes per connection writes: one static
+ * read buffer, uv_try_write first, and a copy only of what the kernel did
+ * not take.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +68,34 @@ static void on_server_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     uv_close((uv_handle_t *)s, on_closed_free);
 }
 
+static char lean_buf[65536];
+
+static void on_alloc_lean(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  (void)suggested;
+  buf->base = lean_buf;
+  buf->len = sizeof lean_buf;
+}
+
+static void on_lean_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  if (n > 0) {
+    uv_buf_t b = uv_buf_init(buf->base, (unsigned)n);
+    int k = uv_try_write(s, &b, 1);
+    size_t sent = k > 0 ? (size_t)k : 0;
+    if (sent < (size_t)n) {
+      wreq *w = malloc(sizeof *w);
+      w->data = malloc((size_t)n - sent);
+      memcpy(w->data, buf->base + sent, (size_t)n - sent);
+      b = uv_buf_init(w->data, (unsigned)((size_t)n - sent));
+      uv_write(&w->req, s, &b, 1, on_echoed);
+    }
+  } else if (n < 0) {
+    uv_close((uv_handle_t *)s, on_closed_free);
+  }
+}
+
+static int lean;
+
 static void on_connection(uv_stream_t *server, int status) {
   if (status < 0)
     return;
@@ -68,7 +103,10 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_tcp_init(server->loop, c);
   if (uv_accept(server, (uv_stream_t *)c) == 0) {
     uv_tcp_nodelay(c, 1);
-    uv_read_start((uv_stream_t *)c, on_alloc, on_server_read);
+    if (lean)
+      uv_read_start((uv_stream_t *)c, on_alloc_lean, on_lean_read);
+    else
+      uv_read_start((uv_stream_t *)c, on_alloc, on_server_read);
   } else {
     uv_close((uv_handle_t *)c, on_closed_free);
   }
@@ -199,6 +237,10 @@ int main(int argc, char **argv) {
   raise_fd_limit();
   if (argc >= 2 && strcmp(argv[1], "server") == 0)
     return run_server();
+  if (argc >= 2 && strcmp(argv[1], "server-lean") == 0) {
+    lean = 1;
+    return run_server();
+  }
   if (argc >= 6 && strcmp(argv[1], "client") == 0) {
     conns = atol(argv[3]);
     msgs = atol(argv[4]);

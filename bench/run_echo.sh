@@ -51,6 +51,16 @@ for conns in ${ECHO_CONNS:-1000 10000}; do
   server_mem libuv "$conns" "$before"
   kill "$spid"; wait "$spid" 2>/dev/null || true
 
+  # The same libuv client against a libuv server careful with memory (a
+  # static read buffer, try_write first): the floor for bytes per
+  # connection; its round trips are reported under libuv_lean.
+  : > "$out"; "$build/bench/bench_uv_echo" server-lean > "$out" & spid=$!
+  port=$(port_of); before=$(kib "$spid" VmRSS)
+  "$build/bench/bench_uv_echo" client "$port" "$conns" "$MSGS" "$SIZE" |
+    sed 's/impl=libuv /impl=libuv_lean /' || true
+  server_mem libuv_lean "$conns" "$before"
+  kill "$spid"; wait "$spid" 2>/dev/null || true
+
   : > "$out"; "$python" "$here/bench_asyncio_echo.py" server > "$out" & spid=$!
   port=$(port_of); before=$(kib "$spid" VmRSS)
   "$python" "$here/bench_asyncio_echo.py" client "$port" "$conns" "$MSGS" "$SIZE" || true
