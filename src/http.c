@@ -341,7 +341,6 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *arg,
   return 0;
 }
 
-/* Hands readiness to curl, then settles every transfer that ended. */
 /* Hands readiness to curl, then settles every transfer that ended. All
  * of curl's messages are read before any handle is removed: curl 7.88's
  * curl_multi_remove_handle walks the messages still queued, so removing
