@@ -25,6 +25,7 @@
  * the notebook's.
  */
 #include <cf/cfutures.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,10 +63,40 @@ static int failures;
 
 static double seconds(void) { return (double)cf_now_ns() / 1e9; }
 
-/* The notebook's measure_time: "Elapsed time: 6.47 seconds." (three
- * significant digits, Python's {:.03}). */
+/* Python's f"{x:.03}" for a float: three significant digits, fixed
+ * notation with at least one digit after the point (3.0, 10.8, 0.176),
+ * scientific once that would take a fourth digit or below 1e-4
+ * (1.23e+02, 1e+02, 1.23e-05). */
+static void py_3g(double x, char *out, size_t size) {
+  char e[32];
+  snprintf(e, sizeof e, "%.2e", x); /* rounded to three digits: its exponent */
+  int exp10 = atoi(strchr(e, 'e') + 1);
+  if (x != 0 && (exp10 < -4 || exp10 >= 2)) {
+    /* %g's scientific form drops the trailing zeros, as Python does. */
+    snprintf(out, size, "%.3g", x);
+    if (strchr(out, 'e') == NULL) { /* %g stayed fixed: write it out */
+      char mant[16];
+      snprintf(mant, sizeof mant, "%.2f", x / pow(10, exp10));
+      size_t n = strlen(mant);
+      while (n > 0 && mant[n - 1] == '0')
+        mant[--n] = '\0';
+      if (n > 0 && mant[n - 1] == '.')
+        mant[--n] = '\0';
+      snprintf(out, size, "%se%c%02d", mant, exp10 < 0 ? '-' : '+',
+               exp10 < 0 ? -exp10 : exp10);
+    }
+    return;
+  }
+  snprintf(out, size, "%.3g", x);
+  if (strpbrk(out, ".e") == NULL && strlen(out) + 2 < size)
+    strcat(out, ".0");
+}
+
+/* The notebook's measure_time: "Elapsed time: 6.47 seconds.". */
 static void elapsed(double t0) {
-  printf("Elapsed time: %.3g seconds.\n\n", seconds() - t0);
+  char t[32];
+  py_3g(seconds() - t0, t, sizeof t);
+  printf("Elapsed time: %s seconds.\n\n", t);
 }
 
 static void check(int64_t got, int64_t want) {

@@ -155,8 +155,8 @@ int main(int argc, char **argv) {
   int runs = argc > 1 ? atoi(argv[1]) : 5;
   int workers = argc > 2 ? atoi(argv[2]) : 2;
   int rounds = argc > 3 ? atoi(argv[3]) : 2000;
-  if (runs < 1 || runs > 64 || workers < 1 || rounds < 1)
-    return 2;
+  if (runs < 1 || runs > 64 || workers < 1 || workers > 32 || rounds < 1)
+    return 2; /* the fixed arrays below: 64 runs, 64 fib items, 64 threads */
   double t[64];
   for (int r = 0; r < runs; r++) {
     int64_t t0 = cf_now_ns(), sum = 0;

@@ -218,7 +218,8 @@ typedef struct sig_waiter {
 
 struct cf_signal_watch {
   uv_signal_t sig;
-  bool counted; /* in this thread's sig_watches[signum] */
+  bool counted;    /* in its thread's sig_watches[signum] */
+  pthread_t owner; /* that thread */
   cf_loop *loop;
   cf_signal_fn cb;
   void *arg;
@@ -252,7 +253,8 @@ static void sig_watches_add(int signum) {
 }
 
 static void sig_watches_remove(int signum) {
-  if (--sig_watches[signum].watches > 0 || !sig_watches[signum].was_blocked)
+  if (sig_watches[signum].watches == 0 || --sig_watches[signum].watches > 0 ||
+      !sig_watches[signum].was_blocked)
     return;
   sigset_t one;
   sigemptyset(&one);
@@ -309,6 +311,7 @@ int cf_signal_watch_start(cf_loop *loop, int signum, cf_signal_fn cb,
    * mask is handled, not acted on by the default disposition. */
   sig_watches_add(signum);
   w->counted = true;
+  w->owner = pthread_self();
   *out = w;
   return 0;
 }
@@ -358,9 +361,13 @@ uint64_t cf_signal_watch_get_count(const cf_signal_watch *w) {
 void cf_signal_watch_free(cf_signal_watch *w) {
   if (w == NULL)
     return;
-  uv_signal_stop(&w->sig);
-  if (w->counted)
+  /* Blocked again (if it was) before libuv restores the default action:
+   * a delivery in between stays pending instead of taking that action.
+   * Only on the thread that unblocked it (a loop that moved to another
+   * thread leaves the signal unblocked on the first one). */
+  if (w->counted && pthread_equal(w->owner, pthread_self()))
     sig_watches_remove(w->signum);
+  uv_signal_stop(&w->sig);
   while (w->head != NULL) {
     sig_waiter *sw = w->head;
     w->head = sw->next;

@@ -115,6 +115,8 @@ typedef struct chunk {
   size_t next;              /* next result to yield (map only) */
   void **own;               /* items read one by one (c.items points here) */
   size_t cap;               /* own's capacity */
+  char *bytes;              /* sized items: the chunk's copies of them */
+  size_t bytes_cap;
   bool measured;            /* the map has read its timing (map only) */
 } chunk;
 
@@ -161,6 +163,7 @@ static void chunk_clear(chunk *ch) {
 
 static void chunk_free(chunk *ch) {
   chunk_clear(ch);
+  free(ch->bytes);
   free(ch->own);
   free(ch->c.results);
   free(ch->c.plain_results);
@@ -468,7 +471,75 @@ static void map_adapt(cf_map *m, chunk *ch) {
  * items the map's one consumer thread is the bottleneck, bench/NOTES.md
  * sections 8-9), with exactly the items and the final iterator state
  * that one call per item would give. */
+/* Sized items: the chunk takes copies of their bytes, so that whoever
+ * runs it later (a worker thread, a process pool's dispatch) never reads
+ * the caller's memory, which the iterator may already reuse. False (and
+ * the chunk emptied) if out of memory. */
+static bool chunk_copy_items(chunk *ch, size_t item_size) {
+  size_t n = ch->c.n;
+  if (n > SIZE_MAX / item_size)
+    return false;
+  if (n * item_size > ch->bytes_cap) {
+    char *b = cf__realloc(ch->bytes, n, item_size);
+    if (b == NULL)
+      return false;
+    ch->bytes = b;
+    ch->bytes_cap = n * item_size;
+  }
+  if (n > ch->cap) {
+    void **own = cf__realloc(ch->own, n, sizeof *own);
+    if (own == NULL)
+      return false;
+    ch->own = own;
+    ch->cap = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(ch->bytes + i * item_size, ch->c.items[i], item_size);
+  }
+  for (size_t i = 0; i < n; i++)
+    ch->own[i] = ch->bytes + i * item_size;
+  ch->c.items = ch->own;
+  return true;
+}
+
+/* An item read one by one, sized: its bytes are copied at once (the
+ * iterator may reuse its buffer for the next item); own[i] is pointed at
+ * the copy once the chunk is full (the copies move while they grow). */
+static int chunk_add_sized(chunk *ch, const void *item, size_t item_size) {
+  size_t n = ch->c.n;
+  if (n + 1 > SIZE_MAX / item_size)
+    return CF_ENOMEM;
+  if ((n + 1) * item_size > ch->bytes_cap) {
+    size_t cap = ch->bytes_cap != 0 ? 2 * ch->bytes_cap : 16 * item_size;
+    if (cap < (n + 1) * item_size || cap / 2 < ch->bytes_cap)
+      cap = (n + 1) * item_size;
+    char *b = realloc(ch->bytes, cap);
+    if (b == NULL)
+      return CF_ENOMEM;
+    ch->bytes = b;
+    ch->bytes_cap = cap;
+  }
+  memcpy(ch->bytes + n * item_size, item, item_size);
+  return chunk_add(ch, NULL);
+}
+
+static void map_fill_chunk_items(cf_map *m, chunk *ch);
+
 static void map_fill_chunk(cf_map *m, chunk *ch) {
+  map_fill_chunk_items(m, ch);
+  if (m->item_size == 0 || ch->c.n == 0 || ch->c.items == NULL)
+    return;
+  if (ch->c.items == ch->own) { /* read one by one: copied already */
+    for (size_t i = 0; i < ch->c.n; i++)
+      ch->own[i] = ch->bytes + i * m->item_size;
+  } else if (!chunk_copy_items(ch, m->item_size)) { /* the caller's array */
+    ch->c.n = 0; /* these items are lost to the map: end it with the error */
+    m->input_done = true;
+    m->input_err = CF_ENOMEM;
+  }
+}
+
+static void map_fill_chunk_items(cf_map *m, chunk *ch) {
   uint64_t left = 0;
   bool bulk = false;
   if (m->state != NULL && m->next == cf_range_iter_next) {
@@ -508,7 +579,8 @@ static void map_fill_chunk(cf_map *m, chunk *ch) {
       m->input_err = rc;
       return;
     }
-    if (chunk_add(ch, item) != 0) {
+    if ((m->item_size > 0 ? chunk_add_sized(ch, item, m->item_size)
+                          : chunk_add(ch, item)) != 0) {
       /* This item is lost to the map: end it here with the error. */
       m->input_done = true;
       m->input_err = CF_ENOMEM;

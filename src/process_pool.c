@@ -953,9 +953,16 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
                  "it was ended",
                  (int)w->pid, tr->name);
         done_add(d, w->task, code, strdup(m), NULL, false);
+      } else if (broken && p->broken_why[0] != '\0') {
+        /* Ended by the pool because it is broken: say why it is. */
+        done_add(d, w->task, code, strdup(p->broken_why), NULL, false);
       } else {
-        snprintf(m, sizeof m, "worker %d running task '%s' %s", (int)w->pid,
-                 tr->name, how);
+        if (w->task_id == 0) /* it never reached the worker */
+          snprintf(m, sizeof m, "worker %d %s before task '%s' started",
+                   (int)w->pid, how, tr->name);
+        else
+          snprintf(m, sizeof m, "worker %d running task '%s' %s", (int)w->pid,
+                   tr->name, how);
         done_add(d, w->task, code, strdup(m), NULL, false);
         if (p->o.broken_on_crash) {
           p->broken = true;

@@ -277,8 +277,9 @@ void cf_value_set_f64(cf_value *v, double x) {
 }
 
 int cf_value_get(const cf_value *v, void *out, size_t size) {
-  if (v == NULL || out == NULL || v->size != size ||
-      (size > 0 && v->u.ptr == NULL))
+  /* A buffer owns its bytes (a destructor); a word has none. */
+  if (v == NULL || out == NULL || v->size != size || v->u.ptr == NULL ||
+      v->dtor == NULL)
     return CF_EINVAL;
   if (size > 0)
     memcpy(out, v->u.ptr, size);

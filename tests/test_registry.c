@@ -248,6 +248,21 @@ CF_TASK(add_pair) {
   return 0;
 }
 
+typedef struct reuse_iter {
+  int next, n;
+  pair buf; /* every item is this buffer, rewritten */
+} reuse_iter;
+
+static int reuse_next(void *state, void **item) {
+  reuse_iter *r = state;
+  if (r->next >= r->n)
+    return 0;
+  r->buf = (pair){r->next, 2 * r->next};
+  r->next++;
+  *item = &r->buf;
+  return 1;
+}
+
 CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
   (void)state;
   enum { N = 3000 };
@@ -268,6 +283,24 @@ CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
     cf_map *m;
     assert_int_equal(cf_executor_map(ex, add_pair, cf_array_iter_next, &it, &o,
                                      &m),
+                     0);
+    cf_value v;
+    int i = 0, rc;
+    while ((rc = cf_map_next(m, &v)) == 1) {
+      assert_int_equal(v.u.i, 3 * (int64_t)i);
+      i++;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(i, N);
+    cf_map_free(m);
+  }
+  /* An iterator that hands out one buffer for every item: the map copies
+   * each item as it reads it. */
+  for (size_t c = 0; c < 3; c++) {
+    reuse_iter it = {0, N, {0, 0}};
+    cf_map_opts o = {.chunksize = chunksizes[c], .item_size = sizeof(pair)};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(ex, add_pair, reuse_next, &it, &o, &m),
                      0);
     cf_value v;
     int i = 0, rc;

@@ -255,9 +255,9 @@ typedef struct cf_map_opts {
    * gets a copy of them as an argument buffer, on every executor: the
    * thread pool copies them as cf_executor_submit_bytes does (so
    * cf_arg_size and cf_arg_get work in the task), a process pool ships
-   * them to the worker. The bytes are read when the item's task (or
-   * chunk) is submitted or runs: keep them valid until the map is freed,
-   * as an array behind cf_array_iter is. */
+   * them to the worker. The map copies an item's bytes as it reads the
+   * item (into its task's argument, or into its chunk), so an iterator
+   * may hand out one buffer for every item. */
   size_t item_size;
   /** fn's identity across processes (as cf_task.name); NULL: none. */
   const char *name;

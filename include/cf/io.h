@@ -89,7 +89,8 @@ typedef void (*cf_signal_fn)(void *arg, int signum);
  * task is woken (cf_signal_wait). If the loop's thread blocks signum, it
  * is unblocked there until the last watch of it on that thread is freed,
  * and blocked again then (a delivery held back by the mask is handled at
- * once). Returns 0 and the watch in *out,
+ * once; a loop that moved to another thread since leaves it unblocked
+ * on the first). Returns 0 and the watch in *out,
  * CF_EWRONGTHREAD, CF_EINVAL (not a signal that can be caught), CF_ENOMEM.
  */
 CF_EXTERN int cf_signal_watch_start(cf_loop *loop, int signum, cf_signal_fn cb,

@@ -91,9 +91,10 @@ CF_EXTERN int cf_executor_submit_bytes(cf_executor *ex, const char *name,
                                        cf_future **out);
 
 /**
- * The length of an argument a task received from cf_executor_submit_bytes
- * (or from a process pool, which passes arguments the same way). Only for
- * those arguments: anything else is undefined.
+ * The length of an argument a task received from cf_executor_submit_bytes,
+ * or as a sized map item (cf_map_opts.item_size > 0), on any executor (a
+ * process pool passes arguments the same way). Only for those arguments:
+ * anything else is undefined.
  */
 CF_EXTERN size_t cf_arg_size(const void *arg);
 
@@ -156,7 +157,8 @@ CF_EXTERN void cf_value_set_f64(cf_value *v, double x);
  * Copies a bytes value (a result from cf_value_set_bytes, here or in a
  * worker process) of exactly `size` bytes into out: the reading side of a
  * fixed struct. Returns 0, or CF_EINVAL if the value holds another length
- * or no buffer, or a pointer is NULL.
+ * or is not an owned buffer (a plain word, whatever its size field), or a
+ * pointer is NULL.
  */
 CF_EXTERN int cf_value_get(const cf_value *v, void *out, size_t size);
 
