@@ -1315,11 +1315,21 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (opts != NULL)
     o = *opts;
   if (out == NULL || o.max_workers < 0 || o.max_tasks_per_child < 0 ||
-      o.task_timeout_ns < 0 || (o.initarg == NULL && o.initarg_size > 0) ||
-      !init_called)
+      o.task_timeout_ns < 0 || (o.initarg == NULL && o.initarg_size > 0))
     return CF_EINVAL;
-  if (o.initializer != NULL && cf_task_lookup(o.initializer) == NULL)
+  /* The two mistakes a code cannot explain get a line on stderr too. */
+  if (!init_called) {
+    fprintf(stderr, "cfutures: cf_process_pool_new: call "
+                    "cf_process_init(argc, argv) first thing in main (the "
+                    "workers run this program and stop there)\n");
     return CF_EINVAL;
+  }
+  if (o.initializer != NULL && cf_task_lookup(o.initializer) == NULL) {
+    fprintf(stderr, "cfutures: cf_process_pool_new: no task is registered "
+                    "as '%s' (the initializer)\n",
+            o.initializer);
+    return CF_EINVAL;
+  }
   if (o.max_workers == 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     o.max_workers = n > 0 ? (int)n : 1;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cf/process_pool.h"
 #include "cf/registry.h"
 
 typedef struct point {
@@ -315,6 +316,15 @@ CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
   assert_int_equal(cf_executor_free(ex), 0);
   free(items);
   free(ps);
+}
+
+/* This program never calls cf_process_init: a process pool refuses to
+ * start (its workers would run this main), and says why. */
+CF_TEST(a_process_pool_needs_cf_process_init_first) {
+  (void)state;
+  cf_executor *ex = (cf_executor *)&ex;
+  assert_int_equal(cf_process_pool_new(NULL, &ex), CF_EINVAL);
+  assert_null(ex);
 }
 
 CF_TEST_MAIN()

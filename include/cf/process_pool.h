@@ -93,7 +93,8 @@ CF_EXTERN int cf_process_init(int argc, char **argv);
  * Creates a process pool. Workers start lazily, as tasks arrive (the
  * first submit starts one, and more while tasks wait, up to max_workers).
  * Returns 0 and the executor in *out; CF_EINVAL (NULL out, bad options,
- * an unregistered initializer, or cf_process_init was not called),
+ * an unregistered initializer, or cf_process_init was not called: these
+ * two also print a line saying so on stderr),
  * CF_ENOMEM, or -errno (the pool's thread could not start).
  */
 CF_EXTERN int cf_process_pool_new(const cf_process_pool_opts *opts,
