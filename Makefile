@@ -2,7 +2,7 @@
 #
 #   make demo   install what is missing, build (Release), run the flag
 #               downloads three ways against the built-in server
-#   make demo-cpu  the executor.map, CPU-bound and coroutine demos
+#   make demo-cpu  the executor.map, CPU-bound, coroutine and process-pool demos
 #   make test   install what is missing, build and run the whole suite:
 #               plain (-Werror, coroutine tests also under valgrind),
 #               then ThreadSanitizer, then ASan+UBSan, then the portable
@@ -20,7 +20,8 @@ CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
 demo: build-release
 	scripts/demo_flags.sh build/release/apps
 
-# The earlier demos: executor.map, the CPU-bound comparison, coroutines.
+# The earlier demos: executor.map, the CPU-bound comparison, coroutines,
+# and the CPU-bound work on the process pool.
 demo-cpu: build-release
 	./build/release/apps/demo_executor_map
 	@echo
@@ -29,6 +30,10 @@ demo-cpu: build-release
 	./build/release/apps/cpu_asyncio
 	@echo
 	./build/release/apps/sleepers -n 100000 -s 1 --shared-stack
+	@echo
+	./build/release/apps/cpu_processes
+	@echo
+	./build/release/apps/primes
 
 build-release:
 	@scripts/ensure-deps.sh demo
