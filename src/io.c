@@ -364,7 +364,9 @@ void cf_signal_watch_free(cf_signal_watch *w) {
   /* Blocked again (if it was) before libuv restores the default action:
    * a delivery in between stays pending instead of taking that action.
    * Only on the thread that unblocked it (a loop that moved to another
-   * thread leaves the signal unblocked on the first one). */
+   * thread leaves the signal unblocked on the first one; should that
+   * thread have ended and a new one got its id, the new one's count may
+   * re-block the signal early: a rare misuse, left documented here). */
   if (w->counted && pthread_equal(w->owner, pthread_self()))
     sig_watches_remove(w->signum);
   uv_signal_stop(&w->sig);

@@ -510,7 +510,7 @@ static ltask *task_of(cf_future *f) { return cf__future_room(f); }
  * input about 540), so most need no allocation of their own. */
 enum { TASK_BLOCK = 1024 };
 #define INLINE_SAVE (TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask))
-_Static_assert(TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask) >= 384,
+_Static_assert(sizeof(ltask) + 384 <= TASK_BLOCK - CF__FUTURE_SIZE,
                "a task's inline room for saved frames shrank");
 static char *inline_save(ltask *t) { return (char *)(t + 1); }
 

@@ -465,12 +465,6 @@ static void map_adapt(cf_map *m, chunk *ch) {
   }
 }
 
-/* Reads up to chunksize items into the empty chunk ch; ends the input at
- * its end, on its error or when out of memory. The library's own
- * iterators are read in one pass without a call per item (with tiny
- * items the map's one consumer thread is the bottleneck, bench/NOTES.md
- * sections 8-9), with exactly the items and the final iterator state
- * that one call per item would give. */
 /* Sized items: the chunk takes copies of their bytes, so that whoever
  * runs it later (a worker thread, a process pool's dispatch) never reads
  * the caller's memory, which the iterator may already reuse. False (and
@@ -513,7 +507,7 @@ static int chunk_add_sized(chunk *ch, const void *item, size_t item_size) {
     size_t cap = ch->bytes_cap != 0 ? 2 * ch->bytes_cap : 16 * item_size;
     if (cap < (n + 1) * item_size || cap / 2 < ch->bytes_cap)
       cap = (n + 1) * item_size;
-    char *b = realloc(ch->bytes, cap);
+    char *b = cf__realloc(ch->bytes, cap, 1);
     if (b == NULL)
       return CF_ENOMEM;
     ch->bytes = b;
@@ -525,6 +519,13 @@ static int chunk_add_sized(chunk *ch, const void *item, size_t item_size) {
 
 static void map_fill_chunk_items(cf_map *m, chunk *ch);
 
+/* Reads up to chunksize items into the empty chunk ch; ends the input at
+ * its end, on its error or when out of memory. The library's own
+ * iterators are read in one pass without a call per item (with tiny
+ * items the map's one consumer thread is the bottleneck, bench/NOTES.md
+ * sections 8-9), with exactly the items and the final iterator state
+ * that one call per item would give. Sized items are
+ * copied into the chunk (see chunk_add_sized, chunk_copy_items). */
 static void map_fill_chunk(cf_map *m, chunk *ch) {
   map_fill_chunk_items(m, ch);
   if (m->item_size == 0 || ch->c.n == 0 || ch->c.items == NULL)
@@ -742,7 +743,8 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
     o = *opts;
   if (out == NULL || fn == NULL || next == NULL || o.chunksize < 0 ||
       o.prefetch < 0 || o.timeout_ns < 0 ||
-      (!o.has_timeout && o.timeout_ns != 0))
+      (!o.has_timeout && o.timeout_ns != 0) ||
+      (o.item_size > 0 && next == cf_range_iter_next)) /* ints, not bytes */
     return CF_EINVAL;
   /* Chunks in flight: four per worker, at least 8. With two per worker
    * the consumer outran the window and waited for a worker's wake-up at

@@ -295,6 +295,13 @@ CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
     assert_int_equal(i, N);
     cf_map_free(m);
   }
+  /* Integers from a range are not bytes to copy. */
+  cf_range_iter r = cf_range_iter_init(0, 10, 1);
+  cf_map_opts bad = {.item_size = sizeof(pair)};
+  cf_map *nomap;
+  assert_int_equal(cf_executor_map(ex, add_pair, cf_range_iter_next, &r, &bad,
+                                   &nomap),
+                   CF_EINVAL);
   /* An iterator that hands out one buffer for every item: the map copies
    * each item as it reads it. */
   for (size_t c = 0; c < 3; c++) {

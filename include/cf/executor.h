@@ -257,7 +257,8 @@ typedef struct cf_map_opts {
    * cf_arg_size and cf_arg_get work in the task), a process pool ships
    * them to the worker. The map copies an item's bytes as it reads the
    * item (into its task's argument, or into its chunk), so an iterator
-   * may hand out one buffer for every item. */
+   * may hand out one buffer for every item. With cf_range_iter_next
+   * (integers, not pointers): CF_EINVAL. */
   size_t item_size;
   /** fn's identity across processes (as cf_task.name); NULL: none. */
   const char *name;
