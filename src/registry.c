@@ -258,22 +258,22 @@ const char *cf_arg_get_string(const void *arg) {
   return arg;
 }
 
-void cf_value_set_i64(cf_value *v, int64_t x) {
+/* Makes *v the word w with a static type label, releasing what it held
+ * (cf_value_release leaves a zero value). */
+static void set_word(cf_value *v, cf_word w, const char *type) {
   if (v == NULL)
     return;
   cf_value_release(v);
-  *v = (cf_value)CF_VALUE_INIT;
-  v->u.i = x;
-  v->type = "int";
+  v->u = w;
+  v->type = type;
+}
+
+void cf_value_set_i64(cf_value *v, int64_t x) {
+  set_word(v, (cf_word){.i = x}, "int");
 }
 
 void cf_value_set_f64(cf_value *v, double x) {
-  if (v == NULL)
-    return;
-  cf_value_release(v);
-  *v = (cf_value)CF_VALUE_INIT;
-  v->u.d = x;
-  v->type = "float";
+  set_word(v, (cf_word){.d = x}, "float");
 }
 
 int cf_value_get(const cf_value *v, void *out, size_t size) {

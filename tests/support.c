@@ -177,6 +177,23 @@ pthread_t spawn(void *(*fn)(void *), void *arg) {
   return t;
 }
 
+void expect_map_multiples(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
+                          void *state, const cf_map_opts *o, int64_t factor,
+                          int64_t n) {
+  cf_map *m;
+  assert_int_equal(cf_executor_map(ex, fn, next, state, o, &m), 0);
+  cf_value v;
+  int64_t i = 0;
+  int rc;
+  while ((rc = cf_map_next(m, &v)) == 1) {
+    assert_int_equal(v.u.i, factor * i);
+    i++;
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(i, n);
+  cf_map_free(m);
+}
+
 int task_return_arg(void *arg, cf_value *result) {
   result->u.i = (intptr_t)arg;
   result->type = "int";

@@ -100,6 +100,12 @@ long scaled(long n);
 /* Starts a thread; aborts the test on failure. */
 pthread_t spawn(void *(*fn)(void *), void *arg);
 
+/* Runs a map of fn over next(state) with options o on ex and asserts
+ * that it yields exactly n results, result i being factor * i. */
+void expect_map_multiples(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
+                          void *state, const cf_map_opts *o, int64_t factor,
+                          int64_t n);
+
 /* Captures what the process writes to stderr (fd 2) until
  * captured_text(), which restores it and returns the text (malloc'ed;
  * free it). Main thread only. */

@@ -457,39 +457,15 @@ CF_TEST(maps_run_items_and_chunks_in_workers) {
   int64_t chunks[] = {1, 0, 100}; /* per item, adaptive, by hand */
   for (int k = 0; k < 3; k++) {
     cf_range_iter it = cf_range_iter_init(0, 5000, 1);
-    cf_map *m;
     cf_map_opts o = {.chunksize = chunks[k], .name = "twice"};
-    assert_int_equal(
-        cf_executor_map(ex, twice, cf_range_iter_next, &it, &o, &m), 0);
-    cf_value v;
-    int64_t i = 0;
-    int rc;
-    while ((rc = cf_map_next(m, &v)) == 1) {
-      assert_int_equal(v.u.i, 2 * i);
-      i++;
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(i, 5000);
-    cf_map_free(m);
+    expect_map_multiples(ex, twice, cf_range_iter_next, &it, &o, 2, 5000);
   }
   /* Sized items from an iterator that reuses one buffer: each item's
    * bytes are copied as the map reads it, whenever it ships. */
   for (int k = 0; k < 3; k++) {
     one_buffer it = {0, 3000, 0};
-    cf_map *m;
     cf_map_opts o = {.chunksize = chunks[k], .item_size = sizeof(int64_t)};
-    assert_int_equal(
-        cf_executor_map(ex, twice_i64, one_buffer_next, &it, &o, &m), 0);
-    cf_value v;
-    int64_t i = 0;
-    int rc;
-    while ((rc = cf_map_next(m, &v)) == 1) {
-      assert_int_equal(v.u.i, 2 * i);
-      i++;
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(i, 3000);
-    cf_map_free(m);
+    expect_map_multiples(ex, twice_i64, one_buffer_next, &it, &o, 2, 3000);
   }
   assert_int_equal(cf_executor_free(ex), 0);
 }

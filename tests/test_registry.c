@@ -281,19 +281,7 @@ CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
   for (size_t c = 0; c < 3; c++) {
     cf_array_iter it = {items, N, 0};
     cf_map_opts o = {.chunksize = chunksizes[c], .item_size = sizeof(pair)};
-    cf_map *m;
-    assert_int_equal(cf_executor_map(ex, add_pair, cf_array_iter_next, &it, &o,
-                                     &m),
-                     0);
-    cf_value v;
-    int i = 0, rc;
-    while ((rc = cf_map_next(m, &v)) == 1) {
-      assert_int_equal(v.u.i, 3 * (int64_t)i);
-      i++;
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(i, N);
-    cf_map_free(m);
+    expect_map_multiples(ex, add_pair, cf_array_iter_next, &it, &o, 3, N);
   }
   /* Integers from a range are not bytes to copy. */
   cf_range_iter r = cf_range_iter_init(0, 10, 1);
@@ -307,18 +295,7 @@ CF_TEST(sized_map_items_are_argument_buffers_on_the_thread_pool) {
   for (size_t c = 0; c < 3; c++) {
     reuse_iter it = {0, N, {0, 0}};
     cf_map_opts o = {.chunksize = chunksizes[c], .item_size = sizeof(pair)};
-    cf_map *m;
-    assert_int_equal(cf_executor_map(ex, add_pair, reuse_next, &it, &o, &m),
-                     0);
-    cf_value v;
-    int i = 0, rc;
-    while ((rc = cf_map_next(m, &v)) == 1) {
-      assert_int_equal(v.u.i, 3 * (int64_t)i);
-      i++;
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(i, N);
-    cf_map_free(m);
+    expect_map_multiples(ex, add_pair, reuse_next, &it, &o, 3, N);
   }
   assert_int_equal(cf_executor_free(ex), 0);
   free(items);
