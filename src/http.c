@@ -54,6 +54,7 @@ struct cf_http_client {
     CURLcode code;
   } *ended;
   size_t ended_cap;
+  struct curl_slist *close_hdr; /* "Connection: close", for the burst */
 };
 
 /* One transfer's state, on the heap. */
@@ -409,6 +410,10 @@ static int loop_get(cf_http_client *c, xfer *x, cf_http_response *resp) {
      * curl_multi_remove_handle of a transfer that kept its connection. */
     curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(x->easy, CURLOPT_FORBID_REUSE, 1L);
+    if (c->close_hdr == NULL)
+      c->close_hdr = curl_slist_append(NULL, "Connection: close");
+    if (c->close_hdr != NULL)
+      curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, c->close_hdr);
   }
   if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK)
     return CF_ENOMEM;
@@ -490,6 +495,7 @@ int cf_http_client_free(cf_http_client *c) {
   while (c->socks != NULL)      /* any curl did not remove itself */
     sock_unlink_free(c->socks);
   timer_cancel(c);
+  curl_slist_free_all(c->close_hdr);
   free(c->ended);
   free(c);
   return 0;

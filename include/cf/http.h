@@ -13,7 +13,9 @@
  *     that loop may use it at once; tasks of other loops, and threads,
  *     get CF_EWRONGTHREAD. Past 1024 requests in flight, further ones
  *     open connections of their own rather than search curl's cache of
- *     idle ones (a search linear in the connections to the host).
+ *     idle ones (a search linear in the connections to the host), and
+ *     send "Connection: close" so that the server closes them when it
+ *     has answered.
  *   - made anywhere else: a *blocking client* (one curl easy handle,
  *     reused). Its GETs block the calling thread. It serves one thread at
  *     a time (a second concurrent caller gets CF_EBUSY): give each worker
