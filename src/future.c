@@ -481,21 +481,23 @@ void cf__future_exec(cf_future *f, cf__outcome *o) {
   /* Take the task out: the outcome will overwrite it. */
   cf__task_rec t;
   cf__future_take_task(f, &t);
-  cf_value v = CF_VALUE_INIT;
+  /* The task writes its result straight into the outcome, which is the
+   * caller's (a worker's frame, a loop task's state), not a copy here: a
+   * loop task on the shared stack saves this frame while it waits. */
+  o->value = (cf_value)CF_VALUE_INIT;
   cf__raise_clear();
-  int rc = t.fn(t.arg, &v);
+  int rc = t.fn(t.arg, &o->value);
   o->msg = NULL;
   if (rc != 0) {
     if (rc > 0)
       rc = CF_ETASK;
     o->msg = cf__raise_take(rc);
-    cf_value_release(&v);
+    cf_value_release(&o->value);
   }
   cf__raise_clear();
   if (t.arg_dtor != NULL)
     t.arg_dtor(t.arg);
   o->err = rc;
-  o->value = v;
 }
 
 int cf__future_finish(cf_future *f, cf__outcome *o, const cf__cb_sink *sink) {

@@ -1,6 +1,6 @@
 /*
  * future_cache.c - memory for futures: 64-byte aligned blocks of 64, 512
- * or 1024 bytes (a future alone; a future with a backend's room, such as
+ * or 896 bytes (a future alone; a future with a backend's room, such as
  * a loop task's state and saved frames).
  *
  * Why not malloc: a future is written by the submitter, run by a worker
@@ -51,7 +51,8 @@
 #define BLOCK 64
 #define BATCH 64
 
-static const size_t class_size[CF__FCACHE_CLASSES] = {64, 512, 1024};
+static const size_t class_size[CF__FCACHE_CLASSES] = {64, 512,
+                                                      CF__FCACHE_TASK_BLOCK};
 
 _Static_assert(CF__FCACHE_CLASSES == 3, "cf__fcache_class knows 3 sizes");
 

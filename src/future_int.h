@@ -153,11 +153,16 @@ static inline void *cf__future_room(cf_future *f) {
 void cf__future_discard(cf_future *f);
 
 /* The future cache (future_cache.c): 64-byte aligned blocks in a few
- * size classes (64, 512, 1024 bytes). cf__fcache_class gives the class
- * for a size, or -1 if it is too large for the cache. */
-enum { CF__FCACHE_CLASSES = 3 };
+ * size classes (64, 512, 896 bytes; the largest is a task of a loop on
+ * its shared stack, with its room for saved frames, src/loop.c).
+ * cf__fcache_class gives the class for a size, or -1 if it is too large
+ * for the cache. */
+enum { CF__FCACHE_CLASSES = 3, CF__FCACHE_TASK_BLOCK = 896 };
 static inline int cf__fcache_class(size_t size) {
-  return size <= 64 ? 0 : size <= 512 ? 1 : size <= 1024 ? 2 : -1;
+  return size <= 64                      ? 0
+         : size <= 512                   ? 1
+         : size <= CF__FCACHE_TASK_BLOCK ? 2
+                                         : -1;
 }
 void *cf__fcache_alloc_class(int c);
 void cf__fcache_free_class(void *p, int c);

@@ -74,32 +74,39 @@ struct ltimer {
 #define NOT_QUEUED SIZE_MAX
 
 struct ltask {
-  int kind; /* KIND_TASK: first, tells tokens apart */
+  int kind;   /* KIND_TASK: first, tells tokens apart */
+  int reason; /* R_*: why the wait ended, written by the winner */
   cf_future *f;
   cf_loop *loop;
   rnode node; /* start, then resume */
   cf__ctx ctx;
-  cf__stack stack;
+  union {
+    cf__stack stack; /* a task with a stack of its own */
+    struct {         /* a task on the shared stack (t->shared) */
+      /* Its frames while evicted: the part nearest the top in its room
+       * inline (inline_save, INLINE_SAVE bytes), any more below that in
+       * `saved` (saved_cap bytes, on the heap). */
+      char *saved;
+      size_t saved_len, saved_cap;
+    };
+  };
   cf__listener lis; /* waiting on one future */
   ltimer timer;     /* a wait's deadline, a sleep */
   _Atomic uint32_t armed;
   _Atomic uint32_t permit; /* hook_wake before or during a sleep */
-  bool cancel_req;         /* loop thread: a cancellation to deliver */
-  bool last_external;      /* the last one delivered included cancel_req */
   uint32_t soft_pending;   /* cancellations owed to scopes and groups */
-  uint64_t cancel_gen;     /* deliveries so far */
-  struct scope_impl *scopes; /* innermost open timeout scope */
-  bool shared;       /* runs on the loop's shared stack */
-  char *saved;       /* shared: its part of the stack while evicted */
-  size_t saved_len, saved_cap;
-  _Atomic bool cancel_posted; /* a foreign cancel is on its way */
-  rnode cancel_node;          /* carries it to the loop's thread */
-  int reason; /* R_*: why the wait ended, written by the winner */
   int raise_code;
+  uint64_t cancel_gen;       /* deliveries so far */
+  struct scope_impl *scopes; /* innermost open timeout scope */
+  rnode cancel_node;         /* carries a foreign cancel to the loop */
   char *raise_msg;
   cf__outcome out;
+  struct ltask *prev, *next;  /* the loop's list of tasks */
+  _Atomic bool cancel_posted; /* a foreign cancel is on its way */
+  bool cancel_req;            /* loop thread: a cancellation to deliver */
+  bool last_external; /* the last one delivered included cancel_req */
+  bool shared;        /* runs on the loop's shared stack (from submit) */
   bool exited;
-  struct ltask *prev, *next; /* the loop's list of tasks */
 };
 typedef struct ltask ltask;
 
@@ -504,15 +511,19 @@ static void stack_put(cf_loop *L, cf__stack *s) {
 
 static ltask *task_of(cf_future *f) { return cf__future_room(f); }
 
-/* A shared task's room for its saved stack, right after its ltask in
- * the future's allocation: the rest of the future cache's 1024-byte block
+/* A shared task's room for its saved frames, right after its ltask in
+ * the future's allocation: the rest of the future cache's 896-byte block
  * (a sleeping task saves about 350 bytes, a server connection waiting for
- * input about 540), so most need no allocation of their own. */
-enum { TASK_BLOCK = 1024 };
+ * input about 460). The part of the frames nearest the stack's top goes
+ * here and only what is deeper goes to the heap, so the room is never
+ * wasted: a task with deeper frames allocates just the excess. */
+enum { TASK_BLOCK = 896 };
 #ifndef CF_CORO_UCONTEXT
 #define INLINE_SAVE (TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask))
-_Static_assert(sizeof(ltask) + 384 <= TASK_BLOCK - CF__FUTURE_SIZE,
+_Static_assert(sizeof(ltask) + 480 <= TASK_BLOCK - CF__FUTURE_SIZE,
                "a task's inline room for saved frames shrank");
+_Static_assert((int)TASK_BLOCK == (int)CF__FCACHE_TASK_BLOCK,
+               "a shared task fills the future cache's largest class");
 #else
 /* A ucontext_t makes the task larger than the block, and the shared stack
  * (the only user of this room) needs the hand-written switch: unused. */
@@ -563,8 +574,7 @@ static void task_end(cf_loop *L, ltask *t) {
   if (t->shared) {
     if (L->shared_owner == t)
       L->shared_owner = NULL;
-    if (t->saved != inline_save(t))
-      free(t->saved);
+    free(t->saved);
     t->saved = NULL;
   } else {
     stack_put(L, &t->stack);
@@ -598,8 +608,10 @@ static void shared_evict(cf_loop *L) {
   if (sp == NULL || sp < L->shared.lo || sp > top)
     sp = L->shared.lo;
   size_t len = (size_t)(top - sp);
-  if (len > o->saved_cap) { /* beyond the room inline: on the heap */
-    char *b = cf__malloc(len);
+  size_t in = len < INLINE_SAVE ? len : INLINE_SAVE; /* the top part */
+  size_t deep = len - in;                           /* the rest, [sp, +deep) */
+  if (deep > o->saved_cap) {
+    char *b = cf__malloc(deep);
     if (b == NULL) {
       /* Nothing else can run on the stack without destroying the owner;
        * there is no way on but to stop, loudly. */
@@ -608,12 +620,13 @@ static void shared_evict(cf_loop *L) {
               len);
       abort();
     }
-    if (o->saved != inline_save(o))
-      free(o->saved);
+    free(o->saved);
     o->saved = b;
-    o->saved_cap = len;
+    o->saved_cap = deep;
   }
-  cf__stack_copy_out(o->saved, sp, len);
+  cf__stack_copy_out(inline_save(o), top - in, in);
+  if (deep > 0)
+    cf__stack_copy_out(o->saved, sp, deep);
   o->saved_len = len;
   L->shared_owner = NULL;
 }
@@ -623,9 +636,13 @@ static void shared_take(cf_loop *L, ltask *t) {
   if (L->shared_owner == t)
     return;
   shared_evict(L);
-  if (t->saved_len > 0) {
+  size_t len = t->saved_len;
+  if (len > 0) {
     char *top = cf__stack_top(&L->shared);
-    cf__stack_copy_in(top - t->saved_len, t->saved, t->saved_len);
+    size_t in = len < INLINE_SAVE ? len : INLINE_SAVE;
+    cf__stack_copy_in(top - in, inline_save(t), in);
+    if (len > in)
+      cf__stack_copy_in(top - len, t->saved, len - in);
     t->saved_len = 0;
   }
   L->shared_owner = t;
@@ -675,8 +692,7 @@ static void task_start(rnode *n) {
   }
   atomic_fetch_add_explicit(&L->started, 1, memory_order_relaxed);
   int src = 0;
-  if (L->shared_mode) {
-    t->shared = true;
+  if (t->shared) {
     if (L->shared.lo == NULL)
       src = cf__stack_alloc(&L->shared, L->stack_size);
   } else {
@@ -1145,6 +1161,13 @@ int cf_sleep_until(int64_t deadline_ns) {
   return reason == R_TIMEOUT ? 0 : reason_code(reason);
 }
 
+int cf__task_park(ltask *t, int64_t deadline) {
+  atomic_store_explicit(&t->armed, 1, memory_order_relaxed);
+  return reason_code(task_block(t, deadline));
+}
+
+void cf__task_unpark(ltask *t) { task_wake(t, R_DONE); }
+
 int cf_sleep(int64_t ns) {
   if (ns < 0)
     return CF_EINVAL;
@@ -1307,10 +1330,7 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   t->loop = L;
   t->node.run = task_start;
   t->cancel_node.run = cancel_node_of_task;
-  if (L->shared_mode) {
-    t->saved = inline_save(t);
-    t->saved_cap = INLINE_SAVE;
-  }
+  t->shared = L->shared_mode; /* saved or stack: one of the union's */
   t->timer.idx = NOT_QUEUED;
   t->timer.fire = task_timer_fire;
   atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);

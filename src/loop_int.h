@@ -29,6 +29,16 @@ void cf__task_soft_withdraw(cf__ltask *t, uint64_t ticket);
  * cf_future_cancel (not only scopes' and groups'). */
 bool cf__task_last_cancel_external(const cf__ltask *t);
 
+/* For net.c: a wait without a future. cf__task_park suspends the running
+ * task t until cf__task_unpark(t), the deadline, or a cancellation, and
+ * returns 0, CF_ETIMEDOUT, CF_ECANCELED (delivered as any wait's), or
+ * CF_ENOMEM (no memory for the deadline's timer). cf__task_unpark ends
+ * t's park if t is parked, and does nothing otherwise (its park ended
+ * already: the caller's record of who waits must be cleared by the
+ * parked task when its park returns). Loop thread only. */
+int cf__task_park(cf__ltask *t, int64_t deadline);
+void cf__task_unpark(cf__ltask *t);
+
 /* For io.c: the loop's libuv loop, and whether the calling thread is the
  * loop's (running it, or its owner while it is not running). */
 struct uv_loop_s;

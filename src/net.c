@@ -32,10 +32,10 @@ struct cf_stream {
   size_t in_len, in_cap;
   bool reading, eof, closed;
   int rerr;
-  cf_future *rwait; /* a reader waiting for data */
+  cf__ltask *rwait; /* a reader waiting for data */
   size_t queued;    /* bytes in write requests not yet completed */
   int werr;
-  cf_future *wwait; /* a writer waiting for queued <= wlimit */
+  cf__ltask *wwait; /* a writer waiting for queued <= wlimit */
   size_t wlimit;
   bool busy_r, busy_w;
 };
@@ -45,29 +45,23 @@ static int need_task(void) {
                                                                 : CF_ENOTTASK;
 }
 
-/* Waits on a fresh future stored in *slot until its completer (a libuv
- * callback) sets it, the deadline or a cancellation; the slot is cleared
- * either way. */
-static int wait_slot(cf_future **slot, int64_t deadline) {
-  cf_future *f;
-  if (cf_future_new(&f) != 0)
-    return CF_ENOMEM;
-  *slot = cf_future_ref(f);
-  int rc = cf_future_wait_until(f, deadline);
-  if (*slot == f) { /* not completed: take it back */
-    *slot = NULL;
-    cf_future_unref(f);
-  }
-  cf_future_unref(f);
+/* Parks the running task, recorded in *slot, until its waker (a libuv
+ * callback) unparks it, the deadline or a cancellation; the slot is
+ * cleared either way. No future: a waiting connection holds nothing but
+ * its task (10,000 idle connections are 10,000 waits). */
+static int wait_slot(cf__ltask **slot, int64_t deadline) {
+  cf__ltask *t = cf__task_self();
+  *slot = t;
+  int rc = cf__task_park(t, deadline);
+  *slot = NULL;
   return rc;
 }
 
-static void wake_slot(cf_future **slot) {
-  cf_future *f = *slot;
-  if (f != NULL) {
+static void wake_slot(cf__ltask **slot) {
+  cf__ltask *t = *slot;
+  if (t != NULL) {
     *slot = NULL;
-    cf_future_set_result(f, NULL);
-    cf_future_unref(f);
+    cf__task_unpark(t);
   }
 }
 
