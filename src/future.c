@@ -262,17 +262,12 @@ cf_future *cf_future_ref(cf_future *f) {
 void cf_future_unref(cf_future *f) {
   if (f == NULL)
     return;
-  /* The last reference needs no read-modify-write: a count of 1 seen by
-   * its holder cannot change under it (a reference is only ever taken
-   * from another counted one), and the acquire load synchronises with
-   * every earlier drop, each a release in one release sequence. That
-   * saves a locked instruction on the common path, where the waiter
-   * drops the last reference after the worker or the loop dropped its
-   * own. Otherwise acq_rel rather than release + an acquire fence on the
-   * last drop: same code on x86, and ThreadSanitizer understands it. */
-  uint32_t old = atomic_load_explicit(&f->refs, memory_order_acquire);
-  if (old != 1)
-    old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
+  /* acq_rel rather than release + an acquire fence on the last drop:
+   * same code on x86, and ThreadSanitizer understands it. (A load that
+   * skips the decrement when it reads 1 was tried: no measurable gain,
+   * and two racing drops of one last reference would both free it
+   * unnoticed; bench/NOTES.md §13.) */
+  uint32_t old = atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel);
   if (CF__UNLIKELY(old == 0))
     cf__fatal("cf_future_unref: future %p has no reference left (state "
               "%#x): a reference was dropped twice, or the future was "
@@ -485,27 +480,43 @@ static void outcome_drop(cf__outcome *o) {
   cf_value_release(&o->value);
 }
 
-void cf__future_exec(cf_future *f, cf__outcome *o) {
+/* Runs the task with its result written at *v, then moves it into *o
+ * (v may be &o->value). */
+static inline __attribute__((always_inline)) void
+exec_at(cf_future *f, cf__outcome *o, cf_value *v) {
   /* Take the task out: the outcome will overwrite it. */
   cf__task_rec t;
   cf__future_take_task(f, &t);
-  /* The task writes its result straight into the outcome, which is the
-   * caller's (a worker's frame, a loop task's state), not a copy here: a
-   * loop task on the shared stack saves this frame while it waits. */
-  o->value = (cf_value)CF_VALUE_INIT;
+  *v = (cf_value)CF_VALUE_INIT;
   cf__raise_clear();
-  int rc = t.fn(t.arg, &o->value);
+  int rc = t.fn(t.arg, v);
   o->msg = NULL;
   if (rc != 0) {
     if (rc > 0)
       rc = CF_ETASK;
     o->msg = cf__raise_take(rc);
-    cf_value_release(&o->value);
+    cf_value_release(v);
   }
   cf__raise_clear();
   if (t.arg_dtor != NULL)
     t.arg_dtor(t.arg);
   o->err = rc;
+  if (v != &o->value)
+    o->value = *v;
+}
+
+/* Two entry points for two callers' costs: the result in a local of
+ * this frame (a pool worker: writing it through to the worker's outcome
+ * made the chunked map ~0.25 ns per item slower), or straight into the
+ * outcome (a loop task, whose saved frames this frame is part of: ~100
+ * bytes fewer per waiting task on a shared stack). bench/NOTES.md §13. */
+void cf__future_exec(cf_future *f, cf__outcome *o) {
+  cf_value v;
+  exec_at(f, o, &v);
+}
+
+void cf__future_exec_in_place(cf_future *f, cf__outcome *o) {
+  exec_at(f, o, &o->value);
 }
 
 int cf__future_finish(cf_future *f, cf__outcome *o, const cf__cb_sink *sink) {

@@ -215,6 +215,10 @@ typedef struct cf__outcome {
  * releases the arg) and returns its outcome in *o without publishing it:
  * the caller counts it, then publishes it with cf__future_finish. */
 void cf__future_exec(cf_future *f, cf__outcome *o);
+/* The same with the task's result written into o->value as it runs (a
+ * smaller frame, for a caller whose frames are saved while the task
+ * waits: a loop task). */
+void cf__future_exec_in_place(cf_future *f, cf__outcome *o);
 
 /* Publishes the outcome of a RUNNING future: its owner's call, from any
  * of the owner's threads. Takes o->msg and o->value in all cases (released

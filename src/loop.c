@@ -595,7 +595,8 @@ static void task_end(cf_loop *L, ltask *t) {
 
 /* Shared stacks. The owner's frames are on the shared stack; another
  * shared task gets it by saving the owner's used part, [saved sp, top),
- * to the owner's buffer and copying its own back. Always done from the
+ * (the top INLINE_SAVE bytes to the owner's inline room, any deeper rest
+ * to its heap buffer) and copying its own back. Always done from the
  * scheduler's stack. */
 static void shared_evict(cf_loop *L) {
   ltask *o = L->shared_owner;
@@ -616,8 +617,8 @@ static void shared_evict(cf_loop *L) {
       /* Nothing else can run on the stack without destroying the owner;
        * there is no way on but to stop, loudly. */
       fprintf(stderr, "cfutures: no memory to save a task's stack (%zu "
-                      "bytes); aborting\n",
-              len);
+                      "bytes beyond its %zu inline); aborting\n",
+              deep, (size_t)INLINE_SAVE);
       abort();
     }
     free(o->saved);
@@ -675,7 +676,7 @@ static void task_resume(rnode *n) {
 
 static void task_entry(void *p) {
   ltask *t = p;
-  cf__future_exec(t->f, &t->out);
+  cf__future_exec_in_place(t->f, &t->out);
   t->exited = true;
   t->loop->last = t;
   cf__ctx_exit(&t->ctx, &t->loop->sched); /* its stack is freed there */

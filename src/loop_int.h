@@ -32,7 +32,9 @@ bool cf__task_last_cancel_external(const cf__ltask *t);
 /* For net.c: a wait without a future. cf__task_park suspends the running
  * task t until cf__task_unpark(t), the deadline, or a cancellation, and
  * returns 0, CF_ETIMEDOUT, CF_ECANCELED (delivered as any wait's), or
- * CF_ENOMEM (no memory for the deadline's timer). cf__task_unpark ends
+ * CF_ENOMEM (no memory for the deadline's timer). It may also return 0
+ * without an unpark (the wait hook's wake of the task): callers recheck
+ * what they wait for. cf__task_unpark ends
  * t's park if t is parked, and does nothing otherwise (its park ended
  * already: the caller's record of who waits must be cleared by the
  * parked task when its park returns). Loop thread only. */

@@ -38,7 +38,20 @@ struct cf_stream {
   cf__ltask *wwait; /* a writer waiting for queued <= wlimit */
   size_t wlimit;
   bool busy_r, busy_w;
+  /* libuv has closed the handle (after cf_stream_close): the stream is
+   * freed as soon as nothing holds it, neither a task inside a read or a
+   * write (woken by the close, it returns CF_EBADF) nor the server's
+   * connection task that owns it. */
+  bool gone;
+  bool pinned; /* a server's connection task holds it until it ends */
 };
+
+static void stream_release(cf_stream *s) {
+  if (s->gone && !s->busy_r && !s->busy_w && !s->pinned) {
+    free(s->in);
+    free(s);
+  }
+}
 
 static int need_task(void) {
   return cf_task_current() != NULL && cf_loop_current() != NULL ? 0
@@ -53,7 +66,8 @@ static int wait_slot(cf__ltask **slot, int64_t deadline) {
   cf__ltask *t = cf__task_self();
   *slot = t;
   int rc = cf__task_park(t, deadline);
-  *slot = NULL;
+  if (*slot == t) /* not taken by a waker */
+    *slot = NULL;
   return rc;
 }
 
@@ -150,6 +164,8 @@ static int start_reading(cf_stream *s) {
 /* Waits until something is buffered, or end of stream, or an error. */
 static int fill(cf_stream *s, int64_t deadline) {
   while (s->in_len == 0 && !s->eof && s->rerr == 0) {
+    if (s->closed) /* by another task, while this one waited */
+      return CF_EBADF;
     int rc = start_reading(s);
     if (rc != 0)
       return rc;
@@ -211,6 +227,7 @@ ssize_t cf_stream_read(cf_stream *s, void *buf, size_t len,
     n = s->rerr != 0 ? s->rerr : 0; /* end of stream */
   }
   s->busy_r = false;
+  stream_release(s);
   return n;
 }
 
@@ -225,6 +242,7 @@ int cf_stream_wait_readable(cf_stream *s, int64_t timeout_ns) {
   s->busy_r = true;
   rc = fill(s, cf_deadline_after(timeout_ns));
   s->busy_r = false;
+  stream_release(s);
   return rc;
 }
 
@@ -258,6 +276,7 @@ int cf_stream_read_exactly(cf_stream *s, void *buf, size_t len,
   if (got != NULL)
     *got = done;
   s->busy_r = false;
+  stream_release(s);
   return done == len ? 0 : rc;
 }
 
@@ -306,6 +325,10 @@ ssize_t cf_stream_read_until(cf_stream *s, const void *delim, size_t dlen,
     /* More is needed: wait for it even though something is buffered. */
     size_t before = s->in_len;
     while (s->in_len == before && !s->eof && s->rerr == 0) {
+      if (s->closed) { /* by another task, while this one waited */
+        result = CF_EBADF;
+        goto out;
+      }
       if (s->in_len >= IN_MAX) { /* the buffer is full below cap */
         result = CF_ENOBUFS;
         goto out;
@@ -321,6 +344,7 @@ ssize_t cf_stream_read_until(cf_stream *s, const void *delim, size_t dlen,
   }
 out:
   s->busy_r = false;
+  stream_release(s);
   return result;
 }
 
@@ -348,12 +372,14 @@ static void on_written(uv_write_t *req, int status) {
 /* Waits until at most `limit` bytes are queued. */
 static int wait_queue(cf_stream *s, size_t limit, int64_t deadline) {
   while (s->queued > limit && s->werr == 0) {
+    if (s->closed) /* by another task, while this one waited */
+      return CF_EBADF;
     s->wlimit = limit;
     int rc = wait_slot(&s->wwait, deadline);
     if (rc != 0)
       return rc;
   }
-  return s->werr;
+  return s->closed ? CF_EBADF : s->werr;
 }
 
 int cf_stream_write(cf_stream *s, const void *buf, size_t len,
@@ -403,6 +429,7 @@ int cf_stream_write(cf_stream *s, const void *buf, size_t len,
     len -= k;
   }
   s->busy_w = false;
+  stream_release(s);
   return rc;
 }
 
@@ -412,7 +439,13 @@ int cf_stream_drain(cf_stream *s, int64_t timeout_ns) {
     return rc;
   if (timeout_ns < 0)
     return CF_EINVAL;
-  return wait_queue(s, 0, cf_deadline_after(timeout_ns));
+  if (s->busy_w) /* the writer's wait is the one slot */
+    return CF_EBUSY;
+  s->busy_w = true;
+  rc = wait_queue(s, 0, cf_deadline_after(timeout_ns));
+  s->busy_w = false;
+  stream_release(s);
+  return rc;
 }
 
 /* A libuv request whose completion settles a future (connect,
@@ -494,8 +527,8 @@ int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns) {
 
 static void on_stream_closed(uv_handle_t *h) {
   cf_stream *s = h->data;
-  free(s->in);
-  free(s);
+  s->gone = true;
+  stream_release(s);
 }
 
 void cf_stream_close(cf_stream *s) {
@@ -698,9 +731,14 @@ static int conn_main(void *arg, cf_value *result) {
   conn *c = arg;
   cf_server *srv = c->srv;
   int rc = srv->cancelling ? CF_ECANCELED : srv->fn(c->s, srv->arg);
-  /* The handler may have closed it; the server closes it otherwise. The
-   * stream is freed a turn later, so reading its flag here is safe. */
-  cf_stream_close(c->s);
+  /* The handler may have closed it (then it is kept until now, pinned);
+   * the server closes it otherwise. */
+  cf_stream *s = c->s;
+  s->pinned = false;
+  if (s->closed)
+    stream_release(s);
+  else
+    cf_stream_close(s);
   conn_unlink(srv, c);
   if (c->task != NULL)
     cf_future_unref(c->task);
@@ -740,6 +778,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     free(c);
     return;
   }
+  s->pinned = true; /* until conn_main ends, whoever closes it */
   srv->accepted++;
 }
 

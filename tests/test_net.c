@@ -218,6 +218,99 @@ static int main_failures(void *arg, cf_value *result) {
   return 0;
 }
 
+/* A stream closed by one task while others are inside its calls: a
+ * writer held by back-pressure (the peer never reads) and a reader
+ * waiting for input both return CF_EBADF, at once, and nothing touches
+ * the freed stream (ASan); a drain beside the held writer is refused, as
+ * a second writer is. Then a server handler that closes its stream and
+ * waits before it returns: its connection task still holds the stream. */
+static int never_reads(cf_stream *s, void *arg) {
+  cf_event *done = arg;
+  (void)s;
+  return cf_event_wait(done, SOON);
+}
+
+static int close_then_wait(cf_stream *s, void *arg) {
+  (void)arg;
+  cf_stream_close(s);
+  return cf_sleep(CF_MSEC(20)); /* the handle's close completes meanwhile */
+}
+
+typedef struct closing {
+  cf_stream *c;
+  char *big;
+  size_t big_len;
+  _Atomic int writer_held, reader_waiting;
+} closing;
+
+static int held_writer(void *arg, cf_value *result) {
+  (void)result;
+  closing *k = arg;
+  /* Far more than the kernel takes: the rest stays queued. */
+  TCHECK(cf_stream_write(k->c, k->big, k->big_len, SOON) == 0);
+  atomic_store(&k->writer_held, 1); /* and the next write waits: */
+  return cf_stream_write(k->c, "x", 1, SOON);
+}
+
+static int waiting_reader(void *arg, cf_value *result) {
+  (void)result;
+  closing *k = arg;
+  char b;
+  atomic_store(&k->reader_waiting, 1);
+  return (int)cf_stream_read(k->c, &b, 1, SOON);
+}
+
+static int main_close_under_calls(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static closing k; /* the tasks read it: not on a task's stack */
+  k = (closing){.big_len = (size_t)64 << 20};
+  k.big = calloc(1, k.big_len);
+  TCHECK(k.big != NULL);
+  cf_event *done;
+  TCHECK(cf_event_new(&done) == 0);
+  cf_server *srv;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, never_reads, done, &srv) == 0);
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), SOON, &k.c) ==
+         0);
+  cf_future *w, *r;
+  TCHECK(cf_loop_spawn(here(), held_writer, &k, &w) == 0);
+  /* Each task sets its flag and enters its call without yielding. */
+  while (atomic_load(&k.writer_held) == 0)
+    TCHECK(cf_yield() == 0);
+  TCHECK(cf_stream_drain(k.c, SOON) == CF_EBUSY);
+  TCHECK(cf_loop_spawn(here(), waiting_reader, &k, &r) == 0);
+  while (atomic_load(&k.reader_waiting) == 0)
+    TCHECK(cf_yield() == 0);
+  TCHECK(!cf_future_done(w) && !cf_future_done(r));
+  cf_stream_close(k.c);
+  TCHECK(cf_future_result(w, SOON, NULL) == CF_EBADF);
+  TCHECK(cf_future_result(r, SOON, NULL) == CF_EBADF);
+  cf_future_unref(w);
+  cf_future_unref(r);
+  TCHECK(cf_event_set(done) == 0);
+  TCHECK(cf_server_stop(srv, SOON) == 0);
+  free(k.big);
+  cf_event_free(done);
+  /* The handler closes, waits, returns; the server then lets go. */
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, close_then_wait, NULL, &srv) ==
+         0);
+  cf_stream *c;
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), SOON, &c) == 0);
+  char buf[4];
+  TCHECK(cf_stream_read(c, buf, sizeof buf, SOON) == 0); /* the end */
+  cf_stream_close(c);
+  TCHECK(cf_server_stop(srv, SOON) == 0);
+  return 0;
+}
+
+CF_TEST(a_stream_closed_under_other_tasks_calls_ends_them_with_ebadf) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_close_under_calls, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 /* A server bound by a name (this machine's host name, from /etc/hosts
  * or the resolver), and a client that connects to the same name. */
 static int main_named(void *arg, cf_value *result) {
