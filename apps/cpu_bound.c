@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "map_sum.h"
 #include "seed_work.h"
 
 static int fib_task(void *arg, cf_value *result) {
@@ -43,24 +44,6 @@ static const int64_t large_numbers[] = {112272535095293, 112582705942171,
                                         112272535095293, 115280095190773,
                                         115797848077099, 1099726899285419};
 #define NLARGE 6
-
-/* Sums the results of a map of fn over items (an array) or a range. */
-static int64_t map_sum(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
-                       void *state, int64_t chunksize, int *err) {
-  cf_map_opts o = {.chunksize = chunksize};
-  cf_map *m;
-  int rc = cf_executor_map(ex, fn, next, state, &o, &m);
-  int64_t sum = 0;
-  if (rc == 0) {
-    cf_value v;
-    while ((rc = cf_map_next(m, &v)) == 1)
-      sum += v.u.i;
-    cf_map_free(m);
-  }
-  if (rc < 0)
-    *err = rc;
-  return sum;
-}
 
 static int failures;
 
@@ -103,7 +86,7 @@ static int64_t fib_par(const job *j, cf_executor *ex, int *err) {
   for (int i = 0; i < 20; i++)
     args[i] = (void *)(intptr_t)j->n;
   cf_array_iter items = {args, 20, 0};
-  return map_sum(ex, fib_task, cf_array_iter_next, &items, 0, err);
+  return app_map_sum(ex, fib_task, cf_array_iter_next, &items, 0, err);
 }
 
 static int64_t large_seq(const job *j) {
@@ -119,8 +102,8 @@ static int64_t large_par(const job *j, cf_executor *ex, int *err) {
   for (int i = 0; i < NLARGE; i++)
     args[i] = (void *)(intptr_t)large_numbers[i];
   cf_array_iter items = {args, NLARGE, 0};
-  return map_sum(ex, factors_task, cf_array_iter_next, &items, j->chunksize,
-                 err);
+  return app_map_sum(ex, factors_task, cf_array_iter_next, &items, j->chunksize,
+                     err);
 }
 
 static int64_t small_seq(const job *j) {
@@ -133,8 +116,8 @@ static int64_t small_seq(const job *j) {
 
 static int64_t small_par(const job *j, cf_executor *ex, int *err) {
   cf_range_iter items = cf_range_iter_init(1, 40000, 1);
-  return map_sum(ex, factors_task, cf_range_iter_next, &items, j->chunksize,
-                 err);
+  return app_map_sum(ex, factors_task, cf_range_iter_next, &items, j->chunksize,
+                     err);
 }
 
 static int cmp_double(const void *a, const void *b) {

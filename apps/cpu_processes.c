@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "map_sum.h"
 #include "seed_work.h"
 
 /* The number travels as the pointer value of a map item. */
@@ -31,15 +32,8 @@ static int64_t map_fib(cf_executor *ex, long n) {
   for (int i = 0; i < 20; i++)
     items[i] = (void *)(intptr_t)n;
   cf_array_iter it = {items, 20, 0};
-  cf_map *m;
-  int rc = cf_executor_map(ex, fib, cf_array_iter_next, &it, NULL, &m);
-  int64_t sum = 0;
-  if (rc == 0) {
-    cf_value v;
-    while ((rc = cf_map_next(m, &v)) == 1)
-      sum += v.u.i;
-    cf_map_free(m);
-  }
+  int rc = 0;
+  int64_t sum = app_map_sum(ex, fib, cf_array_iter_next, &it, 0, &rc);
   if (rc < 0) {
     fprintf(stderr, "cpu_processes: %s\n", cf_strerror(rc));
     return -1;

@@ -53,6 +53,14 @@ static void stream_release(cf_stream *s) {
   }
 }
 
+/* Ends a read or a write call (busy: &s->busy_r or &s->busy_w): the
+ * stream may be freed here if another task closed it meanwhile, so the
+ * caller returns without touching it. */
+static void end_call(cf_stream *s, bool *busy) {
+  *busy = false;
+  stream_release(s);
+}
+
 static int need_task(void) {
   return cf_task_current() != NULL && cf_loop_current() != NULL ? 0
                                                                 : CF_ENOTTASK;
@@ -226,8 +234,7 @@ ssize_t cf_stream_read(cf_stream *s, void *buf, size_t len,
   } else {
     n = s->rerr != 0 ? s->rerr : 0; /* end of stream */
   }
-  s->busy_r = false;
-  stream_release(s);
+  end_call(s, &s->busy_r);
   return n;
 }
 
@@ -241,8 +248,7 @@ int cf_stream_wait_readable(cf_stream *s, int64_t timeout_ns) {
     return CF_EBUSY;
   s->busy_r = true;
   rc = fill(s, cf_deadline_after(timeout_ns));
-  s->busy_r = false;
-  stream_release(s);
+  end_call(s, &s->busy_r);
   return rc;
 }
 
@@ -275,8 +281,7 @@ int cf_stream_read_exactly(cf_stream *s, void *buf, size_t len,
   }
   if (got != NULL)
     *got = done;
-  s->busy_r = false;
-  stream_release(s);
+  end_call(s, &s->busy_r);
   return done == len ? 0 : rc;
 }
 
@@ -343,8 +348,7 @@ ssize_t cf_stream_read_until(cf_stream *s, const void *delim, size_t dlen,
     }
   }
 out:
-  s->busy_r = false;
-  stream_release(s);
+  end_call(s, &s->busy_r);
   return result;
 }
 
@@ -428,8 +432,7 @@ int cf_stream_write(cf_stream *s, const void *buf, size_t len,
     p += k;
     len -= k;
   }
-  s->busy_w = false;
-  stream_release(s);
+  end_call(s, &s->busy_w);
   return rc;
 }
 
@@ -443,8 +446,7 @@ int cf_stream_drain(cf_stream *s, int64_t timeout_ns) {
     return CF_EBUSY;
   s->busy_w = true;
   rc = wait_queue(s, 0, cf_deadline_after(timeout_ns));
-  s->busy_w = false;
-  stream_release(s);
+  end_call(s, &s->busy_w);
   return rc;
 }
 
