@@ -233,7 +233,10 @@ static int never_reads(cf_stream *s, void *arg) {
 static int close_then_wait(cf_stream *s, void *arg) {
   (void)arg;
   cf_stream_close(s);
-  return cf_sleep(CF_MSEC(20)); /* the handle's close completes meanwhile */
+  /* A sleep cannot end without the loop polling (it waits there), and
+   * each libuv iteration runs its close callbacks: when it returns, the
+   * handle's close has completed, whatever the duration. */
+  return cf_sleep(CF_MSEC(20));
 }
 
 typedef struct closing {
