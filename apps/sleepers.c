@@ -56,6 +56,17 @@ static int wait_all(void *arg, cf_value *result) {
     }
   }
   int rc = cf_gather(fs, (size_t)r->n, 0, CF_FOREVER);
+  if (rc != 0) {
+    /* Say which task failed and why (its own message), not just the
+     * code: the first one done with an error. */
+    for (long i = 0; i < r->n; i++) {
+      cf_error e = cf_future_get_error(fs[i]);
+      if (e.code != 0 && e.code != CF_EINVALSTATE) {
+        rc = cf_raise(e.code, "task %ld of %ld: %s", i, r->n, e.message);
+        break;
+      }
+    }
+  }
   for (long i = 0; i < r->n; i++)
     cf_future_unref(fs[i]);
   free(fs);

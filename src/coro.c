@@ -17,21 +17,6 @@
 #include "common.h"
 #include "fault.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CF__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CF__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define CF__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CF__TSAN 1
-#endif
-#endif
-
 #ifdef CF__ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -294,9 +279,11 @@ void cf__ctx_destroy(cf__ctx *ctx) {
 #ifdef CF__TSAN
   if (ctx->tsan_own != NULL)
     __tsan_destroy_fiber(ctx->tsan_own);
-#endif
   ctx->tsan_own = NULL;
   ctx->tsan_fiber = NULL;
+#else
+  (void)ctx;
+#endif
 }
 
 /* ---------------------------------------------------------------------- */

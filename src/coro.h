@@ -31,6 +31,23 @@
 #include <ucontext.h>
 #endif
 
+/* Which sanitizer this file is built under: a context keeps what each
+ * needs only when it is there (40 bytes less per task without them). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CF__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CF__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CF__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CF__TSAN 1
+#endif
+#endif
+
 /* A stack: [lo, lo + size) usable, the guard page just below lo. */
 typedef struct cf__stack {
   char *lo;
@@ -47,11 +64,15 @@ typedef struct cf__ctx {
   /* What was running when this context was switched away from: its own
    * stack, or a generator's that it called into (NULL: the thread's). */
   const cf__stack *stack;
+#ifdef CF__ASAN
   void *asan_fake;     /* ASan's fake stack of this context */
   const void *asan_lo; /* the thread's own stack, for ASan */
   size_t asan_size;
+#endif
+#ifdef CF__TSAN
   void *tsan_fiber; /* TSan's fiber running when switched away */
   void *tsan_own;   /* the fiber created for this context (destroyed) */
+#endif
 } cf__ctx;
 
 /* Allocates a stack of `size` bytes (a multiple of the page size) plus a

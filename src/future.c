@@ -505,18 +505,50 @@ exec_at(cf_future *f, cf__outcome *o, cf_value *v) {
     o->value = *v;
 }
 
-/* Two entry points for two callers' costs: the result in a local of
- * this frame (a pool worker: writing it through to the worker's outcome
- * made the chunked map ~0.25 ns per item slower), or straight into the
- * outcome (a loop task, whose saved frames this frame is part of: ~100
- * bytes fewer per waiting task on a shared stack). bench/NOTES.md §13. */
+/* The result goes to a local of this frame: writing it through to the
+ * worker's outcome made the chunked map ~0.25 ns per item slower
+ * (bench/NOTES.md §13). */
 void cf__future_exec(cf_future *f, cf__outcome *o) {
   cf_value v;
   exec_at(f, o, &v);
 }
 
-void cf__future_exec_in_place(cf_future *f, cf__outcome *o) {
-  exec_at(f, o, &o->value);
+/* The outcome is written into the future itself: once the task is taken
+ * out, the union that held it is unused until the outcome is published,
+ * and nobody but the owner touches a RUNNING future's outcome fields
+ * (readers look only after the final state). */
+void cf__future_exec_self(cf_future *f) {
+  cf__task_rec t;
+  cf__future_take_task(f, &t);
+  cf_value *v = &f->u.value;
+  *v = (cf_value)CF_VALUE_INIT;
+  cf__raise_clear();
+  int rc = t.fn(t.arg, v);
+  char *msg = NULL;
+  if (rc != 0) {
+    if (rc > 0)
+      rc = CF_ETASK;
+    msg = cf__raise_take(rc);
+    cf_value_release(v);
+  }
+  cf__raise_clear();
+  if (t.arg_dtor != NULL)
+    t.arg_dtor(t.arg);
+  f->err = rc;
+  if (rc != 0)
+    f->u.errmsg = msg;
+}
+
+int cf__future_finish_self(cf_future *f, const cf__cb_sink *sink) {
+  if (f->err == CF_ECANCELED) {
+    free(f->u.errmsg);
+    f->u.errmsg = NULL;
+    return cf__future_finish_cancelled(f, sink);
+  }
+  if (begin_complete(f, FROM_RUNNING, CF__ST_COMPLETING) < 0)
+    return CF_EINVALSTATE; /* not the owner's to finish: leave it alone */
+  end_complete(f, CF_FINISHED, sink);
+  return 0;
 }
 
 int cf__future_finish(cf_future *f, cf__outcome *o, const cf__cb_sink *sink) {

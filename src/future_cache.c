@@ -1,6 +1,6 @@
 /*
  * future_cache.c - memory for futures: 64-byte aligned blocks of 64, 512
- * or 896 bytes (a future alone; a future with a backend's room, such as
+ * or 832 bytes (a future alone; a future with a backend's room, such as
  * a loop task's state and saved frames).
  *
  * Why not malloc: a future is written by the submitter, run by a worker

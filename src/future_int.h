@@ -153,11 +153,11 @@ static inline void *cf__future_room(cf_future *f) {
 void cf__future_discard(cf_future *f);
 
 /* The future cache (future_cache.c): 64-byte aligned blocks in a few
- * size classes (64, 512, 896 bytes; the largest is a task of a loop on
+ * size classes (64, 512, 832 bytes; the largest is a task of a loop on
  * its shared stack, with its room for saved frames, src/loop.c).
  * cf__fcache_class gives the class for a size, or -1 if it is too large
  * for the cache. */
-enum { CF__FCACHE_CLASSES = 3, CF__FCACHE_TASK_BLOCK = 896 };
+enum { CF__FCACHE_CLASSES = 3, CF__FCACHE_TASK_BLOCK = 832 };
 static inline int cf__fcache_class(size_t size) {
   return size <= 64                      ? 0
          : size <= 512                   ? 1
@@ -215,10 +215,16 @@ typedef struct cf__outcome {
  * releases the arg) and returns its outcome in *o without publishing it:
  * the caller counts it, then publishes it with cf__future_finish. */
 void cf__future_exec(cf_future *f, cf__outcome *o);
-/* The same with the task's result written into o->value as it runs (a
- * smaller frame, for a caller whose frames are saved while the task
- * waits: a loop task). */
-void cf__future_exec_in_place(cf_future *f, cf__outcome *o);
+/* The same with the outcome written into the future itself as the task
+ * runs (its code in f->err; its value, or its message when it failed, in
+ * f->u), for a backend that keeps the task's state in the future's room
+ * and would rather not hold a 48-byte outcome per task there (a loop
+ * task). Publish it with cf__future_finish_self: a code of CF_ECANCELED
+ * ends the future CANCELLED (its message dropped), any other FINISHED.
+ * Returns 0, or CF_EINVALSTATE if f is not RUNNING (then the outcome
+ * is left where it is, unreleased: that is a backend's bug). */
+void cf__future_exec_self(cf_future *f);
+int cf__future_finish_self(cf_future *f, const cf__cb_sink *sink);
 
 /* Publishes the outcome of a RUNNING future: its owner's call, from any
  * of the owner's threads. Takes o->msg and o->value in all cases (released

@@ -100,7 +100,6 @@ struct ltask {
   struct scope_impl *scopes; /* innermost open timeout scope */
   rnode cancel_node;         /* carries a foreign cancel to the loop */
   char *raise_msg;
-  cf__outcome out;
   struct ltask *prev, *next;  /* the loop's list of tasks */
   _Atomic bool cancel_posted; /* a foreign cancel is on its way */
   bool cancel_req;            /* loop thread: a cancellation to deliver */
@@ -512,12 +511,12 @@ static void stack_put(cf_loop *L, cf__stack *s) {
 static ltask *task_of(cf_future *f) { return cf__future_room(f); }
 
 /* A shared task's room for its saved frames, right after its ltask in
- * the future's allocation: the rest of the future cache's 896-byte block
+ * the future's allocation: the rest of the future cache's 832-byte block
  * (a sleeping task saves about 350 bytes, a server connection waiting for
  * input about 460). The part of the frames nearest the stack's top goes
  * here and only what is deeper goes to the heap, so the room is never
  * wasted: a task with deeper frames allocates just the excess. */
-enum { TASK_BLOCK = 896 };
+enum { TASK_BLOCK = 832 };
 #ifndef CF_CORO_UCONTEXT
 #define INLINE_SAVE (TASK_BLOCK - CF__FUTURE_SIZE - sizeof(ltask))
 _Static_assert(sizeof(ltask) + 480 <= TASK_BLOCK - CF__FUTURE_SIZE,
@@ -579,17 +578,12 @@ static void task_end(cf_loop *L, ltask *t) {
   } else {
     stack_put(L, &t->stack);
   }
-  cf__outcome *o = &t->out;
-  if (o->err == CF_ECANCELED) {
-    free(o->msg);
-    o->msg = NULL;
-    atomic_fetch_add_explicit(&L->cancelled, 1, memory_order_relaxed);
-    cf__future_finish_cancelled(t->f, &L->sink);
-  } else {
-    atomic_fetch_add_explicit(o->err == 0 ? &L->completed : &L->failed, 1,
-                              memory_order_relaxed);
-    cf__future_finish(t->f, o, &L->sink);
-  }
+  int err = t->f->err; /* the task's code, written in place */
+  atomic_fetch_add_explicit(err == CF_ECANCELED ? &L->cancelled
+                            : err == 0          ? &L->completed
+                                                : &L->failed,
+                            1, memory_order_relaxed);
+  cf__future_finish_self(t->f, &L->sink);
   task_gone(L, t);
 }
 
@@ -676,7 +670,7 @@ static void task_resume(rnode *n) {
 
 static void task_entry(void *p) {
   ltask *t = p;
-  cf__future_exec_in_place(t->f, &t->out);
+  cf__future_exec_self(t->f);
   t->exited = true;
   t->loop->last = t;
   cf__ctx_exit(&t->ctx, &t->loop->sched); /* its stack is freed there */
@@ -704,10 +698,14 @@ static void task_start(rnode *n) {
     cf__future_take_task(t->f, &rec);
     if (rec.arg_dtor != NULL)
       rec.arg_dtor(rec.arg);
-    cf__outcome o = {.err = CF_ENOMEM,
-                     .msg = cf__asprintf("no memory for a task stack of %zu "
-                                         "bytes",
-                                         L->stack_size)};
+    cf__outcome o = {
+        .err = CF_ENOMEM,
+        .msg = cf__asprintf(
+            "no memory for a task stack of %zu bytes (or the process's "
+            "limit of memory mappings, vm.max_map_count, is reached: each "
+            "stack of its own takes two; tasks on the shared stack take "
+            "none)",
+            L->stack_size)};
     atomic_fetch_add_explicit(&L->ended, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&L->failed, 1, memory_order_relaxed);
     cf__future_finish(t->f, &o, &L->sink);
