@@ -298,8 +298,8 @@ void cf_future_unref(cf_future *f) {
   } else if (st == CF_FINISHED) {
     if (f->err != 0)
       free(f->u.errmsg);
-    else
-      cf_value_release(&f->u.value);
+    else if (f->u.value.dtor != NULL) /* memory about to go: no clearing */
+      f->u.value.dtor(f->u.value.u.ptr);
   }
   future_release_memory(f);
 }
@@ -464,7 +464,8 @@ static void write_outcome(cf_future *f, int prev, cf__outcome *o,
   if (o->err != 0) {
     f->u.errmsg = o->msg;
   } else {
-    free(o->msg);
+    if (o->msg != NULL) /* rare: a success that left a message */
+      free(o->msg);
     f->u.value = o->value;
   }
   o->msg = NULL;

@@ -769,7 +769,20 @@ static void task_timer_fire(ltimer *tm) {
 
 static void task_on_done(cf__listener *l, cf_future *f) {
   (void)f;
-  task_wake(cf__container_of(l, ltask, lis), R_DONE);
+  ltask *t = cf__container_of(l, ltask, lis);
+  if (tls_loop == t->loop) {
+    /* Completed on the task's own loop thread: every other waker of a
+     * one-future wait (its timer, a cancellation, a signal) runs on this
+     * thread too, so there is no race to win and no locked exchange to
+     * pay (a ping-pong switch pays one per hand-over). */
+    if (atomic_load_explicit(&t->armed, memory_order_relaxed) == 0)
+      return;
+    atomic_store_explicit(&t->armed, 0, memory_order_relaxed);
+    t->reason = R_DONE;
+    fifo_push(t->loop, &t->node);
+    return;
+  }
+  task_wake(t, R_DONE);
 }
 
 static inline bool cancel_owed(const ltask *t) {
