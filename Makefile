@@ -29,7 +29,7 @@ demo-cpu: build-release
 	@echo
 	./build/release/apps/cpu_asyncio
 	@echo
-	./build/release/apps/sleepers -n 100000 -s 1 --shared-stack
+	./build/release/apps/sleepers -n 100000 -s 1
 	@echo
 	./build/release/apps/cpu_processes
 	@echo
