@@ -210,9 +210,11 @@ int cf__stack_guard_thread(void) {
 /* ---------------------------------------------------------------------- */
 /* Sanitizer announcements                                                */
 
+#ifdef CF__ASAN
 /* The context that is switching to another one, so that the one entered
  * can tell ASan's report of the stack it came from to its owner. */
 static _Thread_local cf__ctx *switching_from;
+#endif
 
 #ifdef CF__TSAN
 /* ThreadSanitizer defers a signal that arrives outside a blocking call
@@ -236,8 +238,8 @@ static void before_switch(cf__ctx *from, cf__ctx *to, bool exiting) {
    * and be suspended from the generator's stack. Resuming it must resume
    * that stack (and fiber), not the task's own. */
   cf__ctx_capture(from);
-  switching_from = from;
 #ifdef CF__ASAN
+  switching_from = from;
   const void *lo = to->stack != NULL ? to->stack->lo : to->asan_lo;
   size_t size = to->stack != NULL ? to->stack->size : to->asan_size;
   __sanitizer_start_switch_fiber(exiting ? NULL : &from->asan_fake, lo, size);

@@ -277,6 +277,8 @@ void cf__executor_atfork(int phase) {
       for (cf__pin *p = pins_here; p != NULL; p = p->up)
         mine += p->ex == ex;
       ex->pin_base = atomic_load(&ex->pins) - mine;
+      if (ex->vt->lives_in_child != NULL && ex->vt->lives_in_child(ex))
+        ex->fork_gen = cf__fork_generation();
     }
     pthread_mutex_init(&handles_mu, NULL);
   }

@@ -92,6 +92,13 @@ typedef struct cf__executor_vtable {
    * the first call on ex (or wait on one of its futures) in the child.
    * NULL: the backend has no threads or futures of its own to settle. */
   void (*forked)(cf_executor *ex);
+  /* Called in a fork child's handler, on the thread that forked, for
+   * every live executor: true if ex goes on in the child because its one
+   * thread is the forking thread (a loop forked from its own thread: its
+   * suspended tasks still run there and write their futures). ex then
+   * counts as the child's own: no CF_EFORKED, its futures are never
+   * settled. NULL: never (threads the child lacks run its futures). */
+  bool (*lives_in_child)(cf_executor *ex);
   /* True if ex's futures are completed by a thread of this process that
    * needs a CPU to do it (a process pool's manager reading results): a
    * waiter's bounded spin then yields the CPU between checks, so that on

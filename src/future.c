@@ -481,43 +481,35 @@ static void outcome_drop(cf__outcome *o) {
   cf_value_release(&o->value);
 }
 
-/* Runs the task with its result written at *v, then moves it into *o
- * (v may be &o->value). */
-static inline __attribute__((always_inline)) void
-exec_at(cf_future *f, cf__outcome *o, cf_value *v) {
+/* Runs the task with its result in a local of this frame, then moves it
+ * into *o: writing it through to the worker's outcome made the chunked
+ * map ~0.25 ns per item slower (bench/NOTES.md §13). */
+void cf__future_exec(cf_future *f, cf__outcome *o) {
   /* Take the task out: the outcome will overwrite it. */
   cf__task_rec t;
   cf__future_take_task(f, &t);
-  *v = (cf_value)CF_VALUE_INIT;
+  cf_value v = CF_VALUE_INIT;
   cf__raise_clear();
-  int rc = t.fn(t.arg, v);
+  int rc = t.fn(t.arg, &v);
   o->msg = NULL;
   if (rc != 0) {
     if (rc > 0)
       rc = CF_ETASK;
     o->msg = cf__raise_take(rc);
-    cf_value_release(v);
+    cf_value_release(&v);
   }
   cf__raise_clear();
   if (t.arg_dtor != NULL)
     t.arg_dtor(t.arg);
   o->err = rc;
-  if (v != &o->value)
-    o->value = *v;
-}
-
-/* The result goes to a local of this frame: writing it through to the
- * worker's outcome made the chunked map ~0.25 ns per item slower
- * (bench/NOTES.md §13). */
-void cf__future_exec(cf_future *f, cf__outcome *o) {
-  cf_value v;
-  exec_at(f, o, &v);
+  o->value = v;
 }
 
 /* The outcome is written into the future itself: once the task is taken
  * out, the union that held it is unused until the outcome is published,
  * and nobody but the owner touches a RUNNING future's outcome fields
- * (readers look only after the final state). */
+ * (readers look only after the final state; a fork child does not settle
+ * an executor's futures that live on there: lives_in_child). */
 void cf__future_exec_self(cf_future *f) {
   cf__task_rec t;
   cf__future_take_task(f, &t);

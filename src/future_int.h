@@ -18,8 +18,12 @@
  *
  * Transitions are CAS loops on the word; the outcome fields (err, errmsg,
  * value) are written only by the completer between COMPLETING and the
- * final state, which it publishes with release order, so a reader that
- * sees FINISHED (acquire) sees the outcome.
+ * final state, or, for a task that writes its outcome into its own future
+ * (cf__future_exec_self, a loop task), by that task's thread while the
+ * future is RUNNING, which only its owner may complete. Either way the
+ * final state is published with release order, so a reader that sees
+ * FINISHED (acquire) sees the outcome, and no reader looks at the fields
+ * before.
  *
  * Task ownership: whoever moves a future out of PENDING owns the task's
  * arg. A backend that claims a future (cf__future_claim: PENDING ->
@@ -33,8 +37,11 @@
  * The backend contract (the owner): while an executor's future is RUNNING
  * only that executor completes it, from any of its threads (the worker
  * that ran it, a process pool's reader thread, an event loop):
- * cf__future_finish with a value or a code and message, or
- * cf__future_finish_cancelled when it interrupted the work. The public
+ * cf__future_finish with a value or a code and message,
+ * cf__future_finish_cancelled when it interrupted the work, or, for a
+ * task run with cf__future_exec_self, cf__future_finish_self. A fork
+ * child never settles the futures of an executor that lives on there
+ * (the vtable's lives_in_child): a task of it may be writing into them. The public
  * cf_future_set_result/set_error refuse such a future (CF_EINVALSTATE).
  * cf_future_cancel of a RUNNING future asks the owner (vtable `cancel`,
  * executor_int.h); of a PENDING one it cancels at once.
@@ -221,8 +228,9 @@ void cf__future_exec(cf_future *f, cf__outcome *o);
  * and would rather not hold a 48-byte outcome per task there (a loop
  * task). Publish it with cf__future_finish_self: a code of CF_ECANCELED
  * ends the future CANCELLED (its message dropped), any other FINISHED.
- * Returns 0, or CF_EINVALSTATE if f is not RUNNING (then the outcome
- * is left where it is, unreleased: that is a backend's bug). */
+ * cf__future_finish_self returns 0, or CF_EINVALSTATE if f is not RUNNING
+ * (then the outcome is left where it is, unreleased: a backend's bug, as
+ * nobody but the owner completes a RUNNING future). */
 void cf__future_exec_self(cf_future *f);
 int cf__future_finish_self(cf_future *f, const cf__cb_sink *sink);
 

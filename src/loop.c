@@ -19,8 +19,11 @@
  * may end the wait (a listener on a future, a timer, a permit), and
  * suspends; every waker (a completion on any thread, a timer, a
  * cancellation, hook_wake) races to CAS armed 1 -> 0, and only the winner
- * writes the reason and posts the task, exactly once. The task then
- * detaches what it registered (unlisten waits for a notify in progress).
+ * writes the reason and posts the task, exactly once. One exception: a
+ * one-future wait ended by a completion on the loop's own thread clears
+ * armed with a plain store (task_on_done), as every other waker of such a
+ * wait runs on this thread too. The task then detaches what it registered
+ * (unlisten waits for a notify in progress).
  *
  * Cancellation of a started task sets cancel_req and tries to end its
  * current wait; a wait that starts with cancel_req set ends at once. The
@@ -772,9 +775,11 @@ static void task_on_done(cf__listener *l, cf_future *f) {
   ltask *t = cf__container_of(l, ltask, lis);
   if (tls_loop == t->loop) {
     /* Completed on the task's own loop thread: every other waker of a
-     * one-future wait (its timer, a cancellation, a signal) runs on this
-     * thread too, so there is no race to win and no locked exchange to
-     * pay (a ping-pong switch pays one per hand-over). */
+     * one-future wait runs on this thread too (its timer; a cancellation,
+     * which another thread posts here; hook_wake, the one waker that runs
+     * on any thread, is only registered for cf_wait and as_completed,
+     * never during a one-future wait), so there is no race to win and no
+     * locked exchange to pay (a ping-pong switch pays one per hand-over). */
     if (atomic_load_explicit(&t->armed, memory_order_relaxed) == 0)
       return;
     atomic_store_explicit(&t->armed, 0, memory_order_relaxed);
@@ -1584,6 +1589,14 @@ static bool loop_is_own_thread(cf_executor *ex) {
   return tls_loop == (cf_loop *)ex;
 }
 
+/* A loop forked from its own thread goes on in the child (see the
+ * vtable's lives_in_child): its tasks were suspended on this thread, and
+ * one may have written its result into its future already, so settling
+ * them as the parent's would race the task that resumes. */
+static bool loop_lives_in_child(cf_executor *ex) {
+  return tls_loop == (cf_loop *)ex;
+}
+
 static const cf__executor_vtable loop_vt = {
     .name = "loop",
     .submit = loop_submit,
@@ -1593,6 +1606,7 @@ static const cf__executor_vtable loop_vt = {
     .stats = loop_stats,
     .max_workers = loop_max_workers,
     .is_own_thread = loop_is_own_thread,
+    .lives_in_child = loop_lives_in_child,
 };
 
 /* ---------------------------------------------------------------------- */

@@ -608,6 +608,20 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
   cf_future_set_result(r->done, NULL);
 }
 
+/* An IPv4 or IPv6 address literal ("127.0.0.1", "::1", "fe80::1%eth0")
+ * into *ss with port; -1 (ss zeroed) if host is not one. */
+static int parse_literal(const char *host, int port,
+                         struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+    return 0;
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+    return 0;
+  memset(ss, 0, sizeof *ss);
+  return -1;
+}
+
 /* One attempt to connect s to addr before the deadline. */
 static int connect_one(cf_stream *s, const struct sockaddr *addr,
                        int64_t deadline) {
@@ -670,6 +684,21 @@ int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
     return rc;
   cf_loop *L = cf_loop_current();
   int64_t deadline = cf_deadline_after(timeout_ns);
+  /* An address literal needs no lookup: connected at once, without the
+   * round trip through libuv's thread pool (its four threads would bound
+   * how fast many connections start, as asyncio's _ipaddr_info avoids). */
+  struct sockaddr_storage ss;
+  if (parse_literal(host, port, &ss) == 0) {
+    cf_stream *s = stream_new(L);
+    if (s == NULL)
+      return CF_ENOMEM;
+    rc = connect_one(s, (const struct sockaddr *)&ss, deadline);
+    if (rc == 0)
+      *out = s;
+    else
+      cf_stream_close(s);
+    return rc;
+  }
   struct addrinfo *res = NULL;
   if ((rc = resolve_host(L, host, port, 0, deadline, &res)) != 0)
     return rc;
@@ -801,9 +830,7 @@ static int parse_bind_addr(const char *host, int port,
   memset(ss, 0, sizeof *ss);
   if (host == NULL)
     host = "::";
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-    return 0;
-  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+  if (parse_literal(host, port, ss) == 0)
     return 0;
   if (strcmp(host, "localhost") == 0)
     return uv_ip4_addr("127.0.0.1", port, (struct sockaddr_in *)ss);

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cf/loop.h"
 #include "executor_int.h"
 #include "support.h"
 
@@ -424,6 +425,50 @@ CF_TEST(forking_threads_own_iterator_works_in_the_child) {
   assert_child_ok(run_in_child(own_iterator_child, &o, NULL));
   cf_as_completed_free(o.it);
   cf_future_unref(o.f);
+}
+
+/* ---- a loop forked from one of its own tasks ----------------------------- */
+
+/* Writes its result, then waits: its future is RUNNING with a value in. */
+static int writes_then_sleeps(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.i = 42;
+  return cf_sleep(CF_MSEC(20));
+}
+
+static void waits_for_the_sleeper(void *arg) {
+  const cf_value *v = NULL;
+  int rc = cf_future_result(arg, SOON, &v);
+  _exit(rc != 0 ? 60 : v == NULL || v->u.i != 42 ? 61 : 0);
+}
+
+static int forks_beside_a_sleeper(void *arg, cf_value *result) {
+  (void)arg;
+  cf_future *b;
+  TCHECK(cf_loop_spawn(cf_loop_current(), writes_then_sleeps, NULL, &b) == 0);
+  TCHECK(cf_yield() == 0); /* b runs, writes 42 and suspends */
+  TCHECK(cf_future_get_state(b) == CF_RUNNING);
+  result->u.i = run_in_child(waits_for_the_sleeper, b, NULL);
+  TCHECK(cf_future_result(b, SOON, NULL) == 0);
+  cf_future_unref(b);
+  return 0;
+}
+
+/* The loop goes on in the child when its own thread forked: a task
+ * suspended with its result written still completes its future there,
+ * and a wait in the child gets that result (the future used to be
+ * settled as the parent's, CF_EFORKED over the value the task had
+ * written, which the task then overwrote). */
+CF_TEST(a_loop_forked_from_its_own_task_goes_on_in_the_child) {
+  (void)state;
+  cf_future *f;
+  assert_int_equal(
+      cf_loop_run_main(forks_beside_a_sleeper, NULL, test_loop_opts(NULL), &f),
+      0);
+  const cf_value *status;
+  assert_int_equal(cf_future_result(f, 0, &status), 0);
+  assert_child_ok((int)status->u.i);
+  cf_future_unref(f);
 }
 
 CF_TEST_MAIN()

@@ -5,6 +5,8 @@
  */
 #include "support.h"
 
+#include <uv.h>
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -344,6 +346,74 @@ CF_TEST(a_server_binds_to_a_host_name) {
     freeaddrinfo(res);
   assert_int_equal(
       cf_loop_run_main(main_named, name, test_loop_opts(NULL), NULL), 0);
+}
+
+/* An address literal connects without a lookup: with every thread of
+ * libuv's pool held (where names are resolved), a name cannot resolve
+ * (its connect reaches its deadline) while "127.0.0.1" and "::1"
+ * connect at once. The pool's threads are held by work items queued on a
+ * private libuv loop, blocked on a semaphore until the end. */
+static uv_sem_t pool_hold;
+static void hold_work(uv_work_t *w) {
+  (void)w;
+  uv_sem_wait(&pool_hold);
+}
+static void held_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+}
+
+static int main_literal(void *arg, cf_value *result) {
+  (void)result;
+  (void)arg;
+  cf_server *srv4, *srv6 = NULL;
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, echo_handler, NULL, &srv4) == 0);
+  bool v6 = cf_server_start("::1", 0, 0, echo_handler, NULL, &srv6) == 0;
+  cf_stream *c;
+  /* The pool is held: a name's lookup cannot run before the deadline. */
+  TCHECK(cf_tcp_connect("localhost", cf_server_get_port(srv4), CF_MSEC(200),
+                        &c) == CF_ETIMEDOUT);
+  TCHECK(c == NULL);
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv4), CF_SEC(30),
+                        &c) == 0);
+  char buf[8];
+  TCHECK(cf_stream_write(c, "lit\n", 4, CF_SEC(30)) == 0);
+  TCHECK(cf_stream_read_until(c, "\n", 1, buf, sizeof buf, CF_SEC(30)) == 4);
+  cf_stream_close(c);
+  if (v6) { /* (a host without IPv6 loopback skips this half) */
+    TCHECK(cf_tcp_connect("::1", cf_server_get_port(srv6), CF_SEC(30), &c) ==
+           0);
+    cf_stream_close(c);
+    TCHECK(cf_server_stop(srv6, CF_SEC(30)) == 0);
+  }
+  /* A literal with nothing listening is refused, not looked up. */
+  TCHECK(cf_tcp_connect("127.0.0.1", free_port(), CF_SEC(30), &c) ==
+         -ECONNREFUSED);
+  TCHECK(cf_server_stop(srv4, CF_SEC(30)) == 0);
+  return 0;
+}
+
+CF_TEST(an_address_literal_connects_without_a_lookup) {
+  (void)state;
+  const char *env = getenv("UV_THREADPOOL_SIZE");
+  int held = env != NULL && atoi(env) > 0 ? atoi(env) : 4;
+  if (held > 1024)
+    held = 1024;
+  assert_int_equal(uv_sem_init(&pool_hold, 0), 0);
+  uv_loop_t other;
+  assert_int_equal(uv_loop_init(&other), 0);
+  uv_work_t *w = calloc((size_t)held, sizeof *w);
+  assert_non_null(w);
+  for (int i = 0; i < held; i++)
+    assert_int_equal(uv_queue_work(&other, &w[i], hold_work, held_done), 0);
+  int rc = cf_loop_run_main(main_literal, NULL, test_loop_opts(NULL), NULL);
+  for (int i = 0; i < held; i++) /* released whatever happened */
+    uv_sem_post(&pool_hold);
+  assert_int_equal(rc, 0);
+  assert_int_equal(uv_run(&other, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&other), 0);
+  free(w);
+  uv_sem_destroy(&pool_hold);
 }
 
 CF_TEST(early_closes_silent_peers_and_refusals_are_errors_not_hangs) {

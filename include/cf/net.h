@@ -36,8 +36,9 @@ typedef struct cf_stream cf_stream;
 
 /**
  * Resolves host (a name or an address, IPv4 or IPv6) without blocking the
- * loop (getaddrinfo runs on libuv's thread pool), then connects to the
- * first address that accepts, all within timeout_ns. Returns 0 and the
+ * loop (getaddrinfo runs on libuv's thread pool; an address literal such
+ * as "127.0.0.1" or "::1" is used as it is, without a lookup), then
+ * connects to the first address that accepts, all within timeout_ns. Returns 0 and the
  * stream in *out, CF_ETIMEDOUT, CF_ECANCELED, -ECONNREFUSED and the like,
  * a resolver error as -EAI_* mapped by libuv (UV_EAI_NONAME, ...), or
  * CF_EINVAL.
