@@ -5,8 +5,11 @@
  * p99 round-trip latency.
  *
  *   echo_client --port P [--host H] [-c CONNECTIONS] [-n MESSAGES]
- *               [-s SIZE] [--self]
+ *               [-s SIZE] [--self] [--shared-stack]
  *
+ * --shared-stack runs the connection tasks on the loop's shared stack
+ * (cf_loop_opts.shared_stack: no stack mapped per task), else each task
+ * has its own 64 KiB stack.
  * --self runs the echo server on the same loop (one thread for both
  * ends), for tests. Exits 1 if any connection failed or an echo differed.
  */
@@ -20,7 +23,7 @@ typedef struct config {
   int port;
   long conns, msgs;
   size_t size;
-  bool self;
+  bool self, shared_stack;
 } config;
 
 typedef struct run {
@@ -163,12 +166,14 @@ int main(int argc, char **argv) {
       c.size = (size_t)atol(argv[++i]);
     else if (strcmp(argv[i], "--self") == 0)
       c.self = true;
+    else if (strcmp(argv[i], "--shared-stack") == 0)
+      c.shared_stack = true;
     else
       goto usage;
   }
   if (c.conns < 1 || c.msgs < 1 || c.size < 1 || (!c.self && c.port <= 0))
     goto usage;
-  cf_loop_opts o = {.stack_size = 64 * 1024};
+  cf_loop_opts o = {.stack_size = 64 * 1024, .shared_stack = c.shared_stack};
   cf_future *f;
   int rc = cf_loop_run_main(main_task, &c, &o, &f);
   if (rc != 0)
@@ -177,6 +182,6 @@ int main(int argc, char **argv) {
   return rc == 0 ? 0 : 1;
 usage:
   fprintf(stderr, "usage: echo_client --port P [--host H] [-c CONNECTIONS] "
-                  "[-n MESSAGES] [-s SIZE] [--self]\n");
+                  "[-n MESSAGES] [-s SIZE] [--self] [--shared-stack]\n");
   return 2;
 }
