@@ -41,8 +41,9 @@
  * cf__future_finish_cancelled when it interrupted the work, or, for a
  * task run with cf__future_exec_self, cf__future_finish_self. A fork
  * child never settles the futures of an executor that lives on there
- * (the vtable's lives_in_child): a task of it may be writing into them. The public
- * cf_future_set_result/set_error refuse such a future (CF_EINVALSTATE).
+ * (the vtable's lives_in_child): a task of it may be writing into them.
+ * The public cf_future_set_result/set_error refuse such a future
+ * (CF_EINVALSTATE).
  * cf_future_cancel of a RUNNING future asks the owner (vtable `cancel`,
  * executor_int.h); of a PENDING one it cancels at once.
  *

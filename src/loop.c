@@ -1589,14 +1589,6 @@ static bool loop_is_own_thread(cf_executor *ex) {
   return tls_loop == (cf_loop *)ex;
 }
 
-/* A loop forked from its own thread goes on in the child (see the
- * vtable's lives_in_child): its tasks were suspended on this thread, and
- * one may have written its result into its future already, so settling
- * them as the parent's would race the task that resumes. */
-static bool loop_lives_in_child(cf_executor *ex) {
-  return tls_loop == (cf_loop *)ex;
-}
-
 static const cf__executor_vtable loop_vt = {
     .name = "loop",
     .submit = loop_submit,
@@ -1606,7 +1598,11 @@ static const cf__executor_vtable loop_vt = {
     .stats = loop_stats,
     .max_workers = loop_max_workers,
     .is_own_thread = loop_is_own_thread,
-    .lives_in_child = loop_lives_in_child,
+    /* A loop forked from its own thread goes on in the child: its tasks
+     * were suspended on this thread, and one may have written its result
+     * into its future already, so settling them as the parent's would
+     * race the task that resumes. */
+    .lives_in_child = loop_is_own_thread,
 };
 
 /* ---------------------------------------------------------------------- */

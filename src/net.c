@@ -609,33 +609,37 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 }
 
 /* An IPv4 or IPv6 address literal ("127.0.0.1", "::1", "fe80::1%eth0")
- * into *ss with port; -1 (ss zeroed) if host is not one. */
+ * into *ss with port (the rest of *ss zeroed); -1 if host is not one. */
 static int parse_literal(const char *host, int port,
                          struct sockaddr_storage *ss) {
   memset(ss, 0, sizeof *ss);
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ||
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
     return 0;
-  memset(ss, 0, sizeof *ss);
-  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-    return 0;
-  memset(ss, 0, sizeof *ss);
   return -1;
 }
 
-/* One attempt to connect s to addr before the deadline. */
-static int connect_one(cf_stream *s, const struct sockaddr *addr,
-                       int64_t deadline) {
+/* One attempt to connect a new stream to addr before the deadline: 0 and
+ * the stream in *out, or the error (the stream closed). */
+static int connect_one(cf_loop *L, const struct sockaddr *addr,
+                       int64_t deadline, cf_stream **out) {
+  cf_stream *s = stream_new(L);
+  if (s == NULL)
+    return CF_ENOMEM;
   cf_future *f;
   freq *r = freq_new(&f);
-  if (r == NULL)
-    return CF_ENOMEM;
-  return freq_await(r, f,
-                    uv_tcp_connect(&r->u.connect, &s->tcp, addr, on_connected),
-                    deadline);
+  int rc = r == NULL ? CF_ENOMEM
+                     : freq_await(r, f,
+                                  uv_tcp_connect(&r->u.connect, &s->tcp, addr,
+                                                 on_connected),
+                                  deadline);
+  if (rc == 0)
+    *out = s;
+  else
+    cf_stream_close(s);
+  return rc;
 }
 
-/* Resolves host:port on libuv's pool (the calling task waits until the
- * deadline). 0 and the list in *res (uv_freeaddrinfo it), or a code. */
 static int resolve_host(cf_loop *L, const char *host, int port, int flags,
                         int64_t deadline, struct addrinfo **res_out) {
   int rc;
@@ -688,34 +692,16 @@ int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
    * round trip through libuv's thread pool (its four threads would bound
    * how fast many connections start, as asyncio's _ipaddr_info avoids). */
   struct sockaddr_storage ss;
-  if (parse_literal(host, port, &ss) == 0) {
-    cf_stream *s = stream_new(L);
-    if (s == NULL)
-      return CF_ENOMEM;
-    rc = connect_one(s, (const struct sockaddr *)&ss, deadline);
-    if (rc == 0)
-      *out = s;
-    else
-      cf_stream_close(s);
-    return rc;
-  }
+  if (parse_literal(host, port, &ss) == 0)
+    return connect_one(L, (const struct sockaddr *)&ss, deadline, out);
   struct addrinfo *res = NULL;
   if ((rc = resolve_host(L, host, port, 0, deadline, &res)) != 0)
     return rc;
   rc = CF_EINVAL;
   for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
-    cf_stream *s = stream_new(L);
-    if (s == NULL) {
-      rc = CF_ENOMEM;
-      break;
-    }
-    rc = connect_one(s, a->ai_addr, deadline);
-    if (rc == 0) {
-      *out = s;
-      break;
-    }
-    cf_stream_close(s);
-    if (rc == CF_ETIMEDOUT || rc == CF_ECANCELED)
+    rc = connect_one(L, a->ai_addr, deadline, out);
+    if (rc == 0 || rc == CF_ENOMEM || rc == CF_ETIMEDOUT ||
+        rc == CF_ECANCELED)
       break;
   }
   uv_freeaddrinfo(res);
@@ -827,7 +813,6 @@ static void on_server_closed(uv_handle_t *h) {
 
 static int parse_bind_addr(const char *host, int port,
                            struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof *ss);
   if (host == NULL)
     host = "::";
   if (parse_literal(host, port, ss) == 0)

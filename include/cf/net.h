@@ -38,10 +38,10 @@ typedef struct cf_stream cf_stream;
  * Resolves host (a name or an address, IPv4 or IPv6) without blocking the
  * loop (getaddrinfo runs on libuv's thread pool; an address literal such
  * as "127.0.0.1" or "::1" is used as it is, without a lookup), then
- * connects to the first address that accepts, all within timeout_ns. Returns 0 and the
- * stream in *out, CF_ETIMEDOUT, CF_ECANCELED, -ECONNREFUSED and the like,
- * a resolver error as -EAI_* mapped by libuv (UV_EAI_NONAME, ...), or
- * CF_EINVAL.
+ * connects to the first address that accepts, all within timeout_ns.
+ * Returns 0 and the stream in *out, CF_ETIMEDOUT, CF_ECANCELED,
+ * -ECONNREFUSED and the like, a resolver error as -EAI_* mapped by libuv
+ * (UV_EAI_NONAME, ...), CF_ENOMEM, or CF_EINVAL.
  */
 CF_EXTERN int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
                              cf_stream **out);
