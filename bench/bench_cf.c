@@ -5,6 +5,8 @@
  *   map           cf_executor_map of N tiny items, chunksize 1
  *   map_chunked   the same with chunksize 1000
  *   map_adaptive  the same with no chunksize given (the map chooses)
+ *                 (map_chunked and map_adaptive again as cfutures_runner:
+ *                 with square's chunk runner, CF_MAP_CHUNK_FN)
  *   factors       the seeds' sum of the prime factors of 1..39999: a C
  *                 loop, and the map with no chunksize and with 1000
  */
@@ -23,6 +25,8 @@ static int square(void *arg, cf_value *result) {
   result->u.i = x * x;
   return 0;
 }
+
+CF_MAP_CHUNK_FN(square_chunks, square)
 
 static int factors(void *arg, cf_value *result) {
   result->u.i = bench_sum_of_factors((int64_t)(intptr_t)arg);
@@ -82,14 +86,16 @@ int main(int argc, char **argv) {
   bench_report("cfutures", "latency", a.n_rounds, a.workers, "us/roundtrip", v,
                a.runs);
 
-  static const int64_t chunks[3] = {1, 1000, 0};
-  static const char *const map_names[3] = {"map", "map_chunked",
-                                           "map_adaptive"};
-  for (int k = 0; k < 3; k++) {
+  /* The last two again with square's chunk runner (CF_MAP_CHUNK_FN). */
+  static const int64_t chunks[5] = {1, 1000, 0, 1000, 0};
+  static const char *const map_names[5] = {
+      "map", "map_chunked", "map_adaptive", "map_chunked", "map_adaptive"};
+  for (int k = 0; k < 5; k++) {
     for (int r = 0; r < a.runs; r++) {
       cf_executor *ex = pool(a.workers);
       cf_range_iter items = cf_range_iter_init(0, a.n_tasks, 1);
-      cf_map_opts o = {.chunksize = chunks[k]};
+      cf_map_opts o = {.chunksize = chunks[k],
+                       .chunk_fn = k >= 3 ? square_chunks : NULL};
       cf_map *m;
       int64_t t0 = bench_now_ns();
       must(cf_executor_map(ex, square, cf_range_iter_next, &items, &o, &m),
@@ -110,8 +116,8 @@ int main(int argc, char **argv) {
         return 1;
       }
     }
-    bench_report("cfutures", map_names[k], a.n_tasks, a.workers, "ns/item", v,
-                 a.runs);
+    bench_report(k >= 3 ? "cfutures_runner" : "cfutures", map_names[k],
+                 a.n_tasks, a.workers, "ns/item", v, a.runs);
   }
 
   /* The seeds' factors: sequential, then the map on one warm pool (as a

@@ -169,6 +169,8 @@ bool cf__executor_forked(cf_executor *ex);
  * full results. */
 typedef struct cf__map_chunk {
   cf_task_fn fn;
+  cf_map_chunk_fn run; /* cf_map_opts.chunk_fn (run in this process), or NULL */
+  bool probe;          /* cf_executor_map's check of run: records fn only */
   const char *name; /* cf_map_opts.name */
   size_t item_size; /* cf_map_opts.item_size */
   size_t n;         /* items */
@@ -187,6 +189,7 @@ typedef struct cf__map_chunk {
   size_t nok;         /* results produced: [0..nok) */
   int err;            /* failure of item nok, or 0 */
   char *errmsg;       /* its message (malloc'ed), or NULL */
+  int64_t started_ns; /* when running the items started */
   int64_t elapsed_ns; /* how long running the items took */
 } cf__map_chunk;
 

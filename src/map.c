@@ -124,12 +124,14 @@ static chunk *chunk_of(cf__map_chunk *c) {
   return cf__container_of(c, chunk, c);
 }
 
-static chunk *chunk_new(cf_task_fn fn, const char *name, size_t item_size) {
+static chunk *chunk_new(cf_task_fn fn, cf_map_chunk_fn run, const char *name,
+                        size_t item_size) {
   chunk *ch = cf__calloc(1, sizeof *ch);
   if (ch == NULL)
     return NULL;
   atomic_init(&ch->refs, 2);
   ch->c.fn = fn;
+  ch->c.run = run;
   ch->c.items = NULL;
   ch->c.name = name;
   ch->c.item_size = item_size;
@@ -209,56 +211,109 @@ static bool chunk_go_full(cf__map_chunk *c, size_t done) {
   return true;
 }
 
-/* Sanitizers do not see a streaming store: they get plain ones. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CF__PLAIN_STORES 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CF__PLAIN_STORES 1
+/* The results' words go through cf__map_store (cf/executor.h): streamed
+ * to memory, so the consumer reads them from there instead of taking
+ * each line from this core, and reusing the buffer later needs no read
+ * for ownership (bench/NOTES.md section 10: 3.9-7.8 against 9.4-10.8
+ * ns/item). The fence orders them before the completion that publishes
+ * them. */
+static inline void plain_fence(void) {
+#ifdef CF__STREAM_STORES
+  __asm__ volatile("sfence" ::: "memory");
 #endif
-#endif
-
-#if defined(__SSE2__) && defined(__x86_64__) && !defined(CF__PLAIN_STORES)
-#include <emmintrin.h>
-/* Non-temporal: the lines go to memory, not into this core's cache, so
- * the consumer streams them from there instead of taking each one from
- * this core, and reusing the buffer later needs no read for ownership
- * (bench/NOTES.md section 10: 3.9-7.8 against 9.4-10.8 ns/item). The
- * fence orders them before the completion that publishes them. */
-static inline void store_plain(cf_word *slot, cf_word w) {
-  _mm_stream_si64((long long *)(void *)slot, (long long)w.i);
 }
-static inline void plain_fence(void) { _mm_sfence(); }
-#else
-static inline void store_plain(cf_word *slot, cf_word w) { *slot = w; }
-static inline void plain_fence(void) {}
-#endif
 
-int cf__map_chunk_task(void *arg, cf_value *result) {
-  (void)result;
-  cf__map_chunk *c = arg;
-  int64_t t0 = cf_now_ns();
-  /* The worker allocates the results, not the map's consumer: the memory
-   * is first touched (and page-faulted) in parallel, by the threads that
-   * write it. Each slot is written before nok moves past it. */
+/* Starts running a chunk: its clock, and room for plain results (the
+ * worker allocates them, not the map's consumer, so the memory is first
+ * touched, and page-faulted, in parallel by the threads that write it).
+ * Each slot is written before nok moves past it. */
+static int chunk_begin(cf__map_chunk *c) {
+  c->started_ns = cf_now_ns();
   c->plain = true;
   c->nok = 0;
+  *cf__raise_code_slot() = 0;
   if (!chunk_room((void **)&c->plain_results, &c->plain_cap, c->n,
-                  sizeof *c->plain_results)) {
-    c->err = CF_ENOMEM;
-    c->elapsed_ns = cf_now_ns() - t0;
+                  sizeof *c->plain_results))
     return CF_ENOMEM;
+  return 0;
+}
+
+/* Ends a chunk: items [0, i) have results; item i failed with rc (its
+ * value released), or rc is 0 and i is n. Returns the chunk task's
+ * outcome: the chunk's own future fails too (for counters and
+ * callbacks). */
+static int chunk_end(cf__map_chunk *c, size_t i, int rc, char *argbuf) {
+  c->err = rc;
+  c->errmsg = rc != 0 ? cf__raise_take(rc) : NULL;
+  c->nok = i;
+  c->elapsed_ns = cf_now_ns() - c->started_ns;
+  plain_fence(); /* the streamed results before the completion */
+  cf__arg_free(argbuf);
+  if (rc == 0)
+    return 0;
+  return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
+}
+
+/* Keeps item i's outcome: 0 to go on, or the code that ends the chunk
+ * (then v is released). */
+static int chunk_keep(cf__map_chunk *c, size_t i, int rc, cf_value *v) {
+  if (rc == 0 && c->plain) {
+    if (value_is_plain(v)) {
+      cf__map_store(&c->plain_results[i], v->u);
+      return 0;
+    }
+    if (!chunk_go_full(c, i))
+      rc = CF_ENOMEM;
   }
+  if (rc != 0) {
+    cf_value_release(v);
+    return rc > 0 ? CF_ETASK : rc;
+  }
+  c->results[i] = *v;
+  return 0;
+}
+
+/* Runs items [i, n) through c->fn, one call each, and ends the chunk. */
+static int chunk_loop(cf__map_chunk *c, size_t i);
+
+/* The same while the results are plain and the items are not sized, with
+ * what the loop reads held in locals (the item function could write
+ * anything it has a pointer to, for all the compiler knows): a plain
+ * result leaves v zero but for u, so only u is cleared again. From the
+ * first result that is not plain on, chunk_loop's general way. */
+static int chunk_loop_plain(cf__map_chunk *c, size_t i) {
+  cf_task_fn fn = c->fn;
+  void *const *items = c->items;
+  uint64_t first = (uint64_t)c->first, step = c->step;
+  cf_word *out = c->plain_results;
+  int *raised = cf__raise_code_slot();
+  size_t n = c->n;
+  cf_value v = CF_VALUE_INIT;
+  for (; i < n; i++) {
+    void *item = items != NULL ? items[i]
+                               : (void *)(intptr_t)(int64_t)(first + i * step);
+    *raised = 0; /* no message left by an earlier item */
+    int rc = fn(item, &v);
+    if (rc != 0 || !value_is_plain(&v)) {
+      rc = chunk_keep(c, i, rc, &v);
+      return rc != 0 ? chunk_end(c, i, rc, NULL) : chunk_loop(c, i + 1);
+    }
+    cf__map_store(&out[i], v.u);
+    v.u.i = 0;
+  }
+  return chunk_end(c, n, 0, NULL);
+}
+
+static int chunk_loop(cf__map_chunk *c, size_t i) {
+  if (c->plain && c->item_size == 0)
+    return chunk_loop_plain(c, i);
   /* Sized items reach the task as argument buffers (cf_arg_size works),
    * as a process pool's worker rebuilds them: one buffer, refilled. */
   char *argbuf = NULL;
-  if (c->item_size > 0 && (argbuf = cf__arg_alloc(c->item_size)) == NULL) {
-    c->err = CF_ENOMEM;
-    c->elapsed_ns = cf_now_ns() - t0;
-    return CF_ENOMEM;
-  }
+  if (c->item_size > 0 && (argbuf = cf__arg_alloc(c->item_size)) == NULL)
+    return chunk_end(c, i, CF_ENOMEM, NULL);
   int *raised = cf__raise_code_slot();
-  for (size_t i = 0; i < c->n; i++) {
+  for (; i < c->n; i++) {
     cf_value v = CF_VALUE_INIT;
     *raised = 0; /* no message left by an earlier item */
     void *item = cf__map_chunk_item(c, i);
@@ -266,34 +321,47 @@ int cf__map_chunk_task(void *arg, cf_value *result) {
       memcpy(argbuf, item, c->item_size);
       item = argbuf;
     }
-    int rc = c->fn(item, &v);
-    if (rc == 0 && c->plain && value_is_plain(&v)) {
-      store_plain(&c->plain_results[i], v.u);
-      continue;
-    }
-    if (rc == 0 && c->plain && !chunk_go_full(c, i))
-      rc = CF_ENOMEM; /* the value is released below */
-    if (rc != 0) {
-      if (rc > 0)
-        rc = CF_ETASK;
-      cf_value_release(&v);
-      c->err = rc;
-      c->errmsg = cf__raise_take(rc);
-      c->nok = i;
-      c->elapsed_ns = cf_now_ns() - t0;
-      plain_fence();
-      cf__arg_free(argbuf);
-      /* The chunk's own future fails too (for counters and callbacks). */
-      return c->errmsg != NULL ? cf_raise(rc, "%s", c->errmsg) : rc;
-    }
-    c->results[i] = v;
+    int rc = chunk_keep(c, i, c->fn(item, &v), &v);
+    if (rc != 0)
+      return chunk_end(c, i, rc, argbuf);
   }
-  c->nok = c->n;
-  c->elapsed_ns = cf_now_ns() - t0;
-  plain_fence(); /* the streamed results before the completion */
-  cf__arg_free(argbuf);
-  return 0;
+  return chunk_end(c, c->n, 0, argbuf);
 }
+
+int cf__map_chunk_task(void *arg, cf_value *result) {
+  (void)result;
+  cf__map_chunk *c = arg;
+  if (c->run != NULL)
+    return c->run(c);
+  int rc = chunk_begin(c);
+  return rc != 0 ? chunk_end(c, 0, rc, NULL) : chunk_loop(c, 0);
+}
+
+int cf__map_chunk_open(cf_map_chunk *c, cf_task_fn fn, cf__map_span *s) {
+  if (c->probe) {
+    c->fn = fn;
+    return 0;
+  }
+  int rc = chunk_begin(c);
+  if (rc != 0)
+    return chunk_end(c, 0, rc, NULL);
+  if (c->item_size > 0 || fn != c->fn) /* the map checked fn; defensive */
+    return chunk_loop(c, 0);
+  s->items = c->items;
+  s->first = c->first;
+  s->step = c->step;
+  s->n = c->n;
+  s->out = c->plain_results;
+  s->raised = cf__raise_code_slot();
+  return 1;
+}
+
+int cf__map_chunk_resume(cf_map_chunk *c, size_t i, int rc, cf_value *v) {
+  rc = chunk_keep(c, i, rc, v);
+  return rc != 0 ? chunk_end(c, i, rc, NULL) : chunk_loop(c, i + 1);
+}
+
+int cf__map_chunk_close(cf_map_chunk *c) { return chunk_end(c, c->n, 0, NULL); }
 
 /* Moves result i of a finished chunk into *out. */
 static inline void chunk_result(const chunk *ch, size_t i, cf_value *out) {
@@ -321,6 +389,7 @@ struct cf_map {
   cf__map_cursor cursor;
   cf_executor *ex;
   cf_task_fn fn;
+  cf_map_chunk_fn chunk_fn; /* cf_map_opts.chunk_fn, checked */
   cf_iter_fn next;
   void *state;
   const char *name;
@@ -349,7 +418,7 @@ struct cf_map {
 static chunk *map_chunk_get(cf_map *m) {
   chunk *ch = m->spare;
   if (ch == NULL)
-    return chunk_new(m->fn, m->name, m->item_size);
+    return chunk_new(m->fn, m->chunk_fn, m->name, m->item_size);
   m->spare = ch->spare_next;
   ch->spare_next = NULL;
   ch->c.n = ch->c.nok = ch->next = 0;
@@ -746,6 +815,11 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
       (!o.has_timeout && o.timeout_ns != 0) ||
       (o.item_size > 0 && next == cf_range_iter_next)) /* ints, not bytes */
     return CF_EINVAL;
+  if (o.chunk_fn != NULL) { /* a runner of this fn's items, not another's */
+    cf__map_chunk probe = {.probe = true};
+    if (o.chunk_fn(&probe) != 0 || probe.fn != fn)
+      return CF_EINVAL;
+  }
   /* Chunks in flight: four per worker, at least 8. With two per worker
    * the consumer outran the window and waited for a worker's wake-up at
    * every chunk (bench/NOTES.md section 10: 15 against 5 ns/item). */
@@ -769,6 +843,7 @@ int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
   }
   m->ex = ex;
   m->fn = fn;
+  m->chunk_fn = o.chunk_fn;
   m->next = next;
   m->state = state;
   m->name = o.name;

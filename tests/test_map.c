@@ -150,14 +150,17 @@ static int task_fail_at_7(void *arg, cf_value *result) {
   result->u.i = n;
   return 0;
 }
+CF_MAP_CHUNK_FN(fail_at_7_chunks, task_fail_at_7)
 
 CF_TEST(first_error_surfaces_at_its_item) {
   (void)state;
   const int64_t chunks[] = {1, 3, 4, 100};
-  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+  for (size_t k = 0; k < 2 * sizeof chunks / sizeof chunks[0]; k++) {
+    size_t c = k / 2; /* each chunk size per item, then with a runner */
     cf_executor *ex = make_pool(2);
     cf_range_iter r = cf_range_iter_init(0, 20, 1);
-    cf_map_opts o = {.chunksize = chunks[c]};
+    cf_map_opts o = {.chunksize = chunks[c],
+                     .chunk_fn = k % 2 ? fail_at_7_chunks : NULL};
     cf_map *m;
     assert_int_equal(
         cf_executor_map(ex, task_fail_at_7, cf_range_iter_next, &r, &o, &m), 0);
@@ -328,7 +331,7 @@ CF_TEST(bad_arguments_and_shutdown) {
       {.prefetch = -2},
       {.has_timeout = true, .timeout_ns = -3},
       {.timeout_ns = CF_SEC(1)}, /* without has_timeout */
-      {0, 0, CF_SEC(1), 0, NULL, false} /* positional: the same */};
+      {0, 0, CF_SEC(1), 0, NULL, NULL, false} /* positional: the same */};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(
         cf_executor_map(ex, task_identity, cf_range_iter_next, &r, &bad[i], &m),
@@ -882,6 +885,183 @@ CF_TEST(map_drops_each_future_once_yielded) {
     cf_map_free(m);
     assert_int_equal(cf_executor_free(&s->base), 0);
   }
+}
+
+/* ---- chunk runners (CF_MAP_CHUNK_FN) ---------------------------------- */
+
+/* Item n: 17 mod 50 an owned, sized, typed buffer holding n; 3 mod 50 a
+ * plain n * n after a cf_raise it does not fail with (the message must
+ * not reach a later failure); fail_at fails with -EIO without a message;
+ * else n * n. */
+static atomic_int mixed_dtors;
+static intptr_t mixed_fail_at = -1;
+static void mixed_free(void *p) {
+  atomic_fetch_add(&mixed_dtors, 1);
+  free(p);
+}
+static int mixed_item(void *arg, cf_value *r) {
+  intptr_t n = (intptr_t)arg;
+  if (n == mixed_fail_at)
+    return -EIO;
+  if (n % 50 == 17) {
+    int64_t *p = malloc(sizeof *p);
+    if (p == NULL)
+      return CF_ENOMEM;
+    *p = n;
+    r->u.ptr = p;
+    r->size = sizeof *p;
+    r->dtor = mixed_free;
+    r->type = "bytes";
+    return 0;
+  }
+  if (n % 50 == 3)
+    (void)cf_raise(-EIO, "stale message of item %ld", (long)n);
+  r->u.i = n * n;
+  return 0;
+}
+static atomic_int mixed_runs;
+/* CF_MAP_CHUNK_FN's expansion, counting its chunks. */
+static int mixed_chunks(cf_map_chunk *c) {
+  atomic_fetch_add(&mixed_runs, 1);
+  return cf__map_chunk_run(c, mixed_item);
+}
+
+static int count_next(void *state, void **item) { /* 0, 1, ... forever */
+  intptr_t *n = state;
+  *item = (void *)(*n)++;
+  return 1;
+}
+
+/* Maps mixed_item over 0..count-1 (count < 0: an endless counter, read
+ * up to -count) and checks every result and the end: the map's code
+ * after the last one. */
+static void check_mixed_map(cf_executor *ex, int iter, int64_t chunksize,
+                            bool runner, long count, int want_end) {
+  static void *items[5000];
+  for (intptr_t i = 0; i < 5000; i++)
+    items[i] = (void *)i;
+  long n = count < 0 ? -count : count;
+  cf_range_iter r = cf_range_iter_init(0, n, 1);
+  cf_array_iter a = {items, (size_t)n, 0};
+  intptr_t upto = 0;
+  cf_iter_fn next = iter == 0   ? cf_range_iter_next
+                    : iter == 1 ? cf_array_iter_next
+                                : count_next;
+  void *st = iter == 0 ? (void *)&r : iter == 1 ? (void *)&a : &upto;
+  cf_map_opts o = {.chunksize = chunksize,
+                   .chunk_fn = runner ? mixed_chunks : NULL};
+  cf_map *m;
+  assert_int_equal(cf_executor_map(ex, mixed_item, next, st, &o, &m), 0);
+  cf_value v;
+  long i = 0;
+  int rc;
+  for (; i < n && (rc = cf_map_next(m, &v)) == 1; i++) {
+    if (i % 50 == 17) {
+      assert_ptr_equal(v.dtor, mixed_free);
+      assert_int_equal(v.size, sizeof(int64_t));
+      assert_string_equal(v.type, "bytes");
+      assert_int_equal(*(int64_t *)v.u.ptr, i);
+      cf_value_release(&v);
+    } else {
+      assert_null(v.dtor);
+      assert_int_equal(v.size, 0);
+      assert_null(v.type);
+      assert_int_equal(v.u.i, (int64_t)i * i);
+    }
+  }
+  if (want_end == 0) {
+    assert_int_equal(i, n);
+    if (count > 0) {
+      assert_int_equal(cf_map_next(m, &v), 0);
+      assert_int_equal(atomic_load(&mixed_dtors), (n + 32) / 50); /* once */
+    }
+  } else {
+    assert_int_equal(i, mixed_fail_at);
+    assert_int_equal(rc, want_end);
+    assert_string_equal(cf_map_get_error(m).message, cf_strerror(want_end));
+  }
+  cf_map_free(m);
+}
+
+CF_TEST(chunk_runner_gives_what_per_item_calls_give) {
+  (void)state;
+  const int64_t chunks[] = {1, 2, 7, 100, 1000, 0};
+  for (int iter = 0; iter < 3; iter++)
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++)
+      for (int runner = 0; runner < 2; runner++) {
+        cf_executor *ex = make_pool(2);
+        atomic_store(&mixed_dtors, 0);
+        atomic_store(&mixed_runs, 0);
+        mixed_fail_at = -1;
+        check_mixed_map(ex, iter, chunks[c], runner, iter == 2 ? -3000 : 3000,
+                        0);
+        /* After item 2003's stale message, before 2017's buffer (which
+         * takes a runner's chunk to the per-item loop). */
+        mixed_fail_at = 2010;
+        check_mixed_map(ex, iter, chunks[c], runner, 3000, -EIO);
+        assert_int_equal(cf_executor_free(ex), 0); /* the tasks left over */
+        /* The runner runs every chunk it is given, and only chunks: with
+         * one item per task it is not used. Each map calls it once more
+         * up front, to check that it runs mixed_item. */
+        int probes = runner ? 2 : 0;
+        if (!runner || chunks[c] == 1)
+          assert_int_equal(atomic_load(&mixed_runs), probes);
+        else if (chunks[c] > 1)
+          assert_true(atomic_load(&mixed_runs) >= probes + 3000 / chunks[c]);
+      }
+}
+
+static int task_sized_square(void *arg, cf_value *r) {
+  if (cf_arg_size(arg) != sizeof(int64_t))
+    return cf_raise(-EINVAL, "argument of %zu bytes", cf_arg_size(arg));
+  int64_t x;
+  memcpy(&x, arg, sizeof x);
+  r->u.i = x * x;
+  return 0;
+}
+CF_MAP_CHUNK_FN(sized_square_chunks, task_sized_square)
+CF_MAP_CHUNK_FN(identity_chunks, task_identity)
+
+CF_TEST(chunk_runner_of_sized_items_and_of_another_function) {
+  (void)state;
+  cf_executor *ex = make_pool(2);
+  int64_t nums[300];
+  void *items[300];
+  for (int i = 0; i < 300; i++) {
+    nums[i] = i - 150;
+    items[i] = &nums[i];
+  }
+  /* Sized items go per item (their argument buffers), with the same
+   * results. */
+  for (int64_t chunk = 0; chunk <= 64; chunk += 32) {
+    cf_array_iter a = {items, 300, 0};
+    cf_map_opts o = {.chunksize = chunk,
+                     .item_size = sizeof(int64_t),
+                     .chunk_fn = sized_square_chunks};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(ex, task_sized_square, cf_array_iter_next,
+                                     &a, &o, &m),
+                     0);
+    cf_value v;
+    for (int i = 0; i < 300; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, nums[i] * nums[i]);
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+  }
+  /* A runner made from another function is refused up front. */
+  for (int64_t chunk = 0; chunk <= 10; chunk += 10) {
+    cf_range_iter r = cf_range_iter_init(0, 10, 1);
+    cf_map_opts o = {.chunksize = chunk, .chunk_fn = identity_chunks};
+    cf_map *m = (cf_map *)ex;
+    assert_int_equal(
+        cf_executor_map(ex, task_fail_at_7, cf_range_iter_next, &r, &o, &m),
+        CF_EINVAL);
+    assert_null(m);
+    assert_int_equal(r.next, 0); /* nothing read */
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
 }
 
 CF_TEST_MAIN()

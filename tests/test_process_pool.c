@@ -451,13 +451,19 @@ static int one_buffer_next(void *state, void **item) {
   return 1;
 }
 
+CF_MAP_CHUNK_FN(twice_chunks, twice)
+
 CF_TEST(maps_run_items_and_chunks_in_workers) {
   (void)state;
   cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
   int64_t chunks[] = {1, 0, 100}; /* per item, adaptive, by hand */
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 6; k++) {
+    /* The second three with a chunk runner, which chunks shipped to a
+     * worker process do not use: the worker runs twice per item. */
     cf_range_iter it = cf_range_iter_init(0, 5000, 1);
-    cf_map_opts o = {.chunksize = chunks[k], .name = "twice"};
+    cf_map_opts o = {.chunksize = chunks[k % 3],
+                     .name = "twice",
+                     .chunk_fn = k >= 3 ? twice_chunks : NULL};
     expect_map_multiples(ex, twice, cf_range_iter_next, &it, &o, 2, 5000);
   }
   /* Sized items from an iterator that reuses one buffer: each item's

@@ -227,6 +227,35 @@ CF_EXTERN cf_range_iter cf_range_iter_init(int64_t start, int64_t stop,
  * iterator state. */
 CF_EXTERN int cf_range_iter_next(void *state, void **item);
 
+/** A chunk of a map's items, as a chunk runner gets it. Opaque. */
+typedef struct cf__map_chunk cf_map_chunk;
+/** A chunk runner (cf_map_opts.chunk_fn): define it with CF_MAP_CHUNK_FN. */
+typedef int (*cf_map_chunk_fn)(cf_map_chunk *chunk);
+
+/**
+ * Defines `static int name(cf_map_chunk *)`, a chunk runner for maps of
+ * the task function item_fn (cf_map_opts.chunk_fn): the loop over a
+ * chunk's items with item_fn written into it, so that the compiler can
+ * inline it (item_fn must be visible where the macro is used). Worth it
+ * for items of a few nanoseconds, where the call through a pointer per
+ * item is most of the cost (bench/NOTES.md section 17). Sized items
+ * (item_size > 0) and chunks whose results are not plain fall back to
+ * the per-item calls from the first such item on. Use it at file scope:
+ *
+ *     static int square(void *arg, cf_value *r) {
+ *       r->u.i = (intptr_t)arg * (intptr_t)arg;
+ *       return 0;
+ *     }
+ *     CF_MAP_CHUNK_FN(square_chunks, square)
+ *     ...
+ *     cf_map_opts o = {.chunksize = 1000, .chunk_fn = square_chunks};
+ *     cf_executor_map(ex, square, cf_range_iter_next, &range, &o, &m);
+ */
+#define CF_MAP_CHUNK_FN(name, item_fn)                                         \
+  static int name(cf_map_chunk *cf__chunk) {                                   \
+    return cf__map_chunk_run(cf__chunk, item_fn);                              \
+  }
+
 /** Options of a map. Zero-initialise; zero means the default. */
 typedef struct cf_map_opts {
   /** Items per task (Python's chunksize), obeyed as given when > 0: 1 is
@@ -266,6 +295,15 @@ typedef struct cf_map_opts {
   size_t item_size;
   /** fn's identity across processes (as cf_task.name); NULL: none. */
   const char *name;
+  /** Runs a whole chunk with fn inlined: a function defined with
+   * CF_MAP_CHUNK_FN(name, fn) from this map's fn, or NULL (the default:
+   * fn is called through its pointer, once per item). It changes nothing
+   * but speed: the results, errors and messages are the ones of the
+   * per-item calls. Used for chunks run in this process (chunksize > 1,
+   * or adaptive once chunks grow); ignored with chunksize 1 and by
+   * executors that run chunks in another process. A runner made from
+   * another function than fn: cf_executor_map returns CF_EINVAL. */
+  cf_map_chunk_fn chunk_fn;
   /** Whether the map has a deadline (Python's timeout is not None).
    * false (the zero default): none, and timeout_ns must stay 0. Last, so
    * a positional {chunksize, prefetch, timeout} is refused, not a poll. */
@@ -329,14 +367,100 @@ CF_EXTERN int cf__map_next_slow(cf_map *m, cf_value *out);
 
 static inline int cf_map_next(cf_map *m, cf_value *out) {
   cf__map_cursor *c = (cf__map_cursor *)(void *)m;
-  if (m != NULL && out != NULL && c->next != c->end) {
+  if (m == NULL || out == NULL)
+    return CF_EINVAL; /* nothing touched */
+  if (c->next != c->end) {
     out->u = *c->next++;
     out->size = 0;
     out->dtor = NULL;
     out->type = NULL;
     return 1;
   }
-  return cf__map_next_slow(m, out);
+  /* Through a copy (which the slow path always fills), so that out's
+   * address does not escape here: a caller's local value then stays in
+   * registers, and the fields it does not read are never stored
+   * (bench/NOTES.md section 17). */
+  cf_value v;
+  int rc = cf__map_next_slow(m, &v);
+  *out = v;
+  return rc;
+}
+
+/* Private: what CF_MAP_CHUNK_FN expands to. cf__map_chunk_open prepares
+ * the chunk and returns 1 with its items and result slots in *s; else
+ * it has run the chunk the per-item way (sized items), or recorded fn
+ * (the map's check of its runner), and returns that outcome.
+ * cf__map_chunk_resume takes item i's outcome when it is not a plain
+ * success and runs the rest per item; cf__map_chunk_close ends a chunk
+ * whose results were all plain. */
+typedef struct cf__map_span {
+  void *const *items; /* the items, or NULL: first, first + step, ... */
+  int64_t first;
+  uint64_t step;
+  size_t n;
+  cf_word *out; /* where result i's word goes */
+  int *raised;  /* this thread's cf_raise code, cleared before each item */
+} cf__map_span;
+CF_EXTERN int cf__map_chunk_open(cf_map_chunk *c, cf_task_fn fn,
+                                 cf__map_span *s);
+CF_EXTERN int cf__map_chunk_resume(cf_map_chunk *c, size_t i, int rc,
+                                   cf_value *v);
+CF_EXTERN int cf__map_chunk_close(cf_map_chunk *c);
+
+#if defined(__GNUC__)
+#define CF__ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CF__ALWAYS_INLINE inline
+#endif
+
+/* Results are streamed to memory (non-temporal stores: the consumer, on
+ * another core, reads them from there, bench/NOTES.md section 10), except
+ * under the sanitizers, which do not see such stores. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CF__PLAIN_STORES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CF__PLAIN_STORES 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(CF__PLAIN_STORES)
+#define CF__STREAM_STORES 1
+#endif
+
+static CF__ALWAYS_INLINE void cf__map_store(cf_word *slot, cf_word w) {
+#ifdef CF__STREAM_STORES
+  __asm__("movnti %1, %0" : "=m"(slot->i) : "r"(w.i));
+#else
+  *slot = w;
+#endif
+}
+
+static CF__ALWAYS_INLINE int cf__map_chunk_loop(cf_map_chunk *c,
+                                                cf_task_fn fn,
+                                                const cf__map_span *s,
+                                                bool range) {
+  for (size_t i = 0; i < s->n; i++) {
+    cf_value v = CF_VALUE_INIT;
+    void *item = range ? (void *)(intptr_t)(int64_t)((uint64_t)s->first +
+                                                     i * s->step)
+                       : s->items[i];
+    *s->raised = 0;
+    int rc = fn(item, &v);
+    if (rc != 0 || v.size != 0 || v.dtor != NULL || v.type != NULL)
+      return cf__map_chunk_resume(c, i, rc, &v);
+    cf__map_store(&s->out[i], v.u);
+  }
+  return cf__map_chunk_close(c);
+}
+
+static CF__ALWAYS_INLINE int cf__map_chunk_run(cf_map_chunk *c,
+                                               cf_task_fn fn) {
+  cf__map_span s;
+  int rc = cf__map_chunk_open(c, fn, &s);
+  if (rc != 1)
+    return rc;
+  return s.items == NULL ? cf__map_chunk_loop(c, fn, &s, true)
+                         : cf__map_chunk_loop(c, fn, &s, false);
 }
 
 /** The error that ended the map, code and message together: {0, ""} while
