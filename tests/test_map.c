@@ -935,8 +935,9 @@ static int count_next(void *state, void **item) { /* 0, 1, ... forever */
 /* Maps mixed_item over 0..count-1 (count < 0: an endless counter, read
  * up to -count) and checks every result and the end: the map's code
  * after the last one. */
-static void check_mixed_map(cf_executor *ex, int iter, int64_t chunksize,
-                            bool runner, long count, int want_end) {
+static void check_mixed_map(int iter, int64_t chunksize, bool runner,
+                            long count, int want_end) {
+  cf_executor *ex = make_pool(2); /* freed at the end: no task left over */
   static void *items[5000];
   for (intptr_t i = 0; i < 5000; i++)
     items[i] = (void *)i;
@@ -981,6 +982,7 @@ static void check_mixed_map(cf_executor *ex, int iter, int64_t chunksize,
     assert_string_equal(cf_map_get_error(m).message, cf_strerror(want_end));
   }
   cf_map_free(m);
+  assert_int_equal(cf_executor_free(ex), 0);
 }
 
 CF_TEST(chunk_runner_gives_what_per_item_calls_give) {
@@ -989,17 +991,14 @@ CF_TEST(chunk_runner_gives_what_per_item_calls_give) {
   for (int iter = 0; iter < 3; iter++)
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++)
       for (int runner = 0; runner < 2; runner++) {
-        cf_executor *ex = make_pool(2);
         atomic_store(&mixed_dtors, 0);
         atomic_store(&mixed_runs, 0);
         mixed_fail_at = -1;
-        check_mixed_map(ex, iter, chunks[c], runner, iter == 2 ? -3000 : 3000,
-                        0);
+        check_mixed_map(iter, chunks[c], runner, iter == 2 ? -3000 : 3000, 0);
         /* After item 2003's stale message, before 2017's buffer (which
          * takes a runner's chunk to the per-item loop). */
         mixed_fail_at = 2010;
-        check_mixed_map(ex, iter, chunks[c], runner, 3000, -EIO);
-        assert_int_equal(cf_executor_free(ex), 0); /* the tasks left over */
+        check_mixed_map(iter, chunks[c], runner, 3000, -EIO);
         /* The runner runs every chunk it is given, and only chunks: with
          * one item per task it is not used. Each map calls it once more
          * up front, to check that it runs mixed_item. */

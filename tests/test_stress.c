@@ -451,4 +451,62 @@ CF_TEST(stress_map_million_items_flat) {
   }
 }
 
+/* Every 4099th result an owned buffer: a runner's chunk then finishes
+ * per item. */
+static atomic_long sq_buffers;
+static void sq_free(void *p) {
+  atomic_fetch_add(&sq_buffers, -1);
+  free(p);
+}
+static int task_square_or_buffer(void *arg, cf_value *result) {
+  intptr_t n = (intptr_t)arg;
+  if (n % 4099 == 4098) {
+    int64_t *p = malloc(sizeof *p);
+    if (p == NULL)
+      return CF_ENOMEM;
+    atomic_fetch_add(&sq_buffers, 1);
+    *p = n;
+    result->u.ptr = p;
+    result->dtor = sq_free;
+    return 0;
+  }
+  result->u.i = n * n;
+  return 0;
+}
+CF_MAP_CHUNK_FN(square_or_buffer_chunks, task_square_or_buffer)
+
+CF_TEST(stress_map_chunk_runner_million_items) {
+  (void)state;
+  const int64_t chunks[] = {1000, 0, 7};
+  for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+    cf_executor *ex = make_pool(2);
+    long n = scaled(1000000);
+    cf_range_iter r = cf_range_iter_init(0, n, 1);
+    cf_map_opts o = {.chunksize = chunks[k],
+                     .chunk_fn = square_or_buffer_chunks};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(ex, task_square_or_buffer,
+                                     cf_range_iter_next, &r, &o, &m),
+                     0);
+    cf_value v;
+    long i = 0;
+    int rc;
+    while ((rc = cf_map_next(m, &v)) == 1) {
+      if (i % 4099 == 4098) {
+        if (v.dtor != sq_free || *(int64_t *)v.u.ptr != i)
+          fail_msg("item %ld: not its buffer", i);
+        cf_value_release(&v);
+      } else if (v.dtor != NULL || v.u.i != (int64_t)i * i) {
+        fail_msg("item %ld came back as %lld", i, (long long)v.u.i);
+      }
+      i++;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(i, n);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+    assert_int_equal(atomic_load(&sq_buffers), 0); /* each freed once */
+  }
+}
+
 CF_TEST_MAIN()
