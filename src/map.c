@@ -216,9 +216,11 @@ static bool chunk_go_full(cf__map_chunk *c, size_t done) {
  * each line from this core, and reusing the buffer later needs no read
  * for ownership (bench/NOTES.md section 10: 3.9-7.8 against 9.4-10.8
  * ns/item). The fence orders them before the completion that publishes
- * them. */
+ * them. It does not depend on the sanitizer macros as the stores do: a
+ * chunk runner is compiled in the user's file, perhaps without the
+ * sanitizer this library was built with, and streams its stores then. */
 static inline void plain_fence(void) {
-#ifdef CF__STREAM_STORES
+#if defined(__x86_64__) && defined(__GNUC__)
   __asm__ volatile("sfence" ::: "memory");
 #endif
 }

@@ -44,6 +44,7 @@ static int task_identity(void *arg, cf_value *result) {
   result->u.i = (intptr_t)arg;
   return 0;
 }
+CF_MAP_CHUNK_FN(identity_chunks, task_identity)
 
 CF_TEST(chunksize_keeps_order_and_counts_tasks) {
   (void)state;
@@ -728,10 +729,13 @@ CF_TEST(allocation_failures_anywhere_give_a_prefix_then_enomem) {
     assert_int_equal(cf_future_result(hold[i], SOON, NULL), 0);
     cf_future_unref(hold[i]);
   }
-  /* Chunks of 3; one task per item, submitted in batches; adaptive. */
-  static const cf_map_opts shapes[] = {{.chunksize = 3, .prefetch = 2},
-                                       {.chunksize = 1, .prefetch = 16},
-                                       {.chunksize = 0, .prefetch = 16}};
+  /* Chunks of 3; one task per item, submitted in batches; adaptive;
+   * chunks of 3 through a runner. */
+  static const cf_map_opts shapes[] = {
+      {.chunksize = 3, .prefetch = 2},
+      {.chunksize = 1, .prefetch = 16},
+      {.chunksize = 0, .prefetch = 16},
+      {.chunksize = 3, .prefetch = 2, .chunk_fn = identity_chunks}};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
     int partial = 0, complete = 0;
     for (int skip = 0; skip < 120 && complete < 5; skip++) {
@@ -893,7 +897,7 @@ CF_TEST(map_drops_each_future_once_yielded) {
  * plain n * n after a cf_raise it does not fail with (the message must
  * not reach a later failure); fail_at fails with -EIO without a message;
  * else n * n. */
-static atomic_int mixed_dtors;
+static atomic_int mixed_dtors, mixed_allocs;
 static intptr_t mixed_fail_at = -1;
 static void mixed_free(void *p) {
   atomic_fetch_add(&mixed_dtors, 1);
@@ -908,6 +912,7 @@ static int mixed_item(void *arg, cf_value *r) {
     if (p == NULL)
       return CF_ENOMEM;
     *p = n;
+    atomic_fetch_add(&mixed_allocs, 1);
     r->u.ptr = p;
     r->size = sizeof *p;
     r->dtor = mixed_free;
@@ -974,7 +979,7 @@ static void check_mixed_map(int iter, int64_t chunksize, bool runner,
     assert_int_equal(i, n);
     if (count > 0) {
       assert_int_equal(cf_map_next(m, &v), 0);
-      assert_int_equal(atomic_load(&mixed_dtors), (n + 32) / 50); /* once */
+      assert_int_equal(atomic_load(&mixed_allocs), (n + 32) / 50);
     }
   } else {
     assert_int_equal(i, mixed_fail_at);
@@ -983,6 +988,8 @@ static void check_mixed_map(int iter, int64_t chunksize, bool runner,
   }
   cf_map_free(m);
   assert_int_equal(cf_executor_free(ex), 0);
+  /* Every buffer made, yielded or not, freed once. */
+  assert_int_equal(atomic_load(&mixed_dtors), atomic_load(&mixed_allocs));
 }
 
 CF_TEST(chunk_runner_gives_what_per_item_calls_give) {
@@ -991,22 +998,31 @@ CF_TEST(chunk_runner_gives_what_per_item_calls_give) {
   for (int iter = 0; iter < 3; iter++)
     for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++)
       for (int runner = 0; runner < 2; runner++) {
-        atomic_store(&mixed_dtors, 0);
         atomic_store(&mixed_runs, 0);
-        mixed_fail_at = -1;
-        check_mixed_map(iter, chunks[c], runner, iter == 2 ? -3000 : 3000, 0);
-        /* After item 2003's stale message, before 2017's buffer (which
-         * takes a runner's chunk to the per-item loop). */
-        mixed_fail_at = 2010;
-        check_mixed_map(iter, chunks[c], runner, 3000, -EIO);
+        /* No failure; after item 2003's stale message, before 2017's
+         * buffer (which takes a runner's chunk to the library's per-item
+         * loop); and after 2053's, in that loop. */
+        static const intptr_t fail_at[] = {-1, 2010, 2060};
+        for (int f = 0; f < 3; f++) {
+          atomic_store(&mixed_dtors, 0);
+          atomic_store(&mixed_allocs, 0);
+          mixed_fail_at = fail_at[f];
+          if (f == 0)
+            check_mixed_map(iter, chunks[c], runner, iter == 2 ? -3000 : 3000,
+                            0);
+          else
+            check_mixed_map(iter, chunks[c], runner, 3000, -EIO);
+        }
         /* The runner runs every chunk it is given, and only chunks: with
          * one item per task it is not used. Each map calls it once more
          * up front, to check that it runs mixed_item. */
-        int probes = runner ? 2 : 0;
+        int probes = runner ? 3 : 0;
         if (!runner || chunks[c] == 1)
           assert_int_equal(atomic_load(&mixed_runs), probes);
         else if (chunks[c] > 1)
           assert_true(atomic_load(&mixed_runs) >= probes + 3000 / chunks[c]);
+        else /* adaptive: every task is a chunk, and each map has some */
+          assert_true(atomic_load(&mixed_runs) >= probes + 3);
       }
 }
 
@@ -1019,7 +1035,6 @@ static int task_sized_square(void *arg, cf_value *r) {
   return 0;
 }
 CF_MAP_CHUNK_FN(sized_square_chunks, task_sized_square)
-CF_MAP_CHUNK_FN(identity_chunks, task_identity)
 
 CF_TEST(chunk_runner_of_sized_items_and_of_another_function) {
   (void)state;

@@ -451,7 +451,11 @@ static int one_buffer_next(void *state, void **item) {
   return 1;
 }
 
-CF_MAP_CHUNK_FN(twice_chunks, twice)
+static atomic_int twice_runs;
+static int twice_chunks(cf_map_chunk *c) { /* CF_MAP_CHUNK_FN, counted */
+  atomic_fetch_add(&twice_runs, 1);
+  return cf__map_chunk_run(c, twice);
+}
 
 CF_TEST(maps_run_items_and_chunks_in_workers) {
   (void)state;
@@ -464,7 +468,10 @@ CF_TEST(maps_run_items_and_chunks_in_workers) {
     cf_map_opts o = {.chunksize = chunks[k % 3],
                      .name = "twice",
                      .chunk_fn = k >= 3 ? twice_chunks : NULL};
+    atomic_store(&twice_runs, 0);
     expect_map_multiples(ex, twice, cf_range_iter_next, &it, &o, 2, 5000);
+    /* The map's check of the runner; never a chunk in this process. */
+    assert_int_equal(atomic_load(&twice_runs), k >= 3 ? 1 : 0);
   }
   /* Sized items from an iterator that reuses one buffer: each item's
    * bytes are copied as the map reads it, whenever it ships. */

@@ -301,8 +301,12 @@ typedef struct cf_map_opts {
    * but speed: the results, errors and messages are the ones of the
    * per-item calls. Used for chunks run in this process (chunksize > 1,
    * or adaptive once chunks grow); ignored with chunksize 1 and by
-   * executors that run chunks in another process. A runner made from
-   * another function than fn: cf_executor_map returns CF_EINVAL. */
+   * executors that run chunks in another process. cf_executor_map calls
+   * the runner once on the calling thread with a probe chunk (it runs no
+   * item; the runner reports which function it was made from) and
+   * returns CF_EINVAL if that is not fn: a runner must come from
+   * CF_MAP_CHUNK_FN, and fn must be the same function, with one address
+   * (a static inline fn defined in a header has one per file). */
   cf_map_chunk_fn chunk_fn;
   /** Whether the map has a deadline (Python's timeout is not None).
    * false (the zero default): none, and timeout_ns must stay 0. Last, so
