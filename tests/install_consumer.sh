@@ -36,6 +36,44 @@ cc "$tmp/consumer.c" -static-libgcc $(pkg-config --cflags cfutures) \
   -o "$tmp/static"
 "$tmp/static"
 
+# The headers from C++ too (extern "C", the inline parts, the macros).
+cxx=$(command -v c++ || command -v clang++ || true)
+if [ -n "$cxx" ]; then
+  cat > "$tmp/consumer.cpp" <<'CXX'
+#include <cf/cfutures.h>
+#include <cstdio>
+static int square(void *arg, cf_value *r) {
+  r->u.i = (intptr_t)arg * (intptr_t)arg;
+  return 0;
+}
+CF_MAP_CHUNK_FN(square_chunks, square)
+int main() {
+  cf_executor *ex;
+  cf_map *m;
+  cf_range_iter it = cf_range_iter_init(0, 1000, 1);
+  cf_map_opts o{};
+  o.chunksize = 100;
+  o.chunk_fn = square_chunks;
+  if (cf_thread_pool_new(nullptr, &ex) != 0 ||
+      cf_executor_map(ex, square, cf_range_iter_next, &it, &o, &m) != 0)
+    return 1;
+  cf_value v;
+  long long sum = 0;
+  while (cf_map_next(m, &v) == 1)
+    sum += v.u.i;
+  cf_map_free(m);
+  std::printf("c++ consumer ok (%lld)\n", sum);
+  return cf_executor_free(ex) != 0 || sum != 332833500;
+}
+CXX
+  "$cxx" -Wall -Wextra -Werror "$tmp/consumer.cpp" $(pkg-config --cflags cfutures) \
+    "$libdir/libcfutures.a" $(pkg-config --libs --static cfutures | sed 's/-lcfutures//') \
+    -o "$tmp/cxx"
+  "$tmp/cxx"
+else
+  echo "no C++ compiler: the C++ consumer is skipped"
+fi
+
 mkdir "$tmp/cm"
 cp "$tmp/consumer.c" "$tmp/cm/"
 cat > "$tmp/cm/CMakeLists.txt" <<'CM'
