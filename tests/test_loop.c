@@ -738,22 +738,36 @@ CF_TEST(the_loop_is_an_executor_for_map_and_stats) {
   assert_int_equal(cf_loop_free(L), 0);
 }
 
+CF_MAP_CHUNK_FN(twice_chunks, twice)
+
+/* One task per item, chunks, and chunks through a runner (explicit and
+ * adaptive): the same sum each time, which it returns. */
 static int map_main(void *arg, cf_value *result) {
   (void)arg;
-  cf_range_iter items = cf_range_iter_init(0, 1000, 1);
-  cf_map_opts o = {.chunksize = 1};
-  cf_map *m;
-  TCHECK(cf_executor_map(cf_loop_executor(cf_loop_current()), twice,
-                         cf_range_iter_next, &items, &o, &m) == 0);
-  cf_value val;
-  int64_t sum = 0, n = 0;
-  while (cf_map_next(m, &val) == 1) {
-    sum += val.u.i;
-    n++;
+  const cf_map_opts opts[] = {{.chunksize = 1},
+                              {.chunksize = 100},
+                              {.chunksize = 100, .chunk_fn = twice_chunks},
+                              {.chunk_fn = twice_chunks}};
+  int64_t first = -1;
+  for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+    cf_range_iter items = cf_range_iter_init(0, 1000, 1);
+    cf_map *m;
+    TCHECK(cf_executor_map(cf_loop_executor(cf_loop_current()), twice,
+                           cf_range_iter_next, &items, &opts[k], &m) == 0);
+    cf_value val;
+    int64_t sum = 0, n = 0;
+    int rc;
+    while ((rc = cf_map_next(m, &val)) == 1) {
+      sum += val.u.i;
+      n++;
+    }
+    cf_map_free(m);
+    TCHECK(rc == 0 && n == 1000);
+    TCHECK(first < 0 || sum == first);
+    first = sum;
   }
-  cf_map_free(m);
-  result->u.i = sum;
-  return n == 1000 ? 0 : CF_ETASK;
+  result->u.i = first;
+  return 0;
 }
 
 CF_TEST(a_task_maps_over_its_own_loop) {
