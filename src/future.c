@@ -934,10 +934,17 @@ int cf_future_wait(cf_future *f, int64_t timeout_ns) {
 int cf_future_result(cf_future *f, int64_t timeout_ns, const cf_value **value) {
   if (value != NULL)
     *value = NULL;
-  int rc = cf_future_wait(f, timeout_ns);
-  if (rc != 0)
-    return rc;
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s;
+  /* Done already (collecting a burst of results): no deadline to compute,
+   * no wait to enter. */
+  if (f == NULL || timeout_ns < 0 ||
+      !cf__state_final(
+          s = atomic_load_explicit(&f->state, memory_order_acquire))) {
+    int rc = cf_future_wait(f, timeout_ns);
+    if (rc != 0)
+      return rc;
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+  }
   if ((s & CF__ST_MASK) == CF_CANCELLED)
     return CF_ECANCELED;
   if (f->err != 0)

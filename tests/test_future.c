@@ -63,6 +63,13 @@ CF_TEST(bad_arguments) {
   char buf[8];
   assert_int_equal(cf_future_describe(f, NULL, sizeof buf), CF_EINVAL);
   assert_string_equal(cf_future_state_name((cf_future_state)42), "invalid");
+  /* Done: a negative timeout is still refused (before the done path). */
+  assert_int_equal(cf_future_set_result(f, NULL), 0);
+  v = (const cf_value *)f;
+  assert_int_equal(cf_future_result(f, -5, &v), CF_EINVAL);
+  assert_null(v);
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_non_null(v);
   cf_future_unref(f);
 }
 
