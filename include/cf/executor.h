@@ -239,8 +239,10 @@ typedef int (*cf_map_chunk_fn)(cf_map_chunk *chunk);
  * inline it (item_fn must be visible where the macro is used). Worth it
  * for items of a few nanoseconds, where the call through a pointer per
  * item is most of the cost (bench/NOTES.md section 17). Sized items
- * (item_size > 0) and chunks whose results are not plain fall back to
- * the per-item calls from the first such item on. Use it at file scope:
+ * (item_size > 0) go per item for the whole chunk, and a chunk whose
+ * results are not plain from its first such result on. The runner runs
+ * where the chunks run (the executor's workers), as fn would; it adds no
+ * state of its own, so the thread-safety is fn's. Use it at file scope:
  *
  *     static int square(void *arg, cf_value *r) {
  *       r->u.i = (intptr_t)arg * (intptr_t)arg;
