@@ -36,6 +36,41 @@ cc "$tmp/consumer.c" -static-libgcc $(pkg-config --cflags cfutures) \
   -o "$tmp/static"
 "$tmp/static"
 
+# Loaded with dlopen: the library's thread-locals are initial-exec
+# (CMakeLists.txt), which a dlopen'ed library may use while they fit the
+# static TLS that glibc keeps spare.
+cat > "$tmp/dl.c" <<'C'
+#include <cf/cfutures.h>
+#include <dlfcn.h>
+#include <stdio.h>
+static int twice(void *arg, cf_value *r) { r->u.i = 2 * (intptr_t)arg; return 0; }
+int main(int argc, char **argv) {
+  void *h = dlopen(argc > 1 ? argv[1] : "", RTLD_NOW);
+  if (h == NULL) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  int (*pool_new)(const cf_thread_pool_opts *, cf_executor **);
+  int (*submit)(cf_executor *, cf_task_fn, void *, cf_future **);
+  int (*result)(cf_future *, int64_t, const cf_value **);
+  void (*unref)(cf_future *);
+  int (*ex_free)(cf_executor *);
+  *(void **)&pool_new = dlsym(h, "cf_thread_pool_new");
+  *(void **)&submit = dlsym(h, "cf_executor_submit");
+  *(void **)&result = dlsym(h, "cf_future_result");
+  *(void **)&unref = dlsym(h, "cf_future_unref");
+  *(void **)&ex_free = dlsym(h, "cf_executor_free");
+  cf_executor *ex;
+  cf_future *f;
+  const cf_value *v;
+  if (pool_new(NULL, &ex) != 0 || submit(ex, twice, (void *)21, &f) != 0 ||
+      result(f, CF_FOREVER, &v) != 0 || v->u.i != 42)
+    return 1;
+  unref(f);
+  printf("dlopen consumer ok\n");
+  return ex_free(ex);
+}
+C
+cc $(pkg-config --cflags cfutures) "$tmp/dl.c" -o "$tmp/dl" -ldl
+"$tmp/dl" "$(find "$libdir" -name 'libcfutures.so.*.*' | head -n 1)"
+
 # The headers from C++ too (extern "C", the inline parts, the macros).
 cxx=$(command -v c++ || command -v clang++ || true)
 if [ -n "$cxx" ]; then
