@@ -292,13 +292,11 @@ def main():
     out.append(f"- Python: {platform.python_version()} (/usr/bin/python3)")
     c2c = [r for r in rows if r["bench"] == "c2c"]
     if c2c:
-        when = ["at the start", "after the thread pools", "at the end"]
-        parts = [f"{r['median']:.0f} ns {when[i] if i < len(when) else ''}"
-                 for i, r in enumerate(c2c)]
+        parts = [f"{r['median']:.0f} ns ({r.get('when', 'now').replace('-', ' ')})"
+                 for r in c2c]
         out.append("- the host's core-to-core hand-off (bench/probe_c2c, one "
                    "cache line between two threads): " + ", ".join(parts) +
-                   ". It is bimodal here, about 28 or about 170 ns, and the "
-                   "figures that hand work between cores move with it "
+                   "; the figures that hand work between cores move with it "
                    "(bench/NOTES.md section 19)")
     out.append("- figures are medians of the runs listed; ratio = other / "
                "cfutures (higher is slower than cfutures)\n")

@@ -25,13 +25,13 @@ run() {
 }
 # The host's core-to-core latency, before and after (bimodal on this VM,
 # and every cross-core figure moves with it: bench/NOTES.md section 19).
-run "$build/bench/probe_c2c"
+run "$build/bench/probe_c2c" 200000 5 start
 run "$build/bench/bench_cf" "$N" "$ROUNDS" "$RUNS" "$W"
 [ -x "$build/bench/bench_glib" ] && run "$build/bench/bench_glib" "$N" "$ROUNDS" "$RUNS" "$W"
 [ -x "$build/bench/bench_uv" ] && run "$build/bench/bench_uv" "$N" "$ROUNDS" "$RUNS" "$W"
 run "$build/bench/bench_naive" "$N" "$ROUNDS" "$RUNS" "$W"
 run "$python" "$here/bench_python.py" "$PY_N" "$ROUNDS" "$PY_RUNS" "$W"
-run "$build/bench/probe_c2c"
+run "$build/bench/probe_c2c" 200000 5 after-the-thread-pools
 
 # The event loop (issue 8): sleepers in fresh processes, spawn, ping-pong.
 LOOP_N=${LOOP_N:-100000}
@@ -58,7 +58,7 @@ run "$python" "$here/bench_procpool.py" "$PY_RUNS" "$W" 500
 # The flag programs (issue 11): downloads against flags_server, and the
 # server under wrk beside nginx, aiohttp and http.server.
 "$here/run_flags.sh" "$build" | tee -a "$raw"
-run "$build/bench/probe_c2c"
+run "$build/bench/probe_c2c" 200000 5 end
 
 "$python" "$here/report.py" "$raw" \
   "N=$N ROUNDS=$ROUNDS RUNS=$RUNS W=$W PY_N=$PY_N PY_RUNS=$PY_RUNS LOOP_N=$LOOP_N LOOP_RUNS=$LOOP_RUNS SPAWN_N=$SPAWN_N PP_N=$PP_N PY_PP_N=$PY_PP_N make bench" \

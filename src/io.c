@@ -236,31 +236,37 @@ struct cf_signal_watch {
  * signal on a thread unblocks it there; the last one to go blocks it again
  * if it was blocked before. Per thread: a loop's watches live on its
  * thread. */
-static _Thread_local struct {
-  unsigned watches;
-  bool was_blocked;
-} sig_watches[NSIG];
+/* Compact (counts, and a bit per signal for "was blocked"): the
+ * library's thread-locals take glibc's static TLS reserve when it is
+ * dlopen'ed (initial-exec, CMakeLists.txt), so they stay small. */
+#define SIG_WORDS ((NSIG + 63) / 64)
+static _Thread_local uint32_t sig_watches[NSIG];
+static _Thread_local uint64_t sig_was_blocked[SIG_WORDS];
 
 static void sig_watches_add(int signum) {
-  if (sig_watches[signum].watches++ > 0)
+  if (sig_watches[signum]++ > 0)
     return;
   sigset_t cur, one;
   sigemptyset(&one);
   sigaddset(&one, signum);
-  sig_watches[signum].was_blocked =
-      pthread_sigmask(SIG_UNBLOCK, &one, &cur) == 0 &&
-      sigismember(&cur, signum) == 1;
+  uint64_t bit = (uint64_t)1 << (signum % 64);
+  if (pthread_sigmask(SIG_UNBLOCK, &one, &cur) == 0 &&
+      sigismember(&cur, signum) == 1)
+    sig_was_blocked[signum / 64] |= bit;
+  else
+    sig_was_blocked[signum / 64] &= ~bit;
 }
 
 static void sig_watches_remove(int signum) {
-  if (sig_watches[signum].watches == 0 || --sig_watches[signum].watches > 0 ||
-      !sig_watches[signum].was_blocked)
+  uint64_t bit = (uint64_t)1 << (signum % 64);
+  if (sig_watches[signum] == 0 || --sig_watches[signum] > 0 ||
+      !(sig_was_blocked[signum / 64] & bit))
     return;
   sigset_t one;
   sigemptyset(&one);
   sigaddset(&one, signum);
   (void)pthread_sigmask(SIG_BLOCK, &one, NULL);
-  sig_watches[signum].was_blocked = false;
+  sig_was_blocked[signum / 64] &= ~bit;
 }
 
 static void on_signal(uv_signal_t *h, int signum) {

@@ -57,6 +57,10 @@ int main(int argc, char **argv) {
   *(void **)&result = dlsym(h, "cf_future_result");
   *(void **)&unref = dlsym(h, "cf_future_unref");
   *(void **)&ex_free = dlsym(h, "cf_executor_free");
+  if (!pool_new || !submit || !result || !unref || !ex_free) {
+    fprintf(stderr, "dlsym: %s\n", dlerror());
+    return 1;
+  }
   cf_executor *ex;
   cf_future *f;
   const cf_value *v;
@@ -69,7 +73,9 @@ int main(int argc, char **argv) {
 }
 C
 cc $(pkg-config --cflags cfutures) "$tmp/dl.c" -o "$tmp/dl" -ldl
-"$tmp/dl" "$(find "$libdir" -name 'libcfutures.so.*.*' | head -n 1)"
+so=$(find "$libdir" -name 'libcfutures.so.*.*' | head -n 1)
+[ -n "$so" ]
+"$tmp/dl" "$so"
 
 # The headers from C++ too (extern "C", the inline parts, the macros).
 cxx=$(command -v c++ || command -v clang++ || true)
