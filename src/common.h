@@ -77,7 +77,8 @@ static inline void cf__spin_unlock(cf__spinlock *l) {
 }
 
 /* malloc'ed printf; NULL on allocation failure or a NULL fmt. */
-char *cf__vasprintf(const char *fmt, va_list ap);
+char *cf__vasprintf(const char *fmt, va_list ap)
+    __attribute__((format(printf, 1, 0)));
 char *cf__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* How long a waiter spins before it sleeps (ns). A cross-core round trip
