@@ -7,7 +7,9 @@
 #               plain (-Werror, coroutine tests also under valgrind),
 #               then ThreadSanitizer, then ASan+UBSan, then the portable
 #               parking and switch (CF_NO_FUTEX: mutex/condvar;
-#               CF_CORO_UCONTEXT: ucontext instead of the assembly switch)
+#               CF_CORO_UCONTEXT: ucontext instead of the assembly switch),
+#               then everything built with clang (-Werror) and its unit
+#               tests run
 #   make bench  run the side-by-side benchmarks, rewrite bench/RESULTS.md
 #
 # Build trees live under build/ (one per configuration).
@@ -15,7 +17,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS)
 
-.PHONY: demo demo-cpu build-release test test-plain test-tsan test-asan test-nofutex test-fuzz bench clean
+.PHONY: demo demo-cpu build-release test test-plain test-tsan test-asan test-nofutex test-clang test-fuzz bench clean
 
 demo: build-release
 	scripts/demo_flags.sh build/release/apps
@@ -47,8 +49,9 @@ test:
 	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-nofutex
+	$(MAKE) --no-print-directory test-clang
 	$(MAKE) --no-print-directory test-fuzz
-	@echo "make test: all four configurations and the fuzz run passed"
+	@echo "make test: all five configurations and the fuzz run passed"
 
 test-plain:
 	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -74,6 +77,14 @@ test-nofutex:
 	      -DCF_BUILD_APPS=OFF -DCF_VALGRIND_TESTS=OFF
 	cmake --build build/nofutex -j$(JOBS)
 	cd build/nofutex && $(CTEST)
+
+# The library, tests, apps and benchmarks built by clang with -Werror (a
+# second compiler's warnings), and the unit tests run.
+test-clang:
+	CC=clang cmake -S . -B build/clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCF_WERROR=ON -DCF_BUILD_BENCH=ON -DCF_VALGRIND_TESTS=OFF
+	cmake --build build/clang -j$(JOBS)
+	cd build/clang && $(CTEST) -L unit
 
 # The flag server's request parser under libFuzzer (with ASan and UBSan)
 # for FUZZ_SECONDS, from the checked-in corpus (copied: the tree stays

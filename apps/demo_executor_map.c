@@ -19,6 +19,7 @@ static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Python's display(): the message preceded by a [HH:MM:SS] timestamp.
  * One lock per line, so lines never interleave. */
+static void display(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void display(const char *fmt, ...) {
   char stamp[16];
   time_t now = time(NULL);
