@@ -82,20 +82,13 @@ void cf_value_release(cf_value *v) {
     dtor(p);
 }
 
-/* The message of the failure the running task is about to return: code
- * 0 means none. `msg` is malloc'ed, of any length; it may outlive its
- * code (a stale message is freed by the next cf_raise, or when the
- * thread exits, through a key destructor). */
-typedef struct raise_state {
-  int code;
-  char *msg;
-} raise_state;
-static _Thread_local raise_state raise_tls;
+/* The pending cf_raise message (future_int.h). */
+_Thread_local cf__raise_state cf__raise_tls;
 static pthread_key_t raise_key;
 static pthread_once_t raise_once = PTHREAD_ONCE_INIT;
 
 static void raise_thread_exit(void *p) {
-  raise_state *r = p;
+  cf__raise_state *r = p;
   free(r->msg);
   r->msg = NULL;
   r->code = 0;
@@ -110,59 +103,47 @@ static void raise_key_init(void) {
 int cf_raise(int code, const char *fmt, ...) {
   if (code >= 0)
     code = CF_ETASK;
-  raise_tls.code = 0;
-  free(raise_tls.msg);
-  raise_tls.msg = NULL;
+  cf__raise_tls.code = 0;
+  free(cf__raise_tls.msg);
+  cf__raise_tls.msg = NULL;
   if (fmt != NULL) {
     va_list ap;
     va_start(ap, fmt);
-    raise_tls.msg = cf__vasprintf(fmt, ap);
+    cf__raise_tls.msg = cf__vasprintf(fmt, ap);
     va_end(ap);
-    if (raise_tls.msg != NULL) {
-      raise_tls.code = code;
+    if (cf__raise_tls.msg != NULL) {
+      cf__raise_tls.code = code;
       pthread_once(&raise_once, raise_key_init);
       /* Without a key (none left) a message left at thread exit leaks. */
       if (raise_key_ok && pthread_getspecific(raise_key) == NULL)
-        pthread_setspecific(raise_key, &raise_tls);
+        pthread_setspecific(raise_key, &cf__raise_tls);
     }
   }
   return code;
 }
 
-void cf__raise_clear(void) { raise_tls.code = 0; }
+void cf__raise_clear(void) { cf__raise_tls.code = 0; }
 
-int *cf__raise_code_slot(void) { return &raise_tls.code; }
+int *cf__raise_code_slot(void) { return &cf__raise_tls.code; }
 
 char *cf__raise_take(int code) {
   char *msg = NULL;
-  if (raise_tls.code != 0 && raise_tls.code == code) {
-    msg = raise_tls.msg;
-    raise_tls.msg = NULL;
+  if (cf__raise_tls.code != 0 && cf__raise_tls.code == code) {
+    msg = cf__raise_tls.msg;
+    cf__raise_tls.msg = NULL;
   }
-  raise_tls.code = 0;
+  cf__raise_tls.code = 0;
   return msg;
 }
 
-void cf__raise_save(int *code, char **msg) {
-  if (raise_tls.code == 0 && raise_tls.msg == NULL) {
-    *code = 0;
-    *msg = NULL;
-    return;
-  }
-  *code = raise_tls.code;
-  *msg = raise_tls.msg;
-  raise_tls.code = 0;
-  raise_tls.msg = NULL;
-}
-
 void cf__raise_restore(int code, char *msg) {
-  free(raise_tls.msg);
-  raise_tls.code = code;
-  raise_tls.msg = msg;
+  free(cf__raise_tls.msg);
+  cf__raise_tls.code = code;
+  cf__raise_tls.msg = msg;
   if (msg != NULL) {
     pthread_once(&raise_once, raise_key_init);
     if (raise_key_ok && pthread_getspecific(raise_key) == NULL)
-      pthread_setspecific(raise_key, &raise_tls);
+      pthread_setspecific(raise_key, &cf__raise_tls);
   }
 }
 
@@ -928,7 +909,10 @@ int cf_future_wait_until(cf_future *f, int64_t deadline_ns) {
 int cf_future_wait(cf_future *f, int64_t timeout_ns) {
   if (f == NULL || timeout_ns < 0)
     return CF_EINVAL;
-  return cf_future_wait_until(f, cf_deadline_after(timeout_ns));
+  /* No clock read (nor a call) for the common "no deadline". */
+  return cf_future_wait_until(f, timeout_ns == CF_FOREVER
+                                     ? CF_FOREVER
+                                     : cf_deadline_after(timeout_ns));
 }
 
 int cf_future_result(cf_future *f, int64_t timeout_ns, const cf_value **value) {

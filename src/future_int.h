@@ -280,11 +280,26 @@ int *cf__raise_code_slot(void);
 char *cf__raise_take(int code);
 void cf__raise_clear(void);
 
+/* The message of the failure the running task is about to return (code
+ * 0: none). `msg` is malloc'ed, of any length; it may outlive its code (a
+ * stale message is freed by the next cf_raise, or when the thread exits,
+ * through a key destructor). Thread-local; future.c owns it. */
+typedef struct cf__raise_state {
+  int code;
+  char *msg;
+} cf__raise_state;
+extern _Thread_local cf__raise_state cf__raise_tls;
+
 /* For a scheduler that runs tasks on one thread (the loop): moves the
  * calling thread's pending cf_raise message out (leaving none), or back
  * in (freeing one left there), so that each task keeps its own across
- * its suspensions. */
-void cf__raise_save(int *code, char **msg);
+ * its suspensions. The save is inline: it runs at every switch. */
+static inline void cf__raise_save(int *code, char **msg) {
+  *code = cf__raise_tls.code;
+  *msg = cf__raise_tls.msg;
+  cf__raise_tls.code = 0;
+  cf__raise_tls.msg = NULL;
+}
 void cf__raise_restore(int code, char *msg);
 
 /* Where cf_future_add_done_callback sends callbacks added on this thread
