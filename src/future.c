@@ -124,7 +124,6 @@ int cf_raise(int code, const char *fmt, ...) {
 
 void cf__raise_clear(void) { cf__raise_tls.code = 0; }
 
-int *cf__raise_code_slot(void) { return &cf__raise_tls.code; }
 
 char *cf__raise_take(int code) {
   char *msg = NULL;

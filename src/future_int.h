@@ -270,13 +270,11 @@ void cf__future_unlisten(cf_future *f, cf__listener *l);
  * the value (map). */
 void cf__future_take_value(cf_future *f, cf_value *out);
 
-/* For tasks that run other task functions themselves (map chunks): the
- * calling thread's pending-message code. Storing 0 there forgets any
- * message an earlier cf_raise left, without a call (for loops that run
- * many tasks on one thread; the address is valid for the thread's
+/* For tasks that run other task functions themselves (map chunks):
+ * storing 0 in cf__raise_tls.code (below) forgets any message an earlier
+ * cf_raise left, without a call (the address is valid for the thread's
  * lifetime). cf__raise_take hands over (malloc'ed) the message cf_raise
  * attached to `code`, or NULL. */
-int *cf__raise_code_slot(void);
 char *cf__raise_take(int code);
 void cf__raise_clear(void);
 

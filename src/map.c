@@ -233,7 +233,7 @@ static int chunk_begin(cf__map_chunk *c) {
   c->started_ns = cf_now_ns();
   c->plain = true;
   c->nok = 0;
-  *cf__raise_code_slot() = 0;
+  cf__raise_tls.code = 0;
   if (!chunk_room((void **)&c->plain_results, &c->plain_cap, c->n,
                   sizeof *c->plain_results))
     return CF_ENOMEM;
@@ -275,9 +275,6 @@ static int chunk_keep(cf__map_chunk *c, size_t i, int rc, cf_value *v) {
   return 0;
 }
 
-/* Runs items [i, n) through c->fn, one call each, and ends the chunk. */
-static int chunk_loop(cf__map_chunk *c, size_t i);
-
 /* The same while the results are plain and the items are not sized, with
  * what the loop reads held in locals (the item function could write
  * anything it has a pointer to, for all the compiler knows): a plain
@@ -288,7 +285,7 @@ static int chunk_loop_plain(cf__map_chunk *c, size_t i) {
   void *const *items = c->items;
   uint64_t first = (uint64_t)c->first, step = c->step;
   cf_word *out = c->plain_results;
-  int *raised = cf__raise_code_slot();
+  int *raised = &cf__raise_tls.code;
   size_t n = c->n;
   cf_value v = CF_VALUE_INIT;
   for (; i < n; i++) {
@@ -296,16 +293,15 @@ static int chunk_loop_plain(cf__map_chunk *c, size_t i) {
                                : (void *)(intptr_t)(int64_t)(first + i * step);
     *raised = 0; /* no message left by an earlier item */
     int rc = fn(item, &v);
-    if (rc != 0 || !value_is_plain(&v)) {
-      rc = chunk_keep(c, i, rc, &v);
-      return rc != 0 ? chunk_end(c, i, rc, NULL) : chunk_loop(c, i + 1);
-    }
+    if (rc != 0 || !value_is_plain(&v))
+      return cf__map_chunk_resume(c, i, rc, &v);
     cf__map_store(&out[i], v.u);
     v.u.i = 0;
   }
   return chunk_end(c, n, 0, NULL);
 }
 
+/* Runs items [i, n) through c->fn, one call each, and ends the chunk. */
 static int chunk_loop(cf__map_chunk *c, size_t i) {
   if (c->plain && c->item_size == 0)
     return chunk_loop_plain(c, i);
@@ -314,7 +310,7 @@ static int chunk_loop(cf__map_chunk *c, size_t i) {
   char *argbuf = NULL;
   if (c->item_size > 0 && (argbuf = cf__arg_alloc(c->item_size)) == NULL)
     return chunk_end(c, i, CF_ENOMEM, NULL);
-  int *raised = cf__raise_code_slot();
+  int *raised = &cf__raise_tls.code;
   for (; i < c->n; i++) {
     cf_value v = CF_VALUE_INIT;
     *raised = 0; /* no message left by an earlier item */
@@ -354,7 +350,7 @@ int cf__map_chunk_open(cf_map_chunk *c, cf_task_fn fn, cf__map_span *s) {
   s->step = c->step;
   s->n = c->n;
   s->out = c->plain_results;
-  s->raised = cf__raise_code_slot();
+  s->raised = &cf__raise_tls.code;
   return 1;
 }
 
