@@ -804,8 +804,10 @@ static void cancel_delivered(ltask *t) {
 
 /* The common part of every wait of a task, once armed and registered:
  * the deadline, a pending cancellation, the suspension. Returns the
- * reason the wait ended. */
-static int task_block(ltask *t, int64_t deadline) {
+ * reason the wait ended. task_block below takes the common case (no
+ * deadline, nothing owed) without this frame. */
+static __attribute__((noinline)) int task_block_slow(ltask *t,
+                                                     int64_t deadline) {
   cf_loop *L = t->loop;
   bool timed = false;
   if (deadline != CF_FOREVER) {
@@ -833,6 +835,16 @@ static int task_block(ltask *t, int64_t deadline) {
   }
   if (timed)
     timer_del(L, &t->timer);
+  if (reason == R_CANCEL)
+    cancel_delivered(t);
+  return reason;
+}
+
+static inline int task_block(ltask *t, int64_t deadline) {
+  if (deadline != CF_FOREVER || cancel_owed(t))
+    return task_block_slow(t, deadline);
+  task_suspend(t);
+  int reason = t->reason;
   if (reason == R_CANCEL)
     cancel_delivered(t);
   return reason;
