@@ -17,10 +17,13 @@
  *            second allocation); fill u.task; publish (queue) it.
  *   run      cf__future_claim (PENDING -> RUNNING; false: cancelled
  *            meanwhile, drop it), cf__future_take_task; the arg is now
- *            the backend's. In this process: cf__future_exec runs it.
+ *            the backend's. In this process: cf__future_exec_self runs
+ *            it, writing its outcome into the future.
  *   finish   cf__future_finish(f, outcome) or cf__future_finish_cancelled,
  *            from any thread of the backend's (a worker, a reader thread,
- *            the loop), exactly once per claimed future.
+ *            the loop), exactly once per claimed future; after
+ *            cf__future_exec_self, cf__future_publish_self or
+ *            cf__future_finish_self on the thread that ran it.
  *   settle   cf__future_settle for queued futures it will never run
  *            (shutdown with cancel, a broken pool, fork).
  *   cancel   vt->cancel is called for a RUNNING future the backend owns

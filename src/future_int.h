@@ -19,8 +19,13 @@
  * Transitions are CAS loops on the word; the outcome fields (err, errmsg,
  * value) are written only by the completer between COMPLETING and the
  * final state, or, for a task that writes its outcome into its own future
- * (cf__future_exec_self, a loop task), by that task's thread while the
- * future is RUNNING, which only its owner may complete. Either way the
+ * (cf__future_exec_self: a loop task, a thread pool's task), by that
+ * task's thread while the future is RUNNING, which only its owner may
+ * complete; it then publishes the final state in one exchange from
+ * RUNNING, with no COMPLETING step. (In a fork child, the parent's pool
+ * finishes the futures its vanished workers were running: a value half
+ * written there is overwritten by the error, and leaked, never freed.)
+ * Either way the
  * final state is published with release order, so a reader that sees
  * FINISHED (acquire) sees the outcome, and no reader looks at the fields
  * before.
@@ -29,8 +34,8 @@
  * arg. A backend that claims a future (cf__future_claim: PENDING ->
  * RUNNING) takes the task out of it (cf__future_take_task) before anything
  * else, and from then on the arg is the backend's: the thread pool's
- * runner calls arg_dtor after fn returns (cf__future_exec); a process pool
- * may release it once it has copied the bytes. A completer that wins
+ * runner calls arg_dtor after fn returns (cf__future_exec_self); a
+ * process pool may release it once it has copied the bytes. A completer that wins
  * straight from PENDING (cancel, set_result, a settle) calls arg_dtor
  * before publishing. Either way it runs once.
  *
@@ -220,20 +225,21 @@ typedef struct cf__outcome {
 } cf__outcome;
 
 /* Runs a claimed future's task on this thread (takes the task, runs fn,
- * releases the arg) and returns its outcome in *o without publishing it:
- * the caller counts it, then publishes it with cf__future_finish. */
-void cf__future_exec(cf_future *f, cf__outcome *o);
-/* The same with the outcome written into the future itself as the task
- * runs (its code in f->err; its value, or its message when it failed, in
- * f->u), for a backend that keeps the task's state in the future's room
- * and would rather not hold a 48-byte outcome per task there (a loop
- * task). Publish it with cf__future_finish_self: a code of CF_ECANCELED
- * ends the future CANCELLED (its message dropped), any other FINISHED.
- * cf__future_finish_self returns 0, or CF_EINVALSTATE if f is not RUNNING
- * (then the outcome is left where it is, unreleased: a backend's bug, as
- * nobody but the owner completes a RUNNING future). */
+ * releases the arg) with its outcome written into the future itself as
+ * the task runs: its code in f->err; its value, or its message when it
+ * failed, in f->u. Nobody but the owner writes a RUNNING future, so no
+ * outcome needs holding elsewhere. The caller counts it, then publishes
+ * it: cf__future_finish_self (a loop task: a code of CF_ECANCELED ends
+ * the future CANCELLED, its message dropped; any other FINISHED) or
+ * cf__future_publish_self (FINISHED whatever the code: a thread pool's
+ * task that returns CF_ECANCELED failed with it, as in Python, where a
+ * work item that raises CancelledError ends with that exception). Both
+ * return 0, or CF_EINVALSTATE if f is not RUNNING (then the outcome is
+ * left where it is, unreleased: a backend's bug, as nobody but the owner
+ * completes a RUNNING future). */
 void cf__future_exec_self(cf_future *f);
 int cf__future_finish_self(cf_future *f, const cf__cb_sink *sink);
+int cf__future_publish_self(cf_future *f, const cf__cb_sink *sink);
 
 /* Publishes the outcome of a RUNNING future: its owner's call, from any
  * of the owner's threads. Takes o->msg and o->value in all cases (released

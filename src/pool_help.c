@@ -24,21 +24,21 @@
  */
 #include "pool.h"
 
-/* Runs a future this worker has claimed. The counters move before the
- * outcome is published, so a waiter that sees it done reads counters
- * that count it. */
+/* Runs a future this worker has claimed, its outcome written straight
+ * into it (only this worker completes it while it runs). The counters
+ * move before the outcome is published, so a waiter that sees it done
+ * reads counters that count it. */
 static void run_claimed(worker *w, cf_future *f) {
   frame fr = {f, w->top};
   w->token_given = false;
   bump(&w->started);
   w->top = &fr;
   w->depth++;
-  cf__outcome o;
-  cf__future_exec(f, &o);
+  cf__future_exec_self(f);
   w->depth--;
   w->top = fr.up;
-  bump(o.err == 0 ? &w->completed : &w->failed);
-  cf__future_finish(f, &o, &w->p->sink);
+  bump(f->err == 0 ? &w->completed : &w->failed);
+  cf__future_publish_self(f, &w->p->sink);
 }
 
 bool stack_allows_nesting(worker *w) {

@@ -206,6 +206,28 @@ CF_TEST(failed_task_value_is_released) {
   assert_int_equal(cf_executor_free(ex), 0); /* LSan: no leak */
 }
 
+/* A task that fails with the cancelled code (say, a wait of its own was
+ * cancelled) failed: its future ends FINISHED with CF_ECANCELED, not
+ * CANCELLED, as a Python work item that raises CancelledError ends with
+ * that exception. Its message survives. */
+CF_TEST(task_failing_with_the_cancelled_code_is_finished_not_cancelled) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f = submit(ex, task_fail, (void *)(intptr_t)CF_ECANCELED);
+  assert_int_equal(cf_future_result(f, SOON, NULL), CF_ECANCELED);
+  assert_int_equal(cf_future_get_state(f), CF_FINISHED);
+  assert_false(cf_future_cancelled(f));
+  cf_error e = cf_future_get_error(f);
+  assert_int_equal(e.code, CF_ECANCELED);
+  assert_non_null(strstr(e.message, "task failed on purpose"));
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.cancelled, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 /* ---- workers: lazy start, reuse, names, initializer ---------------------- */
 
 static bool one_idle(void *arg) {
