@@ -114,10 +114,6 @@ static void wait_unpinned(cf_executor *ex) {
     sched_yield();
 }
 
-bool cf__executor_forked(cf_executor *ex) {
-  return CF__UNLIKELY(ex->fork_gen != cf__fork_generation());
-}
-
 void cf__executor_orphan(cf_executor *ex) {
   int zero = 0;
   if (atomic_compare_exchange_strong(&ex->orphan_done, &zero, 1)) {

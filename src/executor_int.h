@@ -57,6 +57,8 @@
 #include <stdint.h>
 
 #include "cf/executor.h"
+#include "common.h"
+#include "fork.h"
 
 typedef struct cf__executor_vtable {
   const char *name;
@@ -154,9 +156,11 @@ void cf__executor_unpin(cf__pin *pin);
 void cf__executor_orphan(cf_executor *ex);
 
 /* True if ex was created before a fork of this process (then it has been
- * or is being orphaned: its futures settled with CF_EFORKED). Cheap when
- * it is false: one comparison. */
-bool cf__executor_forked(cf_executor *ex);
+ * or is being orphaned: its futures settled with CF_EFORKED). Inline: one
+ * comparison on every wait. */
+static inline bool cf__executor_forked(const cf_executor *ex) {
+  return CF__UNLIKELY(ex->fork_gen != cf__fork_generation());
+}
 
 /* The map's chunk: items run by one task, in order. The map fills fn,
  * name, item_size, n and items and reads the rest once the chunk's future

@@ -367,6 +367,15 @@ static void fire_listeners(cf_future *f, const cf__cb_sink *sink) {
   cf__spin_lock(mu);
   cf__listener *l = f->listeners;
   f->listeners = NULL;
+  /* The common case, one waiter (a task, a worker, a wait): no list to
+   * walk, no callbacks to run after the lock. */
+  if (l != NULL && l->next == l && l->notify != NULL) {
+    l->attached = false;
+    if (listener_alive(l, gen))
+      l->notify(l, f);
+    cf__spin_unlock(mu);
+    return;
+  }
   if (l != NULL)
     l->prev->next = NULL; /* open the circle */
   while (l != NULL) {
@@ -669,13 +678,24 @@ static int user_complete(cf_future *f, cf__outcome *o) {
   return 0;
 }
 
+/* A success has no message to place or free: written straight into the
+ * future, without an outcome to fill and clear (a ping-pong switch is one
+ * set_result; bench/NOTES.md 22). */
 int cf_future_set_result(cf_future *f, const cf_value *value) {
   if (f == NULL)
     return CF_EINVAL;
-  cf__outcome o = {0, NULL, CF_VALUE_INIT};
+  int prev = begin_complete(f, user_completable(f), CF__ST_COMPLETING);
+  if (prev < 0)
+    return CF_EINVALSTATE;
+  if (prev == CF_PENDING && f->u.task.arg_dtor != NULL)
+    f->u.task.arg_dtor(f->u.task.arg);
+  f->err = 0;
   if (value != NULL)
-    o.value = *value;
-  return user_complete(f, &o);
+    f->u.value = *value;
+  else
+    f->u.value = (cf_value)CF_VALUE_INIT;
+  end_complete(f, CF_FINISHED, NULL);
+  return 0;
 }
 
 int cf_future_set_error(cf_future *f, int code, const char *fmt, ...) {
@@ -903,7 +923,9 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
 static inline int wait_until(cf_future *f, int64_t deadline_ns) {
   if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
     return 0;
-  if (cf__future_orphan_check(f) &&
+  /* The common case (not an executor of a forked parent) without a call. */
+  if (f->owner != NULL && cf__executor_forked(f->owner) &&
+      cf__future_orphan_check(f) &&
       cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
     return 0;
   if (wait_hook.wait != NULL)
