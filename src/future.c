@@ -499,8 +499,9 @@ static void outcome_drop(cf__outcome *o) {
  * out, the union that held it is unused until the outcome is published,
  * and nobody but the owner touches a RUNNING future's outcome fields
  * (readers look only after the final state; a fork child does not settle
- * an executor's futures that live on there, lives_in_child, and settles
- * those of one that does not only where no thread of it exists). */
+ * an executor's futures that live on there, lives_in_child, nor those
+ * the forking thread is still running, running_in_child: it settles only
+ * those no thread of the child will finish). */
 void cf__future_exec_self(cf_future *f) {
   cf__task_rec t;
   cf__future_take_task(f, &t);
@@ -859,14 +860,32 @@ static void settle_stranded(cf_future *f) {
   }
 }
 
-bool cf__future_orphan_check(cf_future *f) {
+int cf__future_orphan_check(cf_future *f) {
   cf_executor *ex = f->owner;
   if (CF__LIKELY(ex == NULL || !cf__executor_forked(ex)))
-    return false;
+    return 0;
   cf__executor_orphan(ex);
-  if (!cf__state_final(atomic_load(&f->state)))
+  if (!cf__state_final(atomic_load(&f->state))) {
+    /* A task of ex that forked goes on here and finishes f itself: this
+     * thread would wait for its own stack. */
+    if (ex->vt->running_in_child != NULL && ex->vt->running_in_child(ex, f))
+      return CF_EDEADLK;
     settle_stranded(f);
-  return true;
+  }
+  return 1;
+}
+
+/* The wait's check for a future of a forked parent's executor: 0 to go
+ * on waiting, 1 if f is done now, or CF_EDEADLK. The common case (no
+ * executor, or one not forked) without a call. */
+static inline int orphan_wait_check(cf_future *f) {
+  if (CF__LIKELY(f->owner == NULL || !cf__executor_forked(f->owner)))
+    return 0;
+  int rc = cf__future_orphan_check(f);
+  if (rc < 0)
+    return rc;
+  return cf__state_final(atomic_load_explicit(&f->state,
+                                              memory_order_acquire));
 }
 
 int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
@@ -876,9 +895,9 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
     return 0;
   /* In a fork child, nobody runs a future of the parent's executors:
    * settle them instead of waiting forever. */
-  if (cf__future_orphan_check(f) &&
-      cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
-    return 0;
+  int orphan = orphan_wait_check(f);
+  if (orphan != 0)
+    return orphan < 0 ? orphan : 0;
   /* Bounded spin: most waits in a busy pool end within a microsecond or
    * two, far below the cost of a sleep and a wake-up. */
   int64_t now = cf_now_ns();
@@ -923,11 +942,9 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
 static inline int wait_until(cf_future *f, int64_t deadline_ns) {
   if (cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
     return 0;
-  /* The common case (not an executor of a forked parent) without a call. */
-  if (f->owner != NULL && cf__executor_forked(f->owner) &&
-      cf__future_orphan_check(f) &&
-      cf__state_final(atomic_load_explicit(&f->state, memory_order_acquire)))
-    return 0;
+  int orphan = orphan_wait_check(f);
+  if (orphan != 0)
+    return orphan < 0 ? orphan : 0;
   if (wait_hook.wait != NULL)
     return wait_hook.wait(wait_hook.ctx, f, deadline_ns);
   return cf_future_wait_blocking(f, deadline_ns);

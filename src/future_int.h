@@ -24,9 +24,10 @@
  * complete; it then publishes the final state in one exchange from
  * RUNNING, with no COMPLETING step. (In a fork child, the parent's pool
  * finishes the futures its vanished workers were running: a value half
- * written there is overwritten by the error, and leaked, never freed.)
- * Either way the
- * final state is published with release order, so a reader that sees
+ * written there is overwritten by the error, and leaked, never freed.
+ * The futures on the stack of the worker that forked are left to it: its
+ * tasks go on in the child and finish them, running_in_child.) Either
+ * way the final state is published with release order, so a reader that sees
  * FINISHED (acquire) sees the outcome, and no reader looks at the fields
  * before.
  *
@@ -44,9 +45,11 @@
  * that ran it, a process pool's reader thread, an event loop):
  * cf__future_finish with a value or a code and message,
  * cf__future_finish_cancelled when it interrupted the work, or, for a
- * task run with cf__future_exec_self, cf__future_finish_self. A fork
- * child never settles the futures of an executor that lives on there
- * (the vtable's lives_in_child): a task of it may be writing into them.
+ * task run with cf__future_exec_self, cf__future_publish_self (a pool's
+ * worker) or cf__future_finish_self (a loop task). A fork child never
+ * settles the futures of an executor that lives on there (the vtable's
+ * lives_in_child), nor those a task that forked is running on the
+ * child's stack (running_in_child): a task may be writing into them.
  * The public cf_future_set_result/set_error refuse such a future
  * (CF_EINVALSTATE).
  * cf_future_cancel of a RUNNING future asks the owner (vtable `cancel`,
@@ -322,7 +325,9 @@ const cf_wait_hook *cf__wait_hook_current(void);
 void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc);
 
 /* If f belongs to an executor of the parent of this forked process,
- * settles that executor's futures (f among them) and returns true. */
-bool cf__future_orphan_check(cf_future *f);
+ * settles that executor's futures (f among them) and returns 1; returns
+ * CF_EDEADLK, leaving f RUNNING, if f is being run on the stack of the
+ * thread that forked (the executor's running_in_child); 0 otherwise. */
+int cf__future_orphan_check(cf_future *f);
 
 #endif /* CF_FUTURE_INT_H */

@@ -165,9 +165,21 @@ struct pool {
   _Atomic uint32_t exited; /* workers that left worker_main (futex word) */
   bool joining, joined;
   bool forked; /* the parent's pool in a fork child: no threads here */
+  /* In a fork child: the worker whose task forked (its copy goes on here
+   * until that task returns), or NULL. Set by the child's handler. */
+  worker *child_worker;
 };
 
 extern _Thread_local worker *cf__current_worker;
+
+/* Whether f is one of the futures w is running (its own or one it runs
+ * beneath another while that waits). Owner only (or the fork child). */
+static inline bool running_here(const worker *w, const cf_future *f) {
+  for (const frame *fr = w->top; fr != NULL; fr = fr->up)
+    if (fr->f == f)
+      return true;
+  return false;
+}
 
 static inline bool is_own_worker(pool *p) {
   return cf__current_worker != NULL && cf__current_worker->p == p;

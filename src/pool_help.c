@@ -101,13 +101,6 @@ static void pass_on_work(pool *p) {
   wake_claimed(wake);
 }
 
-static bool running_here(const worker *w, const cf_future *f) {
-  for (const frame *fr = w->top; fr != NULL; fr = fr->up)
-    if (fr->f == f)
-      return true;
-  return false;
-}
-
 static bool in_own_slots(const worker *w, const cf_future *f) {
   for (int i = w->slot_pos; i < w->slot_end; i++)
     if (atomic_load_explicit(&w->slots[i], memory_order_relaxed) == f)

@@ -602,8 +602,12 @@ static void pool_forked_settle(cf_executor *ex) {
   pthread_mutex_unlock(&p->wlock);
   settle_everything(p, CF_EFORKED, msg);
   /* Tasks the parent's workers were running: their frames are on those
-   * workers' stacks, copied into this process. */
+   * workers' stacks, copied into this process. Not those of the worker
+   * that forked: they go on here, and their returns finish them (they
+   * write their outcomes into their futures as they run). */
   for (int i = 0; i < n; i++) {
+    if (&p->workers[i] == p->child_worker)
+      continue;
     for (frame *fr = p->workers[i].top; fr != NULL; fr = fr->up) {
       cf__outcome o = {CF_EFORKED, cf__asprintf("%s", msg), CF_VALUE_INIT};
       cf__future_finish(fr->f, &o, &p->sink);
@@ -613,6 +617,11 @@ static void pool_forked_settle(cf_executor *ex) {
   p->idle_top = NULL;
   p->nidle = 0;
   wake_space_waiters(p);
+}
+
+static bool pool_running_in_child(cf_executor *ex, const cf_future *f) {
+  pool *p = (pool *)ex;
+  return p->child_worker != NULL && running_here(p->child_worker, f);
 }
 
 /* Prepare holds every pool's queue lock (the FIFO and the idle stack
@@ -641,8 +650,10 @@ void cf__pool_atfork(int phase) {
     pthread_mutex_unlock(&registry_mu);
   } else {
     pthread_mutex_init(&registry_mu, NULL);
-    /* Forked from inside a task: this thread is no worker here. */
+    /* Forked from inside a task: this thread is no worker here, but the
+     * tasks on its stack go on until they return. */
     if (cf__current_worker != NULL) {
+      cf__current_worker->p->child_worker = cf__current_worker;
       cf__current_worker = NULL;
       cf_wait_hook_swap(NULL, NULL);
     }
@@ -663,6 +674,7 @@ static const cf__executor_vtable pool_vtable = {
     .max_workers = pool_max_workers,
     .is_own_thread = pool_is_own_thread,
     .forked = pool_forked_settle,
+    .running_in_child = pool_running_in_child,
 };
 
 int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {

@@ -269,6 +269,93 @@ CF_TEST(child_forked_inside_a_task_can_use_the_library) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+/* A task that forks and, in the child, touches the parent's pool: the
+ * futures the forking worker is running (its own, and the outer task it
+ * ran it beneath) stay RUNNING there and its returns finish them, with
+ * what the tasks return; a wait on one of them from that thread is
+ * CF_EDEADLK. They used to be settled with CF_EFORKED, and the tasks then
+ * wrote their outcomes over the published ones. */
+typedef struct forking_pair {
+  cf_executor *ex;
+  _Atomic(cf_future *) outer, inner;
+} forking_pair;
+
+#define CHILD_SAW_ITS_OWN_RESULT 7
+
+static int child_sees_outer_result(cf_future *f, void *arg) {
+  (void)arg;
+  const cf_value *v;
+  if (cf_future_result(f, 0, &v) != 0 || v->u.i != 4243)
+    _exit(50);
+  _exit(CHILD_SAW_ITS_OWN_RESULT);
+}
+
+static int task_inner_forks(void *arg, cf_value *result) {
+  forking_pair *fp = arg;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid > 0) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+      return -errno;
+    result->u.i = status;
+    return 0;
+  }
+  /* The child: this submit finds the parent's pool and settles it. */
+  cf_future *g = NULL;
+  if (cf_executor_submit(fp->ex, task_nop, NULL, &g) != CF_EFORKED)
+    _exit(40);
+  cf_future *outer = atomic_load(&fp->outer);
+  cf_future *inner = atomic_load(&fp->inner);
+  if (cf_future_get_state(outer) != CF_RUNNING ||
+      cf_future_get_state(inner) != CF_RUNNING)
+    _exit(41);
+  if (cf_future_wait(outer, CF_MSEC(100)) != CF_EDEADLK ||
+      cf_future_wait(inner, CF_MSEC(100)) != CF_EDEADLK)
+    _exit(42);
+  if (cf_future_add_done_callback(outer, child_sees_outer_result, NULL) != 0)
+    _exit(43);
+  result->u.i = 4242;
+  return 0; /* the outer task goes on, and its return ends this child */
+}
+
+static int task_outer_waits(void *arg, cf_value *result) {
+  forking_pair *fp = arg;
+  while (atomic_load(&fp->outer) == NULL) /* the test stored our future */
+    sched_yield();
+  cf_future *inner;
+  int rc = cf_executor_submit(fp->ex, task_inner_forks, fp, &inner);
+  if (rc != 0)
+    return rc;
+  atomic_store(&fp->inner, inner);
+  /* The only worker is this one: it runs the inner task beneath us. */
+  const cf_value *v;
+  rc = cf_future_result(inner, SOON, &v);
+  if (rc == 0)
+    result->u.i = v->u.i + 1;
+  cf_future_unref(inner);
+  return rc;
+}
+
+CF_TEST(a_task_that_forks_finishes_its_own_futures_in_the_child) {
+  (void)state;
+  forking_pair fp = {make_pool(1), NULL, NULL};
+  cf_future *outer;
+  assert_int_equal(
+      cf_executor_submit(fp.ex, task_outer_waits, &fp, &outer), 0);
+  atomic_store(&fp.outer, outer);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(outer, SOON, &v), 0);
+  int status = (int)(v->u.i - 1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  cf_future_unref(outer);
+  assert_int_equal(cf_executor_free(fp.ex), 0);
+}
+
 /* ---- what the parent's threads were doing at the fork -------------------- */
 
 typedef struct waiting_shutdown {

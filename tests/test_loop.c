@@ -628,6 +628,36 @@ CF_TEST(waits_in_tasks_honour_deadlines_and_refuse_self_waits) {
   assert_int_equal(cf_loop_run_main(main_deadlines, NULL, test_loop_opts(NULL), NULL), 0);
 }
 
+static int quits_as_cancelled(void *arg, cf_value *result) {
+  (void)arg;
+  result->u.ptr = malloc(32); /* released: the task did not succeed */
+  result->dtor = free;
+  return cf_raise(CF_ECANCELED, "gave up after %d tries", 3);
+}
+
+static int main_task_quits_as_cancelled(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(cf_loop_current(), quits_as_cancelled, NULL, &f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  TCHECK(cf_future_get_state(f) == CF_CANCELLED);
+  TCHECK(cf_future_cancelled(f));
+  TCHECK(cf_future_result(f, 0, NULL) == CF_ECANCELED);
+  cf_future_unref(f);
+  return 0;
+}
+
+/* A task that returns the cancelled code ends CANCELLED, as a coroutine
+ * that raises CancelledError does; its value and its message are freed
+ * (LSan), its future published once. */
+CF_TEST(a_task_returning_the_cancelled_code_ends_cancelled) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_task_quits_as_cancelled, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Done callbacks                                                         */
 

@@ -228,6 +228,58 @@ CF_TEST(task_failing_with_the_cancelled_code_is_finished_not_cancelled) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+static int task_owned_text(void *arg, cf_value *result) {
+  (void)arg;
+  char *text = malloc(16);
+  if (text == NULL)
+    return CF_ENOMEM;
+  strcpy(text, "ran inline");
+  result->u.ptr = text;
+  result->dtor = free; /* freed once, by the last unref (LSan, ASan) */
+  return 0;
+}
+
+/* On the only worker: the awaited tasks run beneath this one. */
+static int task_awaits_inline_runs(void *arg, cf_value *result) {
+  cf_executor *ex = arg;
+  cf_future *ok, *bad; /* no assert_* off the test's thread */
+  if (cf_executor_submit(ex, task_owned_text, NULL, &ok) != 0)
+    return CF_EINVAL;
+  if (cf_executor_submit(ex, task_fail, (void *)(intptr_t)CF_ECANCELED,
+                         &bad) != 0)
+    return CF_EINVAL;
+  const cf_value *v;
+  int rc = cf_future_result(ok, SOON, &v);
+  TCHECK(rc == 0 && strcmp(v->u.ptr, "ran inline") == 0);
+  TCHECK(cf_future_result(bad, SOON, NULL) == CF_ECANCELED);
+  TCHECK(cf_future_get_state(bad) == CF_FINISHED && !cf_future_cancelled(bad));
+  cf_error e = cf_future_get_error(bad);
+  TCHECK(strstr(e.message, "task failed on purpose") != NULL);
+  cf_future_unref(ok);
+  cf_future_unref(bad);
+  result->u.i = 1;
+  return 0;
+}
+
+/* A task a waiting worker runs itself ends as one a free worker runs: an
+ * owned value kept and freed once, the cancelled code a failure with its
+ * message, FINISHED. */
+CF_TEST(awaited_tasks_run_inline_end_as_if_a_worker_ran_them) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f = submit(ex, task_awaits_inline_runs, ex);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, SOON, &v), 0);
+  assert_int_equal(v->u.i, 1);
+  cf_future_unref(f);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.completed, 2);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.cancelled, 0);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 /* ---- workers: lazy start, reuse, names, initializer ---------------------- */
 
 static bool one_idle(void *arg) {

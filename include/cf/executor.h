@@ -32,7 +32,10 @@
  * parent would have completed stays pending in the child. A child forked
  * from inside a task should exec() or _exit() before that task returns:
  * the child's copy of the worker ends when the task returns, and with it
- * the child, if it has no other thread. A loop forked from one of its own
+ * the child, if it has no other thread. Until then that task's future
+ * (and those of the tasks it runs beneath it while they wait) stay
+ * RUNNING in the child and are not settled: its return finishes them as
+ * usual, and a wait on one of them from the task is CF_EDEADLK. A loop forked from one of its own
  * tasks is the exception: it goes on in the child (its thread is the one
  * that forked), its futures are not settled and waits on them get what
  * its tasks return; but libuv's kernel state is shared with the parent,
