@@ -104,13 +104,6 @@ typedef struct cf__executor_vtable {
    * counts as the child's own: no CF_EFORKED, its futures are never
    * settled. NULL: never (threads the child lacks run its futures). */
   bool (*lives_in_child)(cf_executor *ex);
-  /* In a fork child, for an executor that does not live on there: true
-   * if f is still being run on this process's stack (a task of ex that
-   * called fork() goes on in the child, and so do the tasks it was
-   * running beneath it while it waited). forked() leaves such a future
-   * RUNNING, the task's return finishes it, and a wait on it from this
-   * thread returns CF_EDEADLK instead of settling it. NULL: never. */
-  bool (*running_in_child)(cf_executor *ex, const cf_future *f);
   /* True if ex's futures are completed by a thread of this process that
    * needs a CPU to do it (a process pool's manager reading results): a
    * waiter's bounded spin then yields the CPU between checks, so that on

@@ -500,8 +500,8 @@ static void outcome_drop(cf__outcome *o) {
  * and nobody but the owner touches a RUNNING future's outcome fields
  * (readers look only after the final state; a fork child does not settle
  * an executor's futures that live on there, lives_in_child, nor those
- * the forking thread is still running, running_in_child: it settles only
- * those no thread of the child will finish). */
+ * the forking thread is still running, KEEP: it settles only those no
+ * thread of the child will finish). */
 void cf__future_exec_self(cf_future *f) {
   cf__task_rec t;
   cf__future_take_task(f, &t);
@@ -685,16 +685,18 @@ static int user_complete(cf_future *f, cf__outcome *o) {
 int cf_future_set_result(cf_future *f, const cf_value *value) {
   if (f == NULL)
     return CF_EINVAL;
+  /* Copied first: the value may live in the task's arg, which a future
+   * completed from PENDING releases below. */
+  cf_value v = CF_VALUE_INIT;
+  if (value != NULL)
+    v = *value;
   int prev = begin_complete(f, user_completable(f), CF__ST_COMPLETING);
   if (prev < 0)
     return CF_EINVALSTATE;
   if (prev == CF_PENDING && f->u.task.arg_dtor != NULL)
     f->u.task.arg_dtor(f->u.task.arg);
   f->err = 0;
-  if (value != NULL)
-    f->u.value = *value;
-  else
-    f->u.value = (cf_value)CF_VALUE_INIT;
+  f->u.value = v;
   end_complete(f, CF_FINISHED, NULL);
   return 0;
 }
@@ -860,16 +862,41 @@ static void settle_stranded(cf_future *f) {
   }
 }
 
+/* The thread whose stack holds the kept futures (0: none). */
+static uint64_t keep_tid;
+
+void cf__future_keep_in_child(cf_future *f) {
+  atomic_fetch_or(&f->state, CF__FL_KEEP);
+  keep_tid = thread_id();
+}
+
+/* The keeper exists here while it is the thread that did every fork
+ * since (forker_tid: set by this module's child handler, which may run
+ * before or after the one that marked the futures: both name the same
+ * thread). */
+bool cf__keeper_alive(void) {
+  return keep_tid != 0 && keep_tid == forker_tid;
+}
+
+bool cf__keeper_here(void) {
+  return cf__keeper_alive() && thread_id() == keep_tid;
+}
+
+bool cf__future_kept(const cf_future *f) {
+  return (atomic_load(&f->state) & CF__FL_KEEP) && cf__keeper_alive();
+}
+
 int cf__future_orphan_check(cf_future *f) {
   cf_executor *ex = f->owner;
   if (CF__LIKELY(ex == NULL || !cf__executor_forked(ex)))
     return 0;
   cf__executor_orphan(ex);
   if (!cf__state_final(atomic_load(&f->state))) {
-    /* A task of ex that forked goes on here and finishes f itself: this
-     * thread would wait for its own stack. */
-    if (ex->vt->running_in_child != NULL && ex->vt->running_in_child(ex, f))
-      return CF_EDEADLK;
+    /* A task that forked goes on here and finishes f itself: on its own
+     * thread a wait would be for its own stack; elsewhere, the wait ends
+     * when it does. */
+    if (cf__future_kept(f))
+      return cf__keeper_here() ? CF_EDEADLK : 1;
     settle_stranded(f);
   }
   return 1;

@@ -15,6 +15,10 @@
  *   bit 5     INLINE: a worker waiting for this future ran it directly
  *             while it was still queued; kept in the final state so the
  *             executor, dequeuing it later, knows it was not cancelled.
+ *   bit 6     KEEP: in a fork child, a RUNNING future on the stack of the
+ *             thread that forked (a pool task that forked, and the tasks
+ *             it runs beneath); that thread goes on and finishes it, so
+ *             it is not settled as the parent's (cf__future_keep_in_child).
  *
  * Transitions are CAS loops on the word; the outcome fields (err, errmsg,
  * value) are written only by the completer between COMPLETING and the
@@ -26,7 +30,7 @@
  * finishes the futures its vanished workers were running: a value half
  * written there is overwritten by the error, and leaked, never freed.
  * The futures on the stack of the worker that forked are left to it: its
- * tasks go on in the child and finish them, running_in_child.) Either
+ * tasks go on in the child and finish them, KEEP.) Either
  * way the final state is published with release order, so a reader that sees
  * FINISHED (acquire) sees the outcome, and no reader looks at the fields
  * before.
@@ -49,7 +53,7 @@
  * worker) or cf__future_finish_self (a loop task). A fork child never
  * settles the futures of an executor that lives on there (the vtable's
  * lives_in_child), nor those a task that forked is running on the
- * child's stack (running_in_child): a task may be writing into them.
+ * child's stack (KEEP): a task may be writing into them.
  * The public cf_future_set_result/set_error refuse such a future
  * (CF_EINVALSTATE).
  * cf_future_cancel of a RUNNING future asks the owner (vtable `cancel`,
@@ -82,7 +86,8 @@ enum {
   CF__ST_CANCELLING = 5,
   CF__FL_WAITERS = 0x8,
   CF__FL_LISTENERS = 0x10,
-  CF__FL_INLINE = 0x20 /* run by a waiting worker, not from the queue */
+  CF__FL_INLINE = 0x20, /* run by a waiting worker, not from the queue */
+  CF__FL_KEEP = 0x40    /* fork child: run on the forking thread's stack */
 };
 
 /* The state word of a future whose memory went back to the cache: a
@@ -325,9 +330,21 @@ const cf_wait_hook *cf__wait_hook_current(void);
 void cf__report_callback_error(const cf__cb_sink *sink, cf_future *f, int rc);
 
 /* If f belongs to an executor of the parent of this forked process,
- * settles that executor's futures (f among them) and returns 1; returns
- * CF_EDEADLK, leaving f RUNNING, if f is being run on the stack of the
- * thread that forked (the executor's running_in_child); 0 otherwise. */
+ * settles that executor's futures (f among them, unless it is kept: then
+ * it stays RUNNING) and returns 1; returns CF_EDEADLK instead if f is
+ * kept and this is the thread that runs it; 0 if f's executor is not the
+ * parent's. */
 int cf__future_orphan_check(cf_future *f);
+
+/* In a fork child's handler, on the forking thread: marks f, a RUNNING
+ * future on this thread's stack, as this thread's to finish here (KEEP).
+ * The thread that did so is the keeper while it exists in this process
+ * (in a grandchild another thread forked, it does not). */
+void cf__future_keep_in_child(cf_future *f);
+/* Whether f is kept and its keeper exists in this process. */
+bool cf__future_kept(const cf_future *f);
+/* Whether a keeper exists in this process, and whether it is this thread. */
+bool cf__keeper_alive(void);
+bool cf__keeper_here(void);
 
 #endif /* CF_FUTURE_INT_H */

@@ -168,7 +168,13 @@ struct pool {
   /* In a fork child: the worker whose task forked (its copy goes on here
    * until that task returns), or NULL. Set by the child's handler. */
   worker *child_worker;
+  _Atomic uint32_t child_done; /* 1 once its task returned (futex word) */
 };
+
+/* In a fork child: the pool is the parent's (its workers are not here). */
+static inline bool pool_forked(pool *p) {
+  return cf__executor_forked(&p->base);
+}
 
 extern _Thread_local worker *cf__current_worker;
 

@@ -135,6 +135,10 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
    * on this stack) can never end. */
   if (running_here(w, f))
     return CF_EDEADLK;
+  /* In a fork child (a task that forked goes on): a plain wait, never
+   * the parent's queued work. */
+  if (CF__UNLIKELY(pool_forked(p)))
+    return cf_future_wait_blocking(f, deadline);
   if (deadline != CF_FOREVER) {
     /* With a deadline, no unrelated work on this stack: at most the
      * awaited task itself, when nobody else would start it before the
@@ -151,6 +155,11 @@ static int help_wait(void *ctx, cf_future *f, int64_t deadline) {
   for (;;) {
     if (cf_future_done(f))
       break;
+    if (CF__UNLIKELY(pool_forked(p))) {
+      /* A task run here forked, and this is the child: see above. */
+      rc = cf_future_wait_blocking(f, deadline);
+      break;
+    }
     /* Still queued in this pool, and nobody else would start it soon:
      * run it here and now (the queue entry is discarded later). This
      * keeps nested waits as deep as the dependency chain, not as the
@@ -251,6 +260,17 @@ static int hook_sleep(void *ctx, void *token, cf_future *const *fs, size_t n,
   for (size_t i = 0; i < n; i++)
     if (fs[i] != NULL && !cf_future_done(fs[i]) && running_here(w, fs[i]))
       return CF_EDEADLK;
+  if (CF__UNLIKELY(pool_forked(w->p))) {
+    /* In a fork child (a task that forked goes on): settle the parent's
+     * futures of the set (the wait may have begun before the fork), then
+     * sleep like any thread; none of the parent's queued work. */
+    for (size_t i = 0; i < n; i++)
+      if (fs[i] != NULL)
+        cf__future_orphan_check(fs[i]);
+    if (atomic_exchange(&w->permit, 0) == 1)
+      return 0;
+    return sleep_on_permit(w, deadline);
+  }
   if (atomic_exchange(&w->permit, 0) == 1)
     return 0;
   if (cf_now_ns() >= deadline)

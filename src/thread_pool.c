@@ -67,7 +67,6 @@ static void break_pool(pool *p, int rc, char *init_msg) {
   wake_all(p);
 }
 
-static bool pool_forked(pool *p) { return cf__executor_forked(&p->base); }
 
 static void *worker_main(void *arg) {
   worker *w = arg;
@@ -110,8 +109,11 @@ static void *worker_main(void *arg) {
       run_one(w, f);
       /* A task that forked returns in the child too: this copy of the
        * worker has no pool there, so it ends (see cf/executor.h). */
-      if (CF__UNLIKELY(pool_forked(p)))
+      if (CF__UNLIKELY(pool_forked(p))) {
+        atomic_store(&p->child_done, 1); /* a free in the child waits */
+        cf__park_wake(&p->child_done, INT32_MAX);
         return NULL;
+      }
       continue;
     }
     if (!idle(w))
@@ -405,11 +407,28 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
 /* ---------------------------------------------------------------------- */
 /* Shutdown and destruction                                                */
 
+/* A worker, or in a fork child the thread that forked from a task of
+ * this pool while that task runs (waiting for the pool would wait for
+ * its own stack). */
+static bool is_own_thread_here(pool *p) {
+  return is_own_worker(p) || (p->child_worker != NULL && cf__keeper_here());
+}
+
 /* Waits until every started worker has left worker_main, or the deadline. */
 static int wait_exited(pool *p, int64_t deadline) {
+  if (p->forked) {
+    /* In a fork child only a task that forked runs here: wait for it to
+     * return to its worker's loop (which then ends), as for a worker. */
+    while (p->child_worker != NULL && cf__keeper_alive() &&
+           atomic_load(&p->child_done) == 0)
+      if (cf__park_wait(&p->child_done, 0, deadline) == CF_ETIMEDOUT &&
+          atomic_load(&p->child_done) == 0)
+        return CF_ETIMEDOUT;
+    return 0;
+  }
   for (;;) {
     uint32_t seen = atomic_load(&p->exited);
-    if ((int)seen >= atomic_load(&p->nworkers) || p->forked)
+    if ((int)seen >= atomic_load(&p->nworkers))
       return 0;
     if (cf__park_wait(&p->exited, seen, deadline) == CF_ETIMEDOUT &&
         (int)atomic_load(&p->exited) < atomic_load(&p->nworkers))
@@ -470,7 +489,7 @@ static int pool_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
   wake_all(p);
   if (!(flags & CF_SHUTDOWN_WAIT))
     return 0;
-  if (is_own_worker(p))
+  if (is_own_thread_here(p))
     return CF_EDEADLK;
   int rc = wait_exited(p, deadline);
   if (rc != 0)
@@ -480,7 +499,7 @@ static int pool_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
 }
 
 static bool pool_is_own_thread(cf_executor *ex) {
-  return is_own_worker((pool *)ex);
+  return is_own_thread_here((pool *)ex);
 }
 
 static void registry_add(pool *p) {
@@ -606,8 +625,8 @@ static void pool_forked_settle(cf_executor *ex) {
    * that forked: they go on here, and their returns finish them (they
    * write their outcomes into their futures as they run). */
   for (int i = 0; i < n; i++) {
-    if (&p->workers[i] == p->child_worker)
-      continue;
+    if (&p->workers[i] == p->child_worker && cf__keeper_alive())
+      continue; /* its frames are KEEP, and it is pushing and popping them */
     for (frame *fr = p->workers[i].top; fr != NULL; fr = fr->up) {
       cf__outcome o = {CF_EFORKED, cf__asprintf("%s", msg), CF_VALUE_INIT};
       cf__future_finish(fr->f, &o, &p->sink);
@@ -617,11 +636,6 @@ static void pool_forked_settle(cf_executor *ex) {
   p->idle_top = NULL;
   p->nidle = 0;
   wake_space_waiters(p);
-}
-
-static bool pool_running_in_child(cf_executor *ex, const cf_future *f) {
-  pool *p = (pool *)ex;
-  return p->child_worker != NULL && running_here(p->child_worker, f);
 }
 
 /* Prepare holds every pool's queue lock (the FIFO and the idle stack
@@ -651,11 +665,16 @@ void cf__pool_atfork(int phase) {
   } else {
     pthread_mutex_init(&registry_mu, NULL);
     /* Forked from inside a task: this thread is no worker here, but the
-     * tasks on its stack go on until they return. */
-    if (cf__current_worker != NULL) {
-      cf__current_worker->p->child_worker = cf__current_worker;
+     * tasks on its stack go on until they return, and finish their own
+     * futures (KEEP). Its wait hook stays: waits from those tasks still
+     * see their own stack (CF_EDEADLK), and the hook runs no more of the
+     * pool's work once the pool is forked (pool_help.c). */
+    worker *w = cf__current_worker;
+    if (w != NULL) {
+      w->p->child_worker = w;
+      for (frame *fr = w->top; fr != NULL; fr = fr->up)
+        cf__future_keep_in_child(fr->f);
       cf__current_worker = NULL;
-      cf_wait_hook_swap(NULL, NULL);
     }
   }
 }
@@ -674,7 +693,6 @@ static const cf__executor_vtable pool_vtable = {
     .max_workers = pool_max_workers,
     .is_own_thread = pool_is_own_thread,
     .forked = pool_forked_settle,
-    .running_in_child = pool_running_in_child,
 };
 
 int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {

@@ -4,6 +4,7 @@
  * and the parent's pools fail clearly there, never leaving a future
  * pending.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,24 @@ CF_TEST(child_forked_inside_a_task_can_use_the_library) {
  * what the tasks return; a wait on one of them from that thread is
  * CF_EDEADLK. They used to be settled with CF_EFORKED, and the tasks then
  * wrote their outcomes over the published ones. */
+/* waitpid, bounded by SOON (the child is killed then): the wait status,
+ * or -1. */
+static int wait_child_bounded(pid_t pid) {
+  int64_t end = cf_now_ns() + SOON;
+  int status;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid)
+      return status;
+    if (r < 0 || cf_now_ns() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    usleep(1000);
+  }
+}
+
 typedef struct forking_pair {
   cf_executor *ex;
   _Atomic(cf_future *) outer, inner;
@@ -297,10 +316,7 @@ static int task_inner_forks(void *arg, cf_value *result) {
   if (pid < 0)
     return -errno;
   if (pid > 0) {
-    int status;
-    if (waitpid(pid, &status, 0) != pid)
-      return -errno;
-    result->u.i = status;
+    result->u.i = wait_child_bounded(pid);
     return 0;
   }
   /* The child: this submit finds the parent's pool and settles it. */
@@ -315,6 +331,22 @@ static int task_inner_forks(void *arg, cf_value *result) {
   if (cf_future_wait(outer, CF_MSEC(100)) != CF_EDEADLK ||
       cf_future_wait(inner, CF_MSEC(100)) != CF_EDEADLK)
     _exit(42);
+  /* The waits on many see their own stack too, and so do the pool's
+   * shutdown and free, which would wait for this task. */
+  cf_future *both[2] = {outer, inner};
+  if (cf_wait(both, 2, CF_MSEC(100), CF_ALL_COMPLETED, NULL, NULL, NULL,
+              NULL) != CF_EDEADLK)
+    _exit(44);
+  cf_as_completed *it;
+  cf_future *next = NULL;
+  if (cf_as_completed_new(both, 2, CF_MSEC(100), &it) != 0 ||
+      cf_as_completed_next(it, &next) != CF_EDEADLK)
+    _exit(45);
+  cf_as_completed_free(it);
+  if (cf_executor_shutdown(fp->ex, CF_SHUTDOWN_WAIT, CF_MSEC(100)) !=
+          CF_EDEADLK ||
+      cf_executor_free(fp->ex) != CF_EDEADLK)
+    _exit(46);
   if (cf_future_add_done_callback(outer, child_sees_outer_result, NULL) != 0)
     _exit(43);
   result->u.i = 4242;
@@ -354,6 +386,97 @@ CF_TEST(a_task_that_forks_finishes_its_own_futures_in_the_child) {
              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   cf_future_unref(outer);
   assert_int_equal(cf_executor_free(fp.ex), 0);
+}
+
+/* The same with the forking task run by a worker that was helping while
+ * its task waited: in the child, once the forking task returns, the wait
+ * goes on as a plain wait, never running the parent's queued work (it
+ * used to run the next queued task a second time in the child), and a
+ * free from another thread of the child waits for the task that forked
+ * to return instead of freeing the pool under it. */
+typedef struct helper_fork {
+  cf_executor *ex;
+  cf_future *u;               /* what the outer task waits for */
+  _Atomic int forked_status;  /* the child's status, in the parent */
+  _Atomic int status_known;
+} helper_fork;
+
+static int ran_in_this_process; /* by task_marks, in this process */
+
+static int task_marks(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  ran_in_this_process = 1;
+  return 0;
+}
+
+static void *child_completes_then_frees(void *arg) {
+  helper_fork *hf = arg;
+  usleep(50000); /* the outer task is back in its wait by then, mostly */
+  if (cf_future_set_result(hf->u, NULL) != 0)
+    _exit(60);
+  if (cf_executor_free(hf->ex) != 0) /* waits for the outer task */
+    _exit(61);
+  _exit(ran_in_this_process ? 62 : CHILD_SAW_ITS_OWN_RESULT);
+}
+
+static int task_forks_beneath_a_helper(void *arg, cf_value *result) {
+  (void)result;
+  helper_fork *hf = arg;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid > 0) {
+    atomic_store(&hf->forked_status, wait_child_bounded(pid));
+    atomic_store(&hf->status_known, 1);
+    return 0;
+  }
+  pthread_t t;
+  if (pthread_create(&t, NULL, child_completes_then_frees, hf) != 0)
+    _exit(63);
+  return 0; /* back into the outer task's wait, in the child */
+}
+
+static int task_helps_while_waiting(void *arg, cf_value *result) {
+  (void)result;
+  helper_fork *hf = arg;
+  cf_future *forks, *marks;
+  if (cf_executor_submit(hf->ex, task_forks_beneath_a_helper, hf, &forks) !=
+          0 ||
+      cf_executor_submit(hf->ex, task_marks, NULL, &marks) != 0)
+    return CF_EINVAL;
+  /* The only worker waits with no deadline on a future no task of the
+   * pool completes: it runs the queued tasks meanwhile, in order. */
+  int rc = cf_future_wait(hf->u, CF_FOREVER);
+  cf_future_unref(forks);
+  cf_future_unref(marks);
+  return rc;
+}
+
+CF_TEST(a_helping_worker_that_forked_runs_nothing_more_in_the_child) {
+  (void)state;
+#if !CHILD_MAY_START_THREADS
+  skip(); /* the child starts a thread */
+#endif
+  helper_fork hf = {make_pool(1), NULL, 0, 0};
+  assert_int_equal(cf_future_new(&hf.u), 0);
+  cf_future *outer;
+  assert_int_equal(
+      cf_executor_submit(hf.ex, task_helps_while_waiting, &hf, &outer), 0);
+  int64_t end = cf_now_ns() + SOON;
+  while (!atomic_load(&hf.status_known) && cf_now_ns() < end)
+    usleep(1000);
+  assert_true(atomic_load(&hf.status_known));
+  int status = atomic_load(&hf.forked_status);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_int_equal(cf_future_set_result(hf.u, NULL), 0);
+  assert_int_equal(cf_future_result(outer, SOON, NULL), 0);
+  cf_future_unref(outer);
+  cf_future_unref(hf.u);
+  assert_int_equal(cf_executor_free(hf.ex), 0);
 }
 
 /* ---- what the parent's threads were doing at the fork -------------------- */

@@ -33,9 +33,14 @@
  * from inside a task should exec() or _exit() before that task returns:
  * the child's copy of the worker ends when the task returns, and with it
  * the child, if it has no other thread. Until then that task's future
- * (and those of the tasks it runs beneath it while they wait) stay
- * RUNNING in the child and are not settled: its return finishes them as
- * usual, and a wait on one of them from the task is CF_EDEADLK. A loop forked from one of its own
+ * (and those of the tasks it was run beneath while they waited) stay
+ * RUNNING in the child and are not settled: the returns finish them as
+ * usual. From that thread, a wait that includes one of them (single or
+ * cf_wait, as_completed), and the pool's shutdown with
+ * CF_SHUTDOWN_WAIT or free, are CF_EDEADLK; another thread of the child
+ * that waits for them, or frees the pool, waits until those tasks have
+ * returned. Waits of those tasks run none of the parent's queued work in
+ * the child. A loop forked from one of its own
  * tasks is the exception: it goes on in the child (its thread is the one
  * that forked), its futures are not settled and waits on them get what
  * its tasks return; but libuv's kernel state is shared with the parent,
