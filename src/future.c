@@ -865,9 +865,11 @@ static void settle_stranded(cf_future *f) {
 /* The thread whose stack holds the kept futures (0: none). */
 static uint64_t keep_tid;
 
+void cf__keeper_mark(void) { keep_tid = thread_id(); }
+
 void cf__future_keep_in_child(cf_future *f) {
   atomic_fetch_or(&f->state, CF__FL_KEEP);
-  keep_tid = thread_id();
+  cf__keeper_mark();
 }
 
 /* The keeper exists here while it is the thread that did every fork

@@ -341,6 +341,9 @@ int cf__future_orphan_check(cf_future *f);
  * The thread that did so is the keeper while it exists in this process
  * (in a grandchild another thread forked, it does not). */
 void cf__future_keep_in_child(cf_future *f);
+/* The same thread as keeper, with no future to mark (a worker that forked
+ * outside any task: its wait hook stays, so the pool must outlive it). */
+void cf__keeper_mark(void);
 /* Whether f is kept and its keeper exists in this process. */
 bool cf__future_kept(const cf_future *f);
 /* Whether a keeper exists in this process, and whether it is this thread. */

@@ -104,16 +104,17 @@ static void *worker_main(void *arg) {
     }
   }
   for (;;) {
+    /* A task (or the initializer, or a callback this worker ran) that
+     * forked returns in the child too: this copy of the worker has no
+     * pool there, so it ends (see cf/executor.h). */
+    if (CF__UNLIKELY(pool_forked(p))) {
+      atomic_store(&p->child_done, 1); /* a free in the child waits */
+      cf__park_wake(&p->child_done, INT32_MAX);
+      return NULL;
+    }
     cf_future *f = next_task(w);
     if (f != NULL) {
       run_one(w, f);
-      /* A task that forked returns in the child too: this copy of the
-       * worker has no pool there, so it ends (see cf/executor.h). */
-      if (CF__UNLIKELY(pool_forked(p))) {
-        atomic_store(&p->child_done, 1); /* a free in the child waits */
-        cf__park_wake(&p->child_done, INT32_MAX);
-        return NULL;
-      }
       continue;
     }
     if (!idle(w))
@@ -672,6 +673,7 @@ void cf__pool_atfork(int phase) {
     worker *w = cf__current_worker;
     if (w != NULL) {
       w->p->child_worker = w;
+      cf__keeper_mark(); /* even with no frame: its hook stays */
       for (frame *fr = w->top; fr != NULL; fr = fr->up)
         cf__future_keep_in_child(fr->f);
       cf__current_worker = NULL;

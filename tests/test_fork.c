@@ -459,6 +459,7 @@ CF_TEST(a_helping_worker_that_forked_runs_nothing_more_in_the_child) {
 #if !CHILD_MAY_START_THREADS
   skip(); /* the child starts a thread */
 #endif
+  ran_in_this_process = 0;
   helper_fork hf = {make_pool(1), NULL, 0, 0};
   assert_int_equal(cf_future_new(&hf.u), 0);
   cf_future *outer;
