@@ -124,6 +124,10 @@ struct cf_executor {
   /* In a fork child: the pins the parent's threads held at the fork, which
    * nobody will ever release (set by the fork handler). */
   uint32_t pin_base;
+  /* In a fork child: the thread whose stack holds this executor's kept
+   * futures (cf__future_keep_in_child), 0 if none. Per executor: a later
+   * keeper of another executor, in a grandchild, does not revive it. */
+  uint64_t keep_tid;
   struct cf_executor *live_prev, *live_next; /* the live executors */
 };
 

@@ -862,30 +862,28 @@ static void settle_stranded(cf_future *f) {
   }
 }
 
-/* The thread whose stack holds the kept futures (0: none). */
-static uint64_t keep_tid;
-
-void cf__keeper_mark(void) { keep_tid = thread_id(); }
+void cf__keeper_mark(cf_executor *ex) { ex->keep_tid = thread_id(); }
 
 void cf__future_keep_in_child(cf_future *f) {
   atomic_fetch_or(&f->state, CF__FL_KEEP);
-  cf__keeper_mark();
+  cf__keeper_mark(f->owner);
 }
 
 /* The keeper exists here while it is the thread that did every fork
  * since (forker_tid: set by this module's child handler, which may run
  * before or after the one that marked the futures: both name the same
  * thread). */
-bool cf__keeper_alive(void) {
-  return keep_tid != 0 && keep_tid == forker_tid;
+bool cf__keeper_alive(const cf_executor *ex) {
+  return ex->keep_tid != 0 && ex->keep_tid == forker_tid;
 }
 
-bool cf__keeper_here(void) {
-  return cf__keeper_alive() && thread_id() == keep_tid;
+bool cf__keeper_here(const cf_executor *ex) {
+  return cf__keeper_alive(ex) && thread_id() == ex->keep_tid;
 }
 
 bool cf__future_kept(const cf_future *f) {
-  return (atomic_load(&f->state) & CF__FL_KEEP) && cf__keeper_alive();
+  return (atomic_load(&f->state) & CF__FL_KEEP) && f->owner != NULL &&
+         cf__keeper_alive(f->owner);
 }
 
 int cf__future_orphan_check(cf_future *f) {
@@ -898,7 +896,7 @@ int cf__future_orphan_check(cf_future *f) {
      * thread a wait would be for its own stack; elsewhere, the wait ends
      * when it does. */
     if (cf__future_kept(f))
-      return cf__keeper_here() ? CF_EDEADLK : 1;
+      return cf__keeper_here(ex) ? CF_EDEADLK : 1;
     settle_stranded(f);
   }
   return 1;

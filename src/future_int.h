@@ -338,16 +338,18 @@ int cf__future_orphan_check(cf_future *f);
 
 /* In a fork child's handler, on the forking thread: marks f, a RUNNING
  * future on this thread's stack, as this thread's to finish here (KEEP).
- * The thread that did so is the keeper while it exists in this process
- * (in a grandchild another thread forked, it does not). */
+ * The thread that did so is the keeper of f's executor while it exists in
+ * this process (in a grandchild another thread forked, it does not). */
 void cf__future_keep_in_child(cf_future *f);
-/* The same thread as keeper, with no future to mark (a worker that forked
- * outside any task: its wait hook stays, so the pool must outlive it). */
-void cf__keeper_mark(void);
+/* The calling thread as ex's keeper, with no future to mark (a worker
+ * that forked outside any task: its wait hook stays, so the pool must
+ * outlive it). */
+void cf__keeper_mark(cf_executor *ex);
 /* Whether f is kept and its keeper exists in this process. */
 bool cf__future_kept(const cf_future *f);
-/* Whether a keeper exists in this process, and whether it is this thread. */
-bool cf__keeper_alive(void);
-bool cf__keeper_here(void);
+/* Whether ex's keeper exists in this process, and whether it is this
+ * thread. */
+bool cf__keeper_alive(const cf_executor *ex);
+bool cf__keeper_here(const cf_executor *ex);
 
 #endif /* CF_FUTURE_INT_H */

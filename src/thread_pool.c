@@ -134,8 +134,9 @@ out:
  * or a negative errno. Called with wlock held. */
 static int spawn_locked(pool *p) {
   int n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
-  if (n >= p->max_workers || atomic_load(&p->shutdown))
-    return 0;
+  if (n >= p->max_workers || atomic_load(&p->shutdown) ||
+      CF__UNLIKELY(pool_forked(p)))
+    return 0; /* never a thread for a parent's pool in a fork child */
   worker *w = &p->workers[n];
   memset(w, 0, sizeof *w);
   w->p = p;
@@ -305,6 +306,11 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     if (p->max_queued != 0 && (int64_t)p->qlen >= p->max_queued) {
       cf__spin_unlock(&p->qlock);
       rc = wait_for_room(p, deadline);
+      /* A task run meanwhile (wait_for_room) may have forked: in the
+       * child the pool is the parent's, and this submit must not start a
+       * worker for it. */
+      if (rc == 0 && CF__UNLIKELY(pool_forked(p)))
+        rc = CF_EFORKED;
       cf__spin_lock(&p->qlock);
       if (rc != 0)
         break;
@@ -412,7 +418,8 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
  * this pool while that task runs (waiting for the pool would wait for
  * its own stack). */
 static bool is_own_thread_here(pool *p) {
-  return is_own_worker(p) || (p->child_worker != NULL && cf__keeper_here());
+  return is_own_worker(p) ||
+         (p->child_worker != NULL && cf__keeper_here(&p->base));
 }
 
 /* Waits until every started worker has left worker_main, or the deadline. */
@@ -420,7 +427,7 @@ static int wait_exited(pool *p, int64_t deadline) {
   if (p->forked) {
     /* In a fork child only a task that forked runs here: wait for it to
      * return to its worker's loop (which then ends), as for a worker. */
-    while (p->child_worker != NULL && cf__keeper_alive() &&
+    while (p->child_worker != NULL && cf__keeper_alive(&p->base) &&
            atomic_load(&p->child_done) == 0)
       if (cf__park_wait(&p->child_done, 0, deadline) == CF_ETIMEDOUT &&
           atomic_load(&p->child_done) == 0)
@@ -616,9 +623,15 @@ static void pool_forked_settle(cf_executor *ex) {
   /* What the parent's threads were in the middle of never ends here:
    * submits starting a worker, a join. */
   atomic_store(&p->starting_done, p->starting);
+  /* Nobody parked here will be woken by anyone: the idle stack is empty
+   * (and no worker is on it, should anything look). */
+  int n = atomic_load(&p->nworkers);
+  for (int i = 0; i < n; i++)
+    p->workers[i].on_stack = false;
+  p->idle_top = NULL;
+  p->nidle = 0;
   cf__spin_unlock(&p->qlock);
   p->joining = p->joined = true;
-  int n = atomic_load(&p->nworkers);
   pthread_mutex_unlock(&p->wlock);
   settle_everything(p, CF_EFORKED, msg);
   /* Tasks the parent's workers were running: their frames are on those
@@ -626,16 +639,13 @@ static void pool_forked_settle(cf_executor *ex) {
    * that forked: they go on here, and their returns finish them (they
    * write their outcomes into their futures as they run). */
   for (int i = 0; i < n; i++) {
-    if (&p->workers[i] == p->child_worker && cf__keeper_alive())
+    if (&p->workers[i] == p->child_worker && cf__keeper_alive(&p->base))
       continue; /* its frames are KEEP, and it is pushing and popping them */
     for (frame *fr = p->workers[i].top; fr != NULL; fr = fr->up) {
       cf__outcome o = {CF_EFORKED, cf__asprintf("%s", msg), CF_VALUE_INIT};
       cf__future_finish(fr->f, &o, &p->sink);
     }
   }
-  /* Nobody parked here will be woken by anyone. */
-  p->idle_top = NULL;
-  p->nidle = 0;
   wake_space_waiters(p);
 }
 
@@ -673,7 +683,7 @@ void cf__pool_atfork(int phase) {
     worker *w = cf__current_worker;
     if (w != NULL) {
       w->p->child_worker = w;
-      cf__keeper_mark(); /* even with no frame: its hook stays */
+      cf__keeper_mark(&w->p->base); /* even with no frame: its hook stays */
       for (frame *fr = w->top; fr != NULL; fr = fr->up)
         cf__future_keep_in_child(fr->f);
       cf__current_worker = NULL;

@@ -298,13 +298,17 @@ int run_in_child(void (*fn)(void *arg), void *arg, char **err) {
     close(fds[0]);
     *err = text != NULL ? text : calloc(1, 1);
   }
-  int64_t end = cf_now_ns() + SOON;
+  return wait_child_for(pid, SOON);
+}
+
+int wait_child_for(pid_t pid, int64_t timeout_ns) {
+  int64_t end = cf_now_ns() + timeout_ns;
   int status;
   for (;;) {
     pid_t w = waitpid(pid, &status, WNOHANG);
     if (w == pid)
       return status;
-    if (cf_now_ns() > end) {
+    if (w < 0 || cf_now_ns() > end) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       return -1;

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #include "cf/cfutures.h"
@@ -123,6 +124,10 @@ int count_occurrences(const char *haystack, const char *needle);
  * did not end within SOON (it is then killed). The child's stderr is
  * captured into *err (malloc'ed) if err is non-NULL. */
 int run_in_child(void (*fn)(void *arg), void *arg, char **err);
+
+/* Waits for the child pid for up to timeout_ns and returns its wait
+ * status, or -1 if it did not end by then (it is then killed). */
+int wait_child_for(pid_t pid, int64_t timeout_ns);
 
 /* Waits (up to SOON) for a state that proves a test is on its path,
  * instead of sleeping and hoping: every future of fs has a listener

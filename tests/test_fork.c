@@ -13,6 +13,7 @@
 
 #include "cf/loop.h"
 #include "executor_int.h"
+#include "future_int.h"
 #include "support.h"
 
 /* ThreadSanitizer cannot follow a child of a multi-threaded process that
@@ -276,22 +277,9 @@ CF_TEST(child_forked_inside_a_task_can_use_the_library) {
  * what the tasks return; a wait on one of them from that thread is
  * CF_EDEADLK. They used to be settled with CF_EFORKED, and the tasks then
  * wrote their outcomes over the published ones. */
-/* waitpid, bounded by SOON (the child is killed then): the wait status,
- * or -1. */
+/* The child's own waits are bounded by SOON: twice that for the child. */
 static int wait_child_bounded(pid_t pid) {
-  int64_t end = cf_now_ns() + SOON;
-  int status;
-  for (;;) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid)
-      return status;
-    if (r < 0 || cf_now_ns() > end) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    usleep(1000);
-  }
+  return wait_child_for(pid, 2 * SOON);
 }
 
 typedef struct forking_pair {
@@ -410,9 +398,16 @@ static int task_marks(void *arg, cf_value *result) {
   return 0;
 }
 
+static bool has_a_sleeping_waiter(void *arg) {
+  return (atomic_load(&((cf_future *)arg)->state) & CF__FL_WAITERS) != 0;
+}
+
 static void *child_completes_then_frees(void *arg) {
   helper_fork *hf = arg;
-  usleep(50000); /* the outer task is back in its wait by then, mostly */
+  /* Once the outer task sleeps on u it is past whatever its wait ran
+   * first (with the defect, the queued task_marks). */
+  if (!eventually(has_a_sleeping_waiter, hf->u))
+    _exit(64);
   if (cf_future_set_result(hf->u, NULL) != 0)
     _exit(60);
   if (cf_executor_free(hf->ex) != 0) /* waits for the outer task */
@@ -465,7 +460,8 @@ CF_TEST(a_helping_worker_that_forked_runs_nothing_more_in_the_child) {
   cf_future *outer;
   assert_int_equal(
       cf_executor_submit(hf.ex, task_helps_while_waiting, &hf, &outer), 0);
-  int64_t end = cf_now_ns() + SOON;
+  /* The child's own waits are bounded by SOON, and the wait for it too. */
+  int64_t end = cf_now_ns() + 3 * SOON;
   while (!atomic_load(&hf.status_known) && cf_now_ns() < end)
     usleep(1000);
   assert_true(atomic_load(&hf.status_known));
@@ -478,6 +474,146 @@ CF_TEST(a_helping_worker_that_forked_runs_nothing_more_in_the_child) {
   cf_future_unref(outer);
   cf_future_unref(hf.u);
   assert_int_equal(cf_executor_free(hf.ex), 0);
+}
+
+/* A task of pool A forks (child C1, where that task goes on and keeps
+ * A's futures); there it runs a task on a new pool B, which forks again
+ * (grandchild C2). In C2 the thread that kept A's futures does not exist:
+ * they are settled as the parent's (CF_EFORKED) and A frees at once. B's
+ * forking task, the keeper of B's futures in C2, used to revive A's
+ * keeper too, and both hung. */
+typedef struct nested_keepers {
+  cf_executor *a;
+  _Atomic(cf_future *) fa; /* the task of A that forks first */
+} nested_keepers;
+
+static int task_forks_into_grandchild(void *arg, cf_value *result) {
+  nested_keepers *nk = arg;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid > 0) {
+    result->u.i = wait_child_bounded(pid) + 1;
+    return 0;
+  }
+  cf_future *fa = atomic_load(&nk->fa);
+  if (cf_future_wait(fa, CF_SEC(5)) != 0)
+    _exit(70); /* waited for a keeper that is not here */
+  cf_error e = cf_future_get_error(fa);
+  if (cf_future_get_state(fa) != CF_FINISHED || e.code != CF_EFORKED)
+    _exit(71);
+  if (cf_executor_free(nk->a) != 0) /* hung here, waiting for the keeper */
+    _exit(72);
+  _exit(CHILD_SAW_ITS_OWN_RESULT);
+}
+
+static int task_forks_then_uses_a_new_pool(void *arg, cf_value *result) {
+  nested_keepers *nk = arg;
+  while (atomic_load(&nk->fa) == NULL)
+    sched_yield();
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid > 0) {
+    result->u.i = wait_child_bounded(pid) + 1;
+    return 0;
+  }
+  /* C1: this task goes on here, keeper of A's futures. */
+  cf_executor *b;
+  cf_thread_pool_opts o = {.max_workers = 1};
+  if (cf_thread_pool_new(&o, &b) != 0)
+    _exit(73);
+  cf_future *fb;
+  if (cf_executor_submit(b, task_forks_into_grandchild, nk, &fb) != 0)
+    _exit(74);
+  const cf_value *v;
+  if (cf_future_result(fb, CF_FOREVER, &v) != 0)
+    _exit(75);
+  int status = (int)(v->u.i - 1);
+  cf_future_unref(fb);
+  if (cf_executor_free(b) != 0)
+    _exit(76);
+  if (!WIFEXITED(status))
+    _exit(77);
+  _exit(WEXITSTATUS(status));
+}
+
+CF_TEST(a_keeper_in_a_grandchild_does_not_revive_an_older_one) {
+  (void)state;
+#if !CHILD_MAY_START_THREADS
+  skip(); /* the child starts a pool */
+#endif
+  nested_keepers nk = {make_pool(1), NULL};
+  cf_future *fa;
+  assert_int_equal(
+      cf_executor_submit(nk.a, task_forks_then_uses_a_new_pool, &nk, &fa), 0);
+  atomic_store(&nk.fa, fa);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(fa, 3 * SOON, &v), 0);
+  int status = (int)(v->u.i - 1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
+    fail_msg("a child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  cf_future_unref(fa);
+  assert_int_equal(cf_executor_free(nk.a), 0);
+}
+
+/* A worker whose submit waits for room in a full queue runs queued work
+ * meanwhile; one of those tasks forks. In the child the submit resumes
+ * for a pool that is now the parent's: it fails with CF_EFORKED (it used
+ * to queue the task, and could start a worker for the parent's pool). */
+static bool forked_here; /* set in the child's copy only */
+
+static int task_forks_and_returns(void *arg, cf_value *result) {
+  (void)arg;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid == 0) {
+    forked_here = true;
+    return 0; /* back into the submit that ran it */
+  }
+  result->u.i = wait_child_bounded(pid) + 1;
+  return 0;
+}
+
+static int task_submits_into_a_full_queue(void *arg, cf_value *result) {
+  cf_executor *ex = arg;
+  cf_future *forks, *nop;
+  if (cf_executor_submit(ex, task_forks_and_returns, NULL, &forks) != 0)
+    return CF_EINVAL; /* the queue (max_queued 1) is full now */
+  int rc = cf_executor_submit(ex, task_nop, NULL, &nop);
+  if (forked_here)
+    _exit(rc == CF_EFORKED ? CHILD_SAW_ITS_OWN_RESULT : 80);
+  if (rc != 0)
+    return rc;
+  const cf_value *v;
+  rc = cf_future_result(forks, CF_FOREVER, &v);
+  if (rc == 0)
+    result->u.i = v->u.i;
+  cf_future_unref(forks);
+  cf_future_unref(nop);
+  return rc;
+}
+
+CF_TEST(a_submit_waiting_for_room_fails_in_the_child_of_a_task_it_ran) {
+  (void)state;
+  cf_thread_pool_opts o = {.max_workers = 1, .max_queued = 1};
+  cf_executor *ex = make_pool_with(&o);
+  cf_future *outer;
+  assert_int_equal(
+      cf_executor_submit(ex, task_submits_into_a_full_queue, ex, &outer), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(outer, 3 * SOON, &v), 0);
+  int status = (int)(v->u.i - 1);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
+    fail_msg("the child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  cf_future_unref(outer);
+  assert_int_equal(cf_executor_free(ex), 0);
 }
 
 /* ---- what the parent's threads were doing at the fork -------------------- */

@@ -35,12 +35,16 @@
  * the child, if it has no other thread. Until then that task's future
  * (and those of the tasks it was run beneath while they waited) stay
  * RUNNING in the child and are not settled: the returns finish them as
- * usual. From that thread, a wait that includes one of them (single or
- * cf_wait, as_completed), and the pool's shutdown with
- * CF_SHUTDOWN_WAIT or free, are CF_EDEADLK; another thread of the child
- * that waits for them, or frees the pool, waits until those tasks have
- * returned. Waits of those tasks run none of the parent's queued work in
- * the child. A loop forked from one of its own
+ * usual. From that thread, a wait that would block on one of them
+ * (single or cf_wait, as_completed; a zero timeout does not block), and
+ * the pool's shutdown with CF_SHUTDOWN_WAIT or free, are CF_EDEADLK; a
+ * coroutine of a loop run on that thread waits as a coroutine does.
+ * Another thread of the child that waits for them, or frees the pool,
+ * waits until those tasks have returned. Waits of those tasks run none
+ * of the parent's queued work in the child, and a submit of theirs that
+ * waited for room fails with CF_EFORKED. In a grandchild forked by
+ * another thread, those futures are the parent's again: settled with
+ * CF_EFORKED. A loop forked from one of its own
  * tasks is the exception: it goes on in the child (its thread is the one
  * that forked), its futures are not settled and waits on them get what
  * its tasks return; but libuv's kernel state is shared with the parent,
