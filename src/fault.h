@@ -16,6 +16,9 @@ typedef enum cf__fault_point {
                                   starting a worker (race tests) */
   CF__FAULT_POST_PAUSE = 3,    /* a foreign post to a loop pauses between
                                   its push and its wake-up (race tests) */
+  CF__FAULT_PARK_PAUSE = 4,    /* a pool worker going to sleep pauses after
+                                  its last look at the queue, before it is
+                                  on the idle stack (race tests) */
   CF__FAULT_NPOINTS
 } cf__fault_point;
 

@@ -11,7 +11,13 @@
  *
  * Data flow. submit() allocates the future (which is also the task record:
  * one allocation per task) and appends a pointer to it to the pool's FIFO,
- * a list of array segments, under qlock. A worker that runs dry takes one
+ * a list of array segments: producers append under qlock and publish with
+ * one locked add of `ptail`, the count of tasks ever queued; consumers
+ * take under hlock and store `chead`, the count ever taken. The two ends
+ * live on their own cache lines, so a burst of submits and the workers
+ * taking it share only the lines of the items (bench/NOTES.md section 23:
+ * a lock both ends take costs twice as much, and swings with the host's
+ * phase). A worker that runs dry takes one
  * task at a time while its tasks are long, or, once its recent tasks were
  * short and every worker is started, up to BATCH_MAX in one critical
  * section: the first to run now, the rest into its `slots`
@@ -19,16 +25,31 @@
  * cores costs ~220 ns (bench/NOTES.md), so every line both sides touch is
  * paid for once per batch, not once per task.
  *
- * Locks (none is held while user code runs):
- *   qlock  (a spinlock) the FIFO, qlen, submitted, the idle stack, the
- *          shutdown and broken flags' transitions. Never held across
- *          anything that can block or allocate. Taken under wlock, and
- *          under a future's stripe lock (and an as_completed/wait mutex)
- *          when a completion wakes a waiting worker; it takes no lock
- *          itself.
- *   wlock  spawning and joining workers. Order: wlock -> qlock.
+ * Locks (none is held while user code runs; the three spinlocks are never
+ * held across anything that can block or allocate):
+ *   qlock  (a spinlock) the FIFO's tail, submitted, starting, the
+ *          shutdown and broken flags' transitions (a submit checks them
+ *          and pushes under it, so none slips past a shutdown). Taken
+ *          under wlock.
+ *   hlock  (a spinlock) the FIFO's head. Taken alone, or under qlock to
+ *          detach the whole FIFO.
+ *   ilock  (a spinlock) the idle stack. A leaf: taken alone, and under a
+ *          future's stripe lock (and an as_completed/wait mutex) when a
+ *          completion wakes a waiting worker.
+ *   wlock  spawning and joining workers. Order: wlock -> qlock -> hlock.
  *   registry_mu (thread_pool.c) the list of live pools, for fork. Order:
- *          registry_mu -> qlock (the fork handler holds every qlock).
+ *          registry_mu -> each pool's spinlocks (the fork handler holds
+ *          them all).
+ *
+ * Wake-ups without a shared lock (Dekker, in seq_cst operations, which
+ * ThreadSanitizer follows, not fences, which it does not). A producer
+ * publishes with a seq_cst add to ptail, then loads nidle (seq_cst); a
+ * worker that slots a batch others may steal publishes with a seq_cst add
+ * to chead, then loads nidle; a worker going to sleep pushes itself on the
+ * idle stack with a seq_cst add to nidle, then loads chead and ptail
+ * (seq_cst) and the slots. Whichever comes second in the seq_cst order
+ * sees the other, so no task waits for a sleeping worker while another
+ * could run it.
  *
  * Lifetime. The pool holds one reference on every queued future and drops
  * it after running, cancelling or failing it. Worker structs live until
@@ -72,13 +93,24 @@ typedef struct frame {
   struct frame *up;
 } frame;
 
-/* A piece of the FIFO. items[head..tail) are queued; the producer fills
- * at tail, consumers take from head (all under qlock). */
+/* A piece of the FIFO. The producer fills items[] in order (under qlock)
+ * and links the next segment before it publishes anything there; a
+ * consumer (under hlock) reads an item only once ptail says it exists,
+ * and moves to next once it has read the last item. */
 typedef struct qseg {
   struct qseg *next;
-  uint32_t head, tail;
   cf_future *items[SEG_CAP];
 } qseg;
+
+/* What fifo_detach_locked took out of the FIFO: whole segments (items
+ * [first, SEG_CAP) of the first, all of the others), then the items that
+ * were in the segment the FIFO goes on in, copied. */
+typedef struct qdetached {
+  qseg *chain;
+  uint32_t first;
+  uint32_t ntail;
+  cf_future *tail[SEG_CAP];
+} qdetached;
 
 typedef struct worker {
   /* Tasks this worker took from the FIFO and has not started. The owner
@@ -128,23 +160,34 @@ struct pool {
   _Atomic uint64_t callbacks_failed;
   struct pool *reg_prev, *reg_next; /* the registry (thread_pool.c) */
 
-  /* Everything the submitter touches on each submit, guarded by qlock. */
+  /* The FIFO's tail: everything a submitter touches on each submit,
+   * guarded by qlock. */
   cf__spinlock qlock __attribute__((aligned(CF__CACHELINE)));
-  qseg *qfirst, *qlast; /* the FIFO */
-  qseg *spare;          /* a free segment kept for reuse */
-  size_t qlen;
+  qseg *tseg;     /* the segment being filled */
+  uint32_t tidx;  /* its next free item */
+  /* Tasks ever queued: a locked add under qlock publishes them (release,
+   * and the full barrier of the wake-up check); read by anyone. */
+  _Atomic uint64_t ptail;
   _Atomic uint64_t submitted; /* written under qlock, read by stats */
-  worker *idle_top;           /* parked workers, most recent first */
-  int nidle;
-  _Atomic bool shutdown; /* set under qlock */
-  _Atomic bool broken;   /* set under qlock */
-  char *broken_msg;      /* set once, before broken */
-  int starting;          /* submits between enqueue and adjust_workers
-                            (incremented under qlock); destroy waits */
+  _Atomic bool shutdown;      /* set under qlock */
+  _Atomic bool broken;        /* set under qlock */
+  char *broken_msg;           /* set once, before broken */
+  int starting;               /* submits between enqueue and adjust_workers
+                                 (incremented under qlock); destroy waits */
 
-  /* qlen as seen by spinners and stats: stored by lock holders, polled
-   * by idle workers without touching the lock's line. */
-  _Atomic size_t qlen_pub __attribute__((aligned(CF__CACHELINE)));
+  /* The FIFO's head, guarded by hlock. */
+  cf__spinlock hlock __attribute__((aligned(CF__CACHELINE)));
+  qseg *hseg;    /* the segment being read */
+  uint32_t hidx; /* its next item to take */
+  /* Tasks ever taken from the FIFO (stored under hlock, read by anyone;
+   * seq_cst in a bounded pool, for wait_for_room). */
+  _Atomic uint64_t chead;
+
+  /* The idle stack, guarded by ilock; nidle is read without it. */
+  cf__spinlock ilock __attribute__((aligned(CF__CACHELINE)));
+  worker *idle_top; /* parked workers, most recent first */
+  _Atomic int nidle;
+  _Atomic(qseg *) spare; /* a free segment kept for reuse (exchanged) */
 
   _Atomic int spinning __attribute__((aligned(CF__CACHELINE)));
   _Atomic int idle_tokens; /* idle workers not yet claimed by a submit */
@@ -197,16 +240,17 @@ static inline void bump(_Atomic uint64_t *c) {
                         memory_order_relaxed);
 }
 
-static inline void set_qlen_locked(pool *p, size_t n) {
-  p->qlen = n;
-  /* seq_cst only for bounded queues: it pairs with a blocked producer's
-   * announce-then-recheck in wait_for_room (wake_space_waiters). Two
-   * calls, not a computed order: compilers treat a non-constant order as
-   * seq_cst, a locked instruction on every submit. */
-  if (p->max_queued != 0)
-    atomic_store_explicit(&p->qlen_pub, n, memory_order_seq_cst);
-  else
-    atomic_store_explicit(&p->qlen_pub, n, memory_order_relaxed);
+/* Tasks in the FIFO now (a snapshot: chead first, so never negative). */
+static inline uint64_t queued_now(pool *p) {
+  uint64_t h = atomic_load_explicit(&p->chead, memory_order_relaxed);
+  return atomic_load_explicit(&p->ptail, memory_order_relaxed) - h;
+}
+
+/* The same in seq_cst loads: the re-checks of the Dekker pairs (a worker
+ * about to sleep, a producer blocked on a full queue). */
+static inline uint64_t queued_now_sc(pool *p) {
+  uint64_t h = atomic_load(&p->chead);
+  return atomic_load(&p->ptail) - h;
 }
 
 /* ---- pool_idle.c ------------------------------------------------------ */
@@ -216,7 +260,7 @@ static inline void idle_push_locked(pool *p, worker *w) {
   w->idle_next = p->idle_top;
   p->idle_top = w;
   w->on_stack = true;
-  p->nidle++;
+  atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst); /* Dekker */
 }
 
 static inline void idle_unlink_locked(pool *p, worker *w) {
@@ -225,21 +269,31 @@ static inline void idle_unlink_locked(pool *p, worker *w) {
     pp = &(*pp)->idle_next;
   *pp = w->idle_next;
   w->on_stack = false;
-  p->nidle--;
+  atomic_store_explicit(&p->nidle,
+                        atomic_load_explicit(&p->nidle, memory_order_relaxed) -
+                            1,
+                        memory_order_relaxed);
   atomic_store_explicit(&w->parked, 0, memory_order_release);
 }
 
 /* Claims a parked worker to wake, if work needs one: nobody is spinning
- * (a spinner would find the work) and somebody is parked. The caller
- * wakes the result with wake_claimed() after unlocking. */
-static inline worker *claim_idle_locked(pool *p) {
-  if (p->nidle == 0 ||
-      atomic_load_explicit(&p->spinning, memory_order_relaxed) != 0)
+ * (a spinner would find the work) and somebody is parked. Call after the
+ * seq_cst add that made the work visible (ptail's, or chead's for
+ * slots): then a worker that parks meanwhile sees the work (see
+ * "Wake-ups" above). The caller wakes the result with wake_claimed(). */
+static inline worker *claim_idle(pool *p) {
+  if (CF__LIKELY(atomic_load_explicit(&p->nidle, memory_order_seq_cst) ==
+                 0) ||
+      atomic_load_explicit(&p->spinning, memory_order_seq_cst) != 0)
     return NULL;
+  cf__spin_lock(&p->ilock);
   worker *w = p->idle_top;
-  idle_unlink_locked(p, w);
+  if (w != NULL)
+    idle_unlink_locked(p, w);
+  cf__spin_unlock(&p->ilock);
   return w;
 }
+
 
 static inline void wake_claimed(worker *w) {
   if (w != NULL)
@@ -264,35 +318,39 @@ bool idle(worker *w);
 
 /* ---- pool_queue.c ----------------------------------------------------- */
 
-/* Appends f. Returns false if a segment is needed and none is spare
- * (the caller allocates one outside the lock and retries). */
+/* Appends f, unpublished: consumers see it once fifo_publish_locked()
+ * counts it, which must happen before qlock is released. Returns false
+ * if a segment is needed and none is spare (the caller publishes what it
+ * pushed, allocates one outside the lock and retries). qlock held. */
 static inline bool fifo_push_locked(pool *p, cf_future *f) {
-  qseg *s = p->qlast;
-  if (s == NULL || s->tail == SEG_CAP) {
-    if (s != NULL && s->head == SEG_CAP) {
-      s->head = s->tail = 0; /* fully consumed: reuse in place */
-    } else {
-      qseg *n = p->spare;
-      if (n == NULL)
-        return false;
-      p->spare = NULL;
-      n->next = NULL;
-      n->head = n->tail = 0;
-      if (s != NULL)
-        s->next = n;
-      else
-        p->qfirst = n;
-      p->qlast = s = n;
-    }
+  qseg *s = p->tseg;
+  if (CF__UNLIKELY(p->tidx == SEG_CAP)) {
+    qseg *n = atomic_load_explicit(&p->spare, memory_order_relaxed) != NULL
+                  ? atomic_exchange_explicit(&p->spare, NULL,
+                                             memory_order_acquire)
+                  : NULL;
+    if (n == NULL)
+      return false;
+    n->next = NULL;
+    s->next = n; /* before any item of n is published */
+    p->tseg = s = n;
+    p->tidx = 0;
   }
-  s->items[s->tail++] = f;
+  s->items[p->tidx++] = f;
   return true;
 }
 
-/* Detaches the whole FIFO (a chain of segments); qlock held. */
-qseg *fifo_detach_locked(pool *p);
+/* Publishes the n tasks pushed last (qlock held). The locked add is also
+ * the full barrier before claim_idle(). */
+static inline void fifo_publish_locked(pool *p, uint64_t n) {
+  atomic_fetch_add_explicit(&p->ptail, n, memory_order_seq_cst);
+}
+
+/* Detaches the whole FIFO into *d: qlock held (no push is half-done),
+ * takes hlock. */
+void fifo_detach_locked(pool *p, qdetached *d);
 /* Settles every task of a detached FIFO and frees its segments. */
-void settle_chain(pool *p, qseg *chain, int err, const char *msg);
+void settle_detached(pool *p, qdetached *d, int err, const char *msg);
 /* Settles every queued and slotted task with err, no lock held while
  * settling (it runs user callbacks and arg destructors). */
 void settle_everything(pool *p, int err, const char *msg);

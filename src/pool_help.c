@@ -94,11 +94,8 @@ void run_one(worker *w, cf_future *f) {
  * free) hands it on: a submitter may have claimed this very worker off
  * the idle stack for it, and the free worker would then sleep on. */
 static void pass_on_work(pool *p) {
-  cf__spin_lock(&p->qlock);
-  worker *wake =
-      p->qlen > 0 || anything_stealable(p) ? claim_idle_locked(p) : NULL;
-  cf__spin_unlock(&p->qlock);
-  wake_claimed(wake);
+  if (queued_now(p) > 0 || anything_stealable(p))
+    wake_claimed(claim_idle(p));
 }
 
 static bool in_own_slots(const worker *w, const cf_future *f) {
@@ -116,7 +113,7 @@ typedef struct help_listener {
   worker *w;
 } help_listener;
 
-/* Runs under the future's stripe lock (then qlock: see the lock order). */
+/* Runs under the future's stripe lock (then ilock: see the lock order). */
 static void help_notify(cf__listener *l, cf_future *f) {
   (void)f;
   help_listener *h = cf__container_of(l, help_listener, l);

@@ -8,40 +8,89 @@
 
 #include "pool.h"
 
-/* Removes up to max items into out[]; returns how many. */
-static size_t fifo_take_locked(pool *p, cf_future **out, size_t max) {
-  size_t n = 0;
-  while (n < max && p->qfirst != NULL) {
-    qseg *s = p->qfirst;
-    size_t avail = s->tail - s->head, k = max - n < avail ? max - n : avail;
-    /* Start all the misses at once: the producer wrote these lines. */
-    for (size_t i = 0; i < k; i += 8)
-      __builtin_prefetch(&s->items[s->head + i]);
-    for (size_t i = 0; i < k; i++)
-      out[n + i] = s->items[s->head + i];
-    n += k;
-    s->head += (uint32_t)k;
-    if (s->head == s->tail) {
-      if (s->next == NULL) {
-        s->head = s->tail = 0; /* empty: keep it for the producer */
-        break;
-      }
-      p->qfirst = s->next;
-      if (p->spare == NULL)
-        p->spare = s;
-      else
-        free(s);
-    }
+/* A segment the head moved past: kept as the spare (the producer's next
+ * segment), or, if there is one already, chained on *done for the caller
+ * to free once it released hlock. */
+static void retire_locked(pool *p, qseg *s, qseg **done) {
+  qseg *old = atomic_exchange_explicit(&p->spare, s, memory_order_acq_rel);
+  if (old != NULL) {
+    old->next = *done;
+    *done = old;
   }
-  set_qlen_locked(p, p->qlen - n);
-  return n;
 }
 
-qseg *fifo_detach_locked(pool *p) {
-  qseg *chain = p->qfirst;
-  p->qfirst = p->qlast = NULL;
-  set_qlen_locked(p, 0);
-  return chain;
+/* Takes up to max published tasks into out[]; returns how many. hlock
+ * held. */
+static size_t fifo_take_locked(pool *p, cf_future **out, size_t max,
+                               qseg **done) {
+  uint64_t h = atomic_load_explicit(&p->chead, memory_order_relaxed);
+  uint64_t avail = atomic_load_explicit(&p->ptail, memory_order_acquire) - h;
+  size_t k = avail < max ? (size_t)avail : max;
+  qseg *s = p->hseg;
+  uint32_t i = p->hidx;
+  /* Start the misses at once: the producer wrote these lines. */
+  for (uint32_t j = i; j < SEG_CAP && j < i + k; j += 8)
+    __builtin_prefetch(&s->items[j]);
+  for (size_t n = 0; n < k; n++) {
+    if (i == SEG_CAP) {
+      qseg *next = s->next; /* linked before ptail counted its items */
+      retire_locked(p, s, done);
+      s = next;
+      i = 0;
+    }
+    out[n] = s->items[i++];
+  }
+  p->hseg = s;
+  p->hidx = i;
+  return k;
+}
+
+/* Counts k tasks taken (hlock held, after they are slotted). A seq_cst
+ * add when a bounded queue's blocked producers or other workers must see
+ * it (wait_for_room's and park_worker's re-checks: the Dekker pairs of
+ * wake_space_waiters and claim_idle), else a plain store. Two calls, not
+ * a computed order: compilers treat a non-constant order as seq_cst. */
+static void fifo_taken_locked(pool *p, size_t k, bool others_may_steal) {
+  if (p->max_queued != 0 || others_may_steal)
+    atomic_fetch_add_explicit(&p->chead, k, memory_order_seq_cst);
+  else
+    atomic_store_explicit(
+        &p->chead,
+        atomic_load_explicit(&p->chead, memory_order_relaxed) + k,
+        memory_order_relaxed);
+}
+
+static void free_chain(qseg *s) {
+  while (s != NULL) {
+    qseg *next = s->next;
+    free(s);
+    s = next;
+  }
+}
+
+void fifo_detach_locked(pool *p, qdetached *d) {
+  cf__spin_lock(&p->hlock);
+  qseg *s = p->hseg;
+  uint32_t i = p->hidx;
+  d->chain = NULL;
+  d->first = 0;
+  if (s != p->tseg) {
+    /* Whole segments up to the one the FIFO goes on in. */
+    d->chain = s;
+    d->first = i;
+    while (s->next != p->tseg)
+      s = s->next;
+    s->next = NULL;
+    i = 0;
+  }
+  /* No push is half-done under qlock: everything up to tidx is
+   * published. */
+  d->ntail = p->tidx - i;
+  memcpy(d->tail, &p->tseg->items[i], d->ntail * sizeof d->tail[0]);
+  p->hseg = p->tseg;
+  p->hidx = p->tidx;
+  atomic_store(&p->chead, atomic_load(&p->ptail));
+  cf__spin_unlock(&p->hlock);
 }
 
 void settle(pool *p, cf_future *f, int err, const char *msg) {
@@ -57,21 +106,24 @@ void settle(pool *p, cf_future *f, int err, const char *msg) {
   cf_future_unref(f);
 }
 
-void settle_chain(pool *p, qseg *chain, int err, const char *msg) {
-  while (chain != NULL) {
-    for (uint32_t i = chain->head; i < chain->tail; i++)
-      settle(p, chain->items[i], err, msg);
-    qseg *next = chain->next;
-    free(chain);
-    chain = next;
+void settle_detached(pool *p, qdetached *d, int err, const char *msg) {
+  for (qseg *s = d->chain; s != NULL; s = s->next) {
+    for (uint32_t i = s == d->chain ? d->first : 0; i < SEG_CAP; i++)
+      settle(p, s->items[i], err, msg);
   }
+  free_chain(d->chain);
+  d->chain = NULL;
+  for (uint32_t i = 0; i < d->ntail; i++)
+    settle(p, d->tail[i], err, msg);
+  d->ntail = 0;
 }
 
 void settle_everything(pool *p, int err, const char *msg) {
+  qdetached d;
   cf__spin_lock(&p->qlock);
-  qseg *chain = fifo_detach_locked(p);
+  fifo_detach_locked(p, &d);
   cf__spin_unlock(&p->qlock);
-  settle_chain(p, chain, err, msg);
+  settle_detached(p, &d, err, msg);
   wake_space_waiters(p);
   int nw = atomic_load_explicit(&p->nworkers, memory_order_acquire);
   for (int i = 0; i < nw; i++) {
@@ -149,7 +201,7 @@ cf_future *next_task(worker *w) {
     if (f != NULL)
       return f;
   }
-  if (atomic_load_explicit(&p->qlen_pub, memory_order_relaxed) > 0) {
+  if (queued_now(p) > 0) {
     int64_t now = cf_now_ns();
     if (w->take_n > 0)
       w->short_tasks = now - w->take_ns < (int64_t)w->take_n * SHORT_TASK_NS;
@@ -159,22 +211,23 @@ cf_future *next_task(worker *w) {
                      ? BATCH_MAX
                      : 1;
     cf_future *batch[BATCH_MAX];
-    cf__spin_lock(&p->qlock);
-    size_t k = fifo_take_locked(p, batch, max);
-    worker *wake = NULL;
+    qseg *done = NULL;
+    cf__spin_lock(&p->hlock);
+    size_t k = fifo_take_locked(p, batch, max, &done);
     if (k > 0) {
       slot_batch(w, batch, k);
-      /* Work is left (queued, or in our slots): let another worker in.
-       * Under the lock, so a parking worker either is seen here or sees
-       * our slots when it re-checks. */
-      if (p->qlen > 0 || k > 1)
-        wake = claim_idle_locked(p);
+      fifo_taken_locked(p, k, k > 1);
     }
-    cf__spin_unlock(&p->qlock);
+    cf__spin_unlock(&p->hlock);
+    free_chain(done);
     if (k > 0) {
       w->take_ns = now;
       w->take_n = (int)k;
-      wake_claimed(wake);
+      /* Work is left (queued, or in our slots): let another worker in.
+       * After chead's seq_cst add (k > 1), so a parking worker either is
+       * seen here or sees our slots when it re-checks. */
+      if (k > 1 || queued_now(p) > 0)
+        wake_claimed(claim_idle(p));
       if (p->max_queued != 0)
         wake_space_waiters(p);
       for (size_t i = 0; i < k && i < 4; i++)

@@ -21,7 +21,7 @@ static const cf__executor_vtable pool_vtable;
 static _Atomic int pool_counter;
 _Thread_local worker *cf__current_worker;
 
-/* Live pools, for the fork handlers (registry_mu -> each qlock). */
+/* Live pools, for the fork handlers (registry_mu -> each pool's locks). */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool *registry;
 
@@ -178,36 +178,47 @@ static int adjust_workers(pool *p) {
  * fails (the task that triggered this included) instead of hanging.
  * Under wlock, so a worker another submitter starts meanwhile is either
  * seen (and nothing fails) or starts after the queue was taken. Returns
- * the detached queue, for settle_orphans() once the caller no longer
- * counts as starting a worker (settling runs callbacks, which may free
- * the pool). */
-static qseg *take_queued_no_workers(pool *p) {
-  qseg *chain = NULL;
+ * whether it detached the queue into *d, for settle_orphans() once the
+ * caller no longer counts as starting a worker (settling runs callbacks,
+ * which may free the pool). */
+static bool take_queued_no_workers(pool *p, qdetached *d) {
+  bool taken = false;
   pthread_mutex_lock(&p->wlock);
   if (atomic_load(&p->nworkers) == 0) {
     cf__spin_lock(&p->qlock);
-    chain = fifo_detach_locked(p);
+    fifo_detach_locked(p, d);
     cf__spin_unlock(&p->qlock);
+    taken = true;
   }
   pthread_mutex_unlock(&p->wlock);
-  return chain;
+  return taken;
 }
 
-static void settle_orphans(pool *p, qseg *chain, int rc) {
-  if (chain == NULL)
-    return;
+static void settle_orphans(pool *p, qdetached *d, int rc) {
   char *msg = cf__asprintf("cannot start a worker thread: %s", cf_strerror(rc));
-  settle_chain(p, chain, rc, msg);
+  settle_detached(p, d, rc, msg);
   free(msg);
   wake_space_waiters(p);
+}
+
+/* finish_start's failure: no worker could start. Out of line, with its
+ * copy of the queue's last segment. */
+static __attribute__((noinline)) void finish_start_failed(pool *p, int rc) {
+  qdetached d;
+  bool taken = take_queued_no_workers(p, &d);
+  atomic_fetch_add(&p->starting_done, 1); /* destroy may go on from here */
+  if (taken)
+    settle_orphans(p, &d, rc);
 }
 
 /* The end of a submit that counted itself as starting a worker. */
 static void finish_start(pool *p) {
   int rc = adjust_workers(p);
-  qseg *orphans = rc != 0 ? take_queued_no_workers(p) : NULL;
+  if (CF__UNLIKELY(rc != 0)) {
+    finish_start_failed(p, rc);
+    return;
+  }
   atomic_fetch_add(&p->starting_done, 1); /* destroy may go on from here */
-  settle_orphans(p, orphans, rc);
 }
 
 /* The FIFO needs a new segment: allocates one with qlock released and
@@ -220,27 +231,31 @@ static int grow_locked(pool *p) {
   cf__spin_lock(&p->qlock);
   if (s == NULL)
     return CF_ENOMEM;
-  if (p->spare == NULL &&
-      !atomic_load_explicit(&p->shutdown, memory_order_relaxed))
-    p->spare = s;
-  else
+  if (atomic_load_explicit(&p->shutdown, memory_order_relaxed)) {
     free(s);
+    return 0;
+  }
+  /* A consumer may have retired a segment meanwhile: keep one. */
+  s = atomic_exchange_explicit(&p->spare, s, memory_order_acq_rel);
+  if (s != NULL) {
+    cf__spin_unlock(&p->qlock);
+    free(s);
+    cf__spin_lock(&p->qlock);
+  }
   return 0;
 }
 
-/* Counts n tasks just pushed (qlock held): claims a parked worker to wake
- * after unlocking (*wake), and returns whether the caller must start a
- * worker too. Starting one touches wlock and the worker array: counted
- * under the lock that saw the pool live, so destroy waits for it (see
- * finish_start). */
-static inline __attribute__((always_inline)) bool
-pushed_locked(pool *p, size_t n, worker **wake) {
-  set_qlen_locked(p, p->qlen + n);
+/* Counts n tasks pushed and published (qlock held), and returns whether
+ * the caller must start a worker too. Starting one touches wlock and the
+ * worker array: counted under the lock that saw the pool live, so destroy
+ * waits for it (see finish_start). After unlocking, the caller claims a
+ * parked worker to wake (claim_idle: the publication was the barrier). */
+static inline __attribute__((always_inline)) bool pushed_locked(pool *p,
+                                                                size_t n) {
   atomic_store_explicit(
       &p->submitted,
       atomic_load_explicit(&p->submitted, memory_order_relaxed) + n,
       memory_order_relaxed);
-  *wake = claim_idle_locked(p);
   bool start =
       atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers;
   if (start)
@@ -272,7 +287,8 @@ static int wait_for_room(pool *p, int64_t deadline) {
    * (and shutdown) bumps space_seq after a full fence. */
   atomic_fetch_add(&p->space_waiters, 1);
   uint32_t seq = atomic_load(&p->space_seq);
-  if ((int64_t)atomic_load(&p->qlen_pub) >= p->max_queued &&
+  uint64_t head = atomic_load(&p->chead);
+  if ((int64_t)(atomic_load(&p->ptail) - head) >= p->max_queued &&
       !atomic_load(&p->shutdown) && !atomic_load(&p->broken))
     cf__park_wait(&p->space_seq, seq, deadline);
   atomic_fetch_sub(&p->space_waiters, 1);
@@ -303,7 +319,7 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
       rc = CF_ESHUTDOWN;
     if (rc != 0)
       break;
-    if (p->max_queued != 0 && (int64_t)p->qlen >= p->max_queued) {
+    if (p->max_queued != 0 && (int64_t)queued_now(p) >= p->max_queued) {
       cf__spin_unlock(&p->qlock);
       rc = wait_for_room(p, deadline);
       /* A task run meanwhile (wait_for_room) may have forked: in the
@@ -329,10 +345,10 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     cf__future_discard(f); /* never published: no destructor, listeners */
     return rc;
   }
-  worker *wake;
-  bool start = pushed_locked(p, 1, &wake);
+  fifo_publish_locked(p, 1);
+  bool start = pushed_locked(p, 1);
   cf__spin_unlock(&p->qlock);
-  wake_claimed(wake);
+  wake_claimed(claim_idle(p));
   if (out != NULL)
     *out = f;
   if (cf__fault(CF__FAULT_SUBMIT_PAUSE))
@@ -376,7 +392,7 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
     f->u.task.arg_dtor = tasks[k].arg_dtor;
     out[k] = f;
   }
-  size_t pushed = 0;
+  size_t pushed = 0, published = 0;
   cf__spin_lock(&p->qlock);
   while (pushed < k) {
     int state_rc = atomic_load_explicit(&p->broken, memory_order_relaxed)
@@ -392,13 +408,18 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
       pushed++;
       continue;
     }
+    /* Nothing pushed stays unpublished while qlock is released. */
+    fifo_publish_locked(p, pushed - published);
+    published = pushed;
     rc = grow_locked(p);
     if (rc != 0)
       break;
   }
-  worker *wake = NULL;
-  bool start = pushed > 0 && pushed_locked(p, pushed, &wake);
+  if (pushed > published)
+    fifo_publish_locked(p, pushed - published);
+  bool start = pushed > 0 && pushed_locked(p, pushed);
   cf__spin_unlock(&p->qlock);
+  worker *wake = pushed > 0 ? claim_idle(p) : NULL;
   for (size_t i = pushed; i < k; i++) {
     out[i]->u.task.arg_dtor = NULL; /* refused: the caller keeps the arg */
     cf__future_discard(out[i]);
@@ -472,21 +493,24 @@ static int pool_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
   /* A submit may have queued a task and not yet started the worker for
    * it: start one now, so queued work runs as Python's shutdown would. */
   int spawn_rc = 0;
-  if (atomic_load(&p->nworkers) == 0 && atomic_load(&p->qlen_pub) > 0 &&
+  if (atomic_load(&p->nworkers) == 0 && queued_now(p) > 0 &&
       !cancel_futures && !p->forked)
     spawn_rc = spawn_locked(p);
+  qdetached orphans;
   cf__spin_lock(&p->qlock);
   atomic_store(&p->shutdown, true);
-  qseg *orphans = atomic_load(&p->nworkers) == 0 ? fifo_detach_locked(p) : NULL;
+  bool orphaned = atomic_load(&p->nworkers) == 0;
+  if (orphaned)
+    fifo_detach_locked(p, &orphans);
   cf__spin_unlock(&p->qlock);
   pthread_mutex_unlock(&p->wlock);
   /* Still no worker (none could start, or a submit queued after our
    * check): nothing will run what is queued; settle it. */
-  if (orphans != NULL) {
+  if (orphaned) {
     char *msg = spawn_rc != 0 ? cf__asprintf("cannot start a worker thread: %s",
                                              cf_strerror(spawn_rc))
                               : NULL;
-    settle_chain(p, orphans, spawn_rc != 0 ? spawn_rc : CF_ECANCELED, msg);
+    settle_detached(p, &orphans, spawn_rc != 0 ? spawn_rc : CF_ECANCELED, msg);
     free(msg);
   }
   wake_space_waiters(p);
@@ -545,17 +569,20 @@ static void pool_destroy(cf_executor *ex) {
     sched_yield();
   }
   registry_remove(p);
-  for (qseg *s = p->qfirst, *next; s != NULL; s = next) {
-    next = s->next;
+  /* The FIFO is empty by now (every worker ran dry or settled it): its
+   * segments from the head on, and the spare. */
+  for (qseg *s = p->hseg, *next; s != NULL; s = next) {
+    next = s != p->tseg ? s->next : NULL;
     free(s);
   }
-  free(p->spare);
+  free(atomic_load(&p->spare));
   pthread_mutex_destroy(&p->wlock);
   pthread_cond_destroy(&p->joined_cv);
   free(p->workers);
   free(p->prefix);
   free(p->broken_msg);
-  p->qfirst = p->qlast = p->spare = NULL;
+  p->hseg = p->tseg = NULL;
+  atomic_store(&p->spare, NULL);
   p->workers = NULL;
   p->prefix = NULL;
   p->broken_msg = NULL;
@@ -623,14 +650,16 @@ static void pool_forked_settle(cf_executor *ex) {
   /* What the parent's threads were in the middle of never ends here:
    * submits starting a worker, a join. */
   atomic_store(&p->starting_done, p->starting);
+  cf__spin_unlock(&p->qlock);
   /* Nobody parked here will be woken by anyone: the idle stack is empty
    * (and no worker is on it, should anything look). */
   int n = atomic_load(&p->nworkers);
+  cf__spin_lock(&p->ilock);
   for (int i = 0; i < n; i++)
     p->workers[i].on_stack = false;
   p->idle_top = NULL;
-  p->nidle = 0;
-  cf__spin_unlock(&p->qlock);
+  atomic_store(&p->nidle, 0);
+  cf__spin_unlock(&p->ilock);
   p->joining = p->joined = true;
   pthread_mutex_unlock(&p->wlock);
   settle_everything(p, CF_EFORKED, msg);
@@ -649,8 +678,9 @@ static void pool_forked_settle(cf_executor *ex) {
   wake_space_waiters(p);
 }
 
-/* Prepare holds every pool's queue lock (the FIFO and the idle stack
- * must not be copied half-updated), not its wlock: what wlock guards is
+/* Prepare holds every pool's spinlocks (the FIFO's ends and the idle
+ * stack must not be copied half-updated: no push is caught between taking
+ * an item and publishing it), not its wlock: what wlock guards is
  * published atomically (nworkers, a worker's struct before it), and the
  * child never spawns or joins for the parent's pool. Holding spinlocks
  * also keeps the number of mutexes held at once small (ThreadSanitizer
@@ -658,15 +688,22 @@ static void pool_forked_settle(cf_executor *ex) {
 void cf__pool_atfork(int phase) {
   if (phase == CF__FORK_PREPARE) {
     pthread_mutex_lock(&registry_mu);
-    for (pool *p = registry; p != NULL; p = p->reg_next)
+    for (pool *p = registry; p != NULL; p = p->reg_next) {
       cf__spin_lock(&p->qlock);
+      cf__spin_lock(&p->hlock);
+      cf__spin_lock(&p->ilock);
+    }
     return;
   }
   for (pool *p = registry; p != NULL; p = p->reg_next) {
     if (phase == CF__FORK_PARENT) {
+      cf__spin_unlock(&p->ilock);
+      cf__spin_unlock(&p->hlock);
       cf__spin_unlock(&p->qlock);
     } else {
       atomic_store(&p->qlock.locked, 0);
+      atomic_store(&p->hlock.locked, 0);
+      atomic_store(&p->ilock.locked, 0);
       pthread_mutex_init(&p->wlock, NULL);
       pthread_cond_init(&p->joined_cv, NULL);
     }
@@ -730,12 +767,16 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
     p->prefix = cf__asprintf("%s", o.thread_name_prefix);
   else
     p->prefix = cf__asprintf("cfpool%d", atomic_fetch_add(&pool_counter, 1));
-  if (p->workers == NULL || p->prefix == NULL) {
+  /* The FIFO always has a segment: its head and tail start there. */
+  p->hseg = p->tseg = cf__malloc(sizeof(qseg));
+  if (p->workers == NULL || p->prefix == NULL || p->hseg == NULL) {
+    free(p->hseg);
     free(p->workers);
     free(p->prefix);
     free(p);
     return CF_ENOMEM;
   }
+  p->hseg->next = NULL;
   memset(p->workers, 0, wbytes);
   p->max_workers = o.max_workers;
   p->max_queued = o.max_queued;

@@ -192,6 +192,105 @@ CF_TEST(stress_wait_never_loses_a_wakeup) {
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
+/* ---- bursts after idle gaps: the FIFO's ends and the idle stack ---------- */
+
+/* The pool's two ends share no lock: a submitter publishes and then looks
+ * for a parked worker, a worker going to sleep pushes itself and then
+ * looks at the queue and the slots. A lost wake-up leaves a task queued
+ * with every worker asleep, and the wait below times out. Rounds alternate
+ * idle gaps (longer than a worker's spin, so workers park) with bursts
+ * from two producers, tasks that submit subtasks (workers as producers)
+ * and short tasks (batches in the slots, stealing). */
+typedef struct burst {
+  cf_executor *ex;
+  pthread_barrier_t go;
+  long rounds;
+  int per_round;
+  _Atomic long done;
+} burst;
+
+static int task_count_done(void *arg, cf_value *result) {
+  (void)result;
+  atomic_fetch_add(&((burst *)arg)->done, 1);
+  return 0;
+}
+
+static int task_submits_one_more(void *arg, cf_value *result) {
+  (void)result;
+  burst *b = arg;
+  cf_future *g = NULL;
+  int rc = cf_executor_submit(b->ex, task_count_done, b, &g);
+  if (rc == 0)
+    cf_future_unref(g); /* not waited: the pool still runs it */
+  atomic_fetch_add(&b->done, 1);
+  return rc;
+}
+
+static void burst_round(burst *b, unsigned seed, cf_future **fs) {
+  int k = 1 + (int)(seed % (unsigned)b->per_round);
+  for (int i = 0; i < k; i++)
+    TCHECK(cf_executor_submit(b->ex,
+                              i % 5 == 0 ? task_submits_one_more
+                                         : task_count_done,
+                              b, &fs[i]) == 0);
+  for (int i = 0; i < k; i++) {
+    TCHECK(cf_future_result(fs[i], SOON, NULL) == 0);
+    cf_future_unref(fs[i]);
+  }
+}
+
+static void *burst_producer(void *arg) {
+  burst *b = arg;
+  cf_future *fs[64];
+  for (long r = 0; r < b->rounds; r++) {
+    pthread_barrier_wait(&b->go);
+    burst_round(b, (unsigned)(r * 2654435761u) >> 7, fs);
+    pthread_barrier_wait(&b->go);
+  }
+  return NULL;
+}
+
+static void run_bursts(const cf_thread_pool_opts *o) {
+  burst b = {.ex = make_pool_with(o), .rounds = scaled(1500), .per_round = 40};
+  pthread_barrier_init(&b.go, NULL, 2);
+  pthread_t t = spawn(burst_producer, &b);
+  cf_future *fs[64];
+  for (long r = 0; r < b.rounds; r++) {
+    /* Gaps from 0 to 120 us, spun (usleep's slack would round them):
+     * around IDLE_SPIN_NS (50 us) the burst meets workers that are just
+     * going to sleep, the window a lost wake-up needs. */
+    int64_t until = cf_now_ns() + (int64_t)((unsigned)(r * 7919u) % 120u) * 1000;
+    while (cf_now_ns() < until)
+      ;
+    pthread_barrier_wait(&b.go);
+    burst_round(&b, (unsigned)(r * 40503u) >> 3, fs);
+    pthread_barrier_wait(&b.go);
+  }
+  pthread_join(t, NULL);
+  pthread_barrier_destroy(&b.go);
+  /* The unwaited subtasks run too: free waits for them. */
+  assert_int_equal(
+      cf_executor_shutdown(b.ex, CF_SHUTDOWN_WAIT, SOON), 0);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(b.ex, &st), 0);
+  assert_int_equal(st.completed, (uint64_t)atomic_load(&b.done));
+  assert_int_equal(st.submitted, st.completed);
+  assert_int_equal(cf_executor_free(b.ex), 0);
+}
+
+CF_TEST(stress_bursts_after_idle_gaps_never_wait_for_a_sleeping_worker) {
+  (void)state;
+  run_bursts(&(cf_thread_pool_opts){.max_workers = 1});
+  run_bursts(&(cf_thread_pool_opts){.max_workers = 2});
+  run_bursts(&(cf_thread_pool_opts){.max_workers = 3});
+}
+
+CF_TEST(stress_bursts_into_a_bounded_queue) {
+  (void)state;
+  /* Producers block on room and workers wake them (wake_space_waiters). */
+  run_bursts(&(cf_thread_pool_opts){.max_workers = 2, .max_queued = 3});
+}
+
 /* ---- callbacks added while the future completes -------------------------- */
 
 typedef struct cb_race {

@@ -1362,6 +1362,37 @@ CF_TEST(shutdown_between_enqueue_and_worker_start) {
   }
 }
 
+/* A submit that lands while the only worker is between its last look at
+ * the empty queue and its place on the idle stack finds nobody to wake;
+ * the worker's look after it is on the stack finds the task. (The FIFO's
+ * ends share no lock: without that re-check the task waited forever.) */
+CF_TEST(a_submit_while_the_worker_goes_to_sleep_is_not_lost) {
+  (void)state;
+  cf_executor *ex = make_pool(1);
+  cf_future *f;
+  assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, SOON, NULL), 0); /* the worker exists */
+  cf_future_unref(f);
+  for (int round = 0; round < 3; round++) {
+    int paused = atomic_load(&cf__fault_paused);
+    cf__fault_arm(CF__FAULT_PARK_PAUSE, 0, 1);
+    /* A task wakes the worker (it may be asleep already); after it, the
+     * worker goes to sleep again, through the pause. */
+    assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), 0);
+    assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+    cf_future_unref(f);
+    int64_t end = cf_now_ns() + SOON;
+    while (atomic_load(&cf__fault_paused) == paused && cf_now_ns() < end)
+      sched_yield();
+    assert_true(atomic_load(&cf__fault_paused) > paused); /* in the window */
+    assert_int_equal(cf_executor_submit(ex, task_nop, NULL, &f), 0);
+    assert_int_equal(cf_future_result(f, SOON, NULL), 0);
+    cf_future_unref(f);
+    cf__fault_arm(CF__FAULT_PARK_PAUSE, 0, 0);
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 CF_TEST(stress_shutdown_racing_the_first_submit) {
   (void)state;
   long rounds = stress_div() > 1 ? 300 : 2000;
