@@ -239,10 +239,6 @@ void *cf__fcache_alloc_class(int c) {
     return alloc_slow(c);
   t->cur = b->next;
   t->ncur--;
-  /* The next block's line, for writing: a burst of submits touches a
-   * fresh line per future, and its miss then overlaps this one's work
-   * instead of stalling the next submit's first locked instruction. */
-  __builtin_prefetch(t->cur, 1, 3);
   return b;
 }
 
