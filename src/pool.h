@@ -138,8 +138,8 @@ typedef struct worker {
   /* Multi-future waits (pool_help.c): 1 once woken, 2 while sleeping on
    * this word outside the idle stack, 0 otherwise. */
   _Atomic uint32_t permit;
-  struct worker *idle_next; /* idle stack link (guarded by qlock) */
-  bool on_stack;            /* guarded by qlock */
+  struct worker *idle_next; /* idle stack link (guarded by ilock) */
+  bool on_stack;            /* guarded by ilock */
   pool *p;
   pthread_t thread;
   int index;
@@ -240,9 +240,10 @@ static inline void bump(_Atomic uint64_t *c) {
                         memory_order_relaxed);
 }
 
-/* Tasks in the FIFO now (a snapshot: chead first, so never negative). */
+/* Tasks in the FIFO now (a snapshot: chead first and acquire, so the
+ * ptail read after it is no older and the count never wraps). */
 static inline uint64_t queued_now(pool *p) {
-  uint64_t h = atomic_load_explicit(&p->chead, memory_order_relaxed);
+  uint64_t h = atomic_load_explicit(&p->chead, memory_order_acquire);
   return atomic_load_explicit(&p->ptail, memory_order_relaxed) - h;
 }
 

@@ -24,7 +24,10 @@ static void retire_locked(pool *p, qseg *s, qseg **done) {
 static size_t fifo_take_locked(pool *p, cf_future **out, size_t max,
                                qseg **done) {
   uint64_t h = atomic_load_explicit(&p->chead, memory_order_relaxed);
-  uint64_t avail = atomic_load_explicit(&p->ptail, memory_order_acquire) - h;
+  /* seq_cst: a spinner that found work takes with this load after its
+   * seq_cst leave of `spinning`, and a producer that left its task to it
+   * must not be missed (Dekker with claim_idle). */
+  uint64_t avail = atomic_load(&p->ptail) - h;
   size_t k = avail < max ? (size_t)avail : max;
   qseg *s = p->hseg;
   uint32_t i = p->hidx;
@@ -57,7 +60,7 @@ static void fifo_taken_locked(pool *p, size_t k, bool others_may_steal) {
     atomic_store_explicit(
         &p->chead,
         atomic_load_explicit(&p->chead, memory_order_relaxed) + k,
-        memory_order_relaxed);
+        memory_order_release); /* continues the release chain of a slotter's add */
 }
 
 static void free_chain(qseg *s) {
@@ -226,7 +229,7 @@ cf_future *next_task(worker *w) {
       /* Work is left (queued, or in our slots): let another worker in.
        * After chead's seq_cst add (k > 1), so a parking worker either is
        * seen here or sees our slots when it re-checks. */
-      if (k > 1 || queued_now(p) > 0)
+      if (k > 1 || queued_now_sc(p) > 0)
         wake_claimed(claim_idle(p));
       if (p->max_queued != 0)
         wake_space_waiters(p);
