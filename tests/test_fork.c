@@ -282,12 +282,34 @@ static int wait_child_bounded(pid_t pid) {
   return wait_child_for(pid, 2 * SOON);
 }
 
+/* Forks from inside a task. Returns 0 in the child; in the parent waits
+ * for the child (bounded), stores its wait status in *status and returns
+ * 1; a negative errno if fork fails. */
+static int fork_in_task(int64_t *status) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid == 0)
+    return 0;
+  *status = wait_child_bounded(pid);
+  return 1;
+}
+
 typedef struct forking_pair {
   cf_executor *ex;
   _Atomic(cf_future *) outer, inner;
 } forking_pair;
 
 #define CHILD_SAW_ITS_OWN_RESULT 7
+
+/* Fails the test unless a child's wait status says it exited with
+ * CHILD_SAW_ITS_OWN_RESULT. */
+static void assert_child_saw_its_own_result(int status) {
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
+    fail_msg("a child failed (status %#x, exit %d)", status,
+             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
 
 static int child_sees_outer_result(cf_future *f, void *arg) {
   (void)arg;
@@ -299,14 +321,9 @@ static int child_sees_outer_result(cf_future *f, void *arg) {
 
 static int task_inner_forks(void *arg, cf_value *result) {
   forking_pair *fp = arg;
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
-  if (pid > 0) {
-    result->u.i = wait_child_bounded(pid);
-    return 0;
-  }
+  int rc = fork_in_task(&result->u.i);
+  if (rc != 0)
+    return rc < 0 ? rc : 0;
   /* The child: this submit finds the parent's pool and settles it. */
   cf_future *g = NULL;
   if (cf_executor_submit(fp->ex, task_nop, NULL, &g) != CF_EFORKED)
@@ -369,9 +386,7 @@ CF_TEST(a_task_that_forks_finishes_its_own_futures_in_the_child) {
   const cf_value *v;
   assert_int_equal(cf_future_result(outer, SOON, &v), 0);
   int status = (int)(v->u.i - 1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_child_saw_its_own_result(status);
   cf_future_unref(outer);
   assert_int_equal(cf_executor_free(fp.ex), 0);
 }
@@ -418,12 +433,12 @@ static void *child_completes_then_frees(void *arg) {
 static int task_forks_beneath_a_helper(void *arg, cf_value *result) {
   (void)result;
   helper_fork *hf = arg;
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
-  if (pid > 0) {
-    atomic_store(&hf->forked_status, wait_child_bounded(pid));
+  int64_t status;
+  int rc = fork_in_task(&status);
+  if (rc < 0)
+    return rc;
+  if (rc > 0) {
+    atomic_store(&hf->forked_status, (int)status);
     atomic_store(&hf->status_known, 1);
     return 0;
   }
@@ -466,9 +481,7 @@ CF_TEST(a_helping_worker_that_forked_runs_nothing_more_in_the_child) {
     usleep(1000);
   assert_true(atomic_load(&hf.status_known));
   int status = atomic_load(&hf.forked_status);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  assert_child_saw_its_own_result(status);
   assert_int_equal(cf_future_set_result(hf.u, NULL), 0);
   assert_int_equal(cf_future_result(outer, SOON, NULL), 0);
   cf_future_unref(outer);
@@ -489,14 +502,9 @@ typedef struct nested_keepers {
 
 static int task_forks_into_grandchild(void *arg, cf_value *result) {
   nested_keepers *nk = arg;
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
-  if (pid > 0) {
-    result->u.i = wait_child_bounded(pid) + 1;
-    return 0;
-  }
+  int rc = fork_in_task(&result->u.i);
+  if (rc != 0)
+    return rc < 0 ? rc : 0;
   cf_future *fa = atomic_load(&nk->fa);
   if (cf_future_wait(fa, CF_SEC(5)) != 0)
     _exit(70); /* waited for a keeper that is not here */
@@ -512,14 +520,9 @@ static int task_forks_then_uses_a_new_pool(void *arg, cf_value *result) {
   nested_keepers *nk = arg;
   while (atomic_load(&nk->fa) == NULL)
     sched_yield();
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
-  if (pid > 0) {
-    result->u.i = wait_child_bounded(pid) + 1;
-    return 0;
-  }
+  int frc = fork_in_task(&result->u.i);
+  if (frc != 0)
+    return frc < 0 ? frc : 0;
   /* C1: this task goes on here, keeper of A's futures. */
   cf_executor *b;
   cf_thread_pool_opts o = {.max_workers = 1};
@@ -531,7 +534,7 @@ static int task_forks_then_uses_a_new_pool(void *arg, cf_value *result) {
   const cf_value *v;
   if (cf_future_result(fb, CF_FOREVER, &v) != 0)
     _exit(75);
-  int status = (int)(v->u.i - 1);
+  int status = (int)v->u.i;
   cf_future_unref(fb);
   if (cf_executor_free(b) != 0)
     _exit(76);
@@ -552,10 +555,8 @@ CF_TEST(a_keeper_in_a_grandchild_does_not_revive_an_older_one) {
   atomic_store(&nk.fa, fa);
   const cf_value *v;
   assert_int_equal(cf_future_result(fa, 3 * SOON, &v), 0);
-  int status = (int)(v->u.i - 1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
-    fail_msg("a child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  int status = (int)v->u.i;
+  assert_child_saw_its_own_result(status);
   cf_future_unref(fa);
   assert_int_equal(cf_executor_free(nk.a), 0);
 }
@@ -568,16 +569,10 @@ static bool forked_here; /* set in the child's copy only */
 
 static int task_forks_and_returns(void *arg, cf_value *result) {
   (void)arg;
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -errno;
-  if (pid == 0) {
-    forked_here = true;
-    return 0; /* back into the submit that ran it */
-  }
-  result->u.i = wait_child_bounded(pid) + 1;
-  return 0;
+  int rc = fork_in_task(&result->u.i);
+  if (rc == 0)
+    forked_here = true; /* and back into the submit that ran it */
+  return rc < 0 ? rc : 0;
 }
 
 static int task_submits_into_a_full_queue(void *arg, cf_value *result) {
@@ -608,10 +603,8 @@ CF_TEST(a_submit_waiting_for_room_fails_in_the_child_of_a_task_it_ran) {
       cf_executor_submit(ex, task_submits_into_a_full_queue, ex, &outer), 0);
   const cf_value *v;
   assert_int_equal(cf_future_result(outer, 3 * SOON, &v), 0);
-  int status = (int)(v->u.i - 1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != CHILD_SAW_ITS_OWN_RESULT)
-    fail_msg("the child failed (status %#x, exit %d)", status,
-             WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  int status = (int)v->u.i;
+  assert_child_saw_its_own_result(status);
   cf_future_unref(outer);
   assert_int_equal(cf_executor_free(ex), 0);
 }
