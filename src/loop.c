@@ -6,9 +6,13 @@
  * a task to start or to resume, a routed done callback. Other threads
  * push nodes onto a lock-free stack (`remote`) and wake the loop through
  * a uv_async_t; the loop moves them, in push order, into the FIFO. Timers
- * (call_later, sleeps, wait deadlines) sit in a binary heap ordered by
- * (deadline, sequence) on cf_now_ns()'s clock; one uv_timer_t wakes the
- * loop for the earliest. libuv polls; the driver (drive) alternates:
+ * (call_later, sleeps, wait deadlines) are ordered by (deadline,
+ * sequence) on cf_now_ns()'s clock, in two structures: a timer due no
+ * earlier than the last one queued goes to the tail of a list (the run:
+ * same-length sleeps and timeouts arrive in order, and cost O(1) to add,
+ * cancel and fire), any other to a binary heap; the earliest is the
+ * earlier of the run's head and the heap's root. One uv_timer_t wakes
+ * the loop for it. libuv polls; the driver (drive) alternates:
  * due timers, the FIFO (up to a budget), then uv_run, blocking only when
  * the FIFO is empty.
  *
@@ -30,7 +34,7 @@
  * task consumes the request when it is delivered (CF_ECANCELED from the
  * wait), so it is delivered once.
  *
- * Threads: the FIFO, the heap, the task list, the stack cache and every
+ * Threads: the FIFO, the timers, the task list, the stack cache and every
  * ltask field not marked atomic belong to the loop's thread. The owner
  * changes only while the loop is not running (running is claimed by
  * CAS, which orders the hand-over).
@@ -67,14 +71,31 @@ struct rnode {
   void (*run)(rnode *n);
 };
 
+/* A timer is in the run (next != NULL: prev and next link it), in the
+ * heap (next == NULL, idx its position) or not queued (next == NULL,
+ * idx == NOT_QUEUED; timer_init). */
 typedef struct ltimer ltimer;
 struct ltimer {
   int64_t due;
   uint64_t seq;
-  size_t idx; /* position in the heap, or NOT_QUEUED */
+  union {
+    size_t idx;
+    ltimer *prev;
+  };
+  ltimer *next;
   void (*fire)(ltimer *t);
 };
 #define NOT_QUEUED SIZE_MAX
+
+static inline void timer_init(ltimer *t, void (*fire)(ltimer *t)) {
+  t->idx = NOT_QUEUED;
+  t->next = NULL;
+  t->fire = fire;
+}
+
+static inline bool timer_queued(const ltimer *t) {
+  return t->next != NULL || t->idx != NOT_QUEUED;
+}
 
 struct ltask {
   int kind;   /* KIND_TASK: first, tells tokens apart */
@@ -153,7 +174,8 @@ struct cf_loop {
   /* The loop's thread only. */
   rnode *rhead, **rtail;
   size_t rlen;
-  struct hent *heap; /* the timers, keys inline */
+  ltimer run;        /* the run's sentinel: run.next its head */
+  struct hent *heap; /* the other timers, keys inline */
   size_t nheap, capheap;
   uint64_t seq;
   ltask *tasks;
@@ -313,6 +335,16 @@ static void sift_down(cf_loop *L, size_t i) {
 }
 
 static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
+  t->due = due;
+  ltimer *tail = L->run.prev;
+  if (tail == &L->run || due >= tail->due) { /* in order: the run */
+    t->seq = L->seq++;
+    t->prev = tail;
+    t->next = &L->run;
+    tail->next = t;
+    L->run.prev = t;
+    return 0;
+  }
   if (L->nheap == L->capheap) {
     size_t cap = L->capheap != 0 ? 2 * L->capheap : 64;
     hent *h = cf__realloc(L->heap, cap, sizeof *h);
@@ -321,8 +353,8 @@ static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
     L->heap = h;
     L->capheap = cap;
   }
-  t->due = due;
   t->seq = L->seq++;
+  t->next = NULL;
   hent e = {due, t->seq, t};
   heap_set(L, L->nheap++, e);
   sift_up(L, t->idx);
@@ -330,6 +362,12 @@ static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
 }
 
 static void timer_del(cf_loop *L, ltimer *t) {
+  if (t->next != NULL) { /* in the run */
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    timer_init(t, t->fire);
+    return;
+  }
   size_t i = t->idx;
   if (i == NOT_QUEUED)
     return;
@@ -344,12 +382,23 @@ static void timer_del(cf_loop *L, ltimer *t) {
     sift_down(L, i);
 }
 
-static void run_due_timers(cf_loop *L) {
+/* The earliest timer (the run's head or the heap's root), or NULL. */
+static ltimer *timer_first(cf_loop *L) {
+  ltimer *r = L->run.next != &L->run ? L->run.next : NULL;
   if (L->nheap == 0)
+    return r;
+  const hent *h = &L->heap[0];
+  if (r == NULL || h->due < r->due || (h->due == r->due && h->seq < r->seq))
+    return h->t;
+  return r;
+}
+
+static void run_due_timers(cf_loop *L) {
+  ltimer *t = timer_first(L);
+  if (t == NULL)
     return;
   int64_t now = cf_now_ns();
-  while (L->nheap > 0 && L->heap[0].due <= now) {
-    ltimer *t = L->heap[0].t;
+  for (; t != NULL && t->due <= now; t = timer_first(L)) {
     timer_del(L, t);
     t->fire(t);
   }
@@ -384,8 +433,7 @@ static cf_loop_call *call_new(cf_loop *L, cf_callback_fn fn, void *arg,
     return NULL;
   memset(h, 0, sizeof *h);
   h->node.run = call_run;
-  h->timer.idx = NOT_QUEUED;
-  h->timer.fire = call_fire;
+  timer_init(&h->timer, call_fire);
   h->loop = L;
   h->fn = fn;
   h->arg = arg;
@@ -476,7 +524,7 @@ int cf_loop_call_cancel(cf_loop_call *h) {
   if (h->state != CALL_SCHEDULED)
     return CF_EBUSY;
   h->state = CALL_CANCELLED;
-  if (h->timer.idx != NOT_QUEUED) {
+  if (timer_queued(&h->timer)) {
     timer_del(h->loop, &h->timer);
     call_unref(h); /* the loop's reference: it will never be queued */
   }
@@ -1067,7 +1115,8 @@ static void poll_io(cf_loop *L, int64_t deadline) {
   drain_remote(L);
   bool ready = L->rhead != NULL;
   if (!ready) {
-    int64_t due = L->nheap > 0 ? L->heap[0].due : CF_FOREVER;
+    ltimer *first = timer_first(L);
+    int64_t due = first != NULL ? first->due : CF_FOREVER;
     if (deadline < due)
       due = deadline;
     if (due != CF_FOREVER) {
@@ -1277,8 +1326,7 @@ int cf_timeout_enter_at(cf_timeout_scope *scope, int64_t deadline_ns) {
   scope_impl *sc = cf__calloc(1, sizeof *sc);
   if (sc == NULL)
     return CF_ENOMEM;
-  sc->timer.idx = NOT_QUEUED;
-  sc->timer.fire = scope_fire;
+  timer_init(&sc->timer, scope_fire);
   sc->task = t;
   if (deadline_ns != CF_FOREVER && timer_add(t->loop, &sc->timer,
                                              deadline_ns) != 0) {
@@ -1360,8 +1408,7 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   t->node.run = task_start;
   t->cancel_node.run = cancel_node_of_task;
   t->shared = L->shared_mode; /* saved or stack: one of the union's */
-  t->timer.idx = NOT_QUEUED;
-  t->timer.fire = task_timer_fire;
+  timer_init(&t->timer, task_timer_fire);
   atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
   if (tls_loop == L) {
@@ -1543,8 +1590,10 @@ static void loop_destroy(cf_executor *ex) {
       drop_unstarted(L, cf__container_of(n, ltask, node));
   }
   tls_loop = was;
-  for (size_t i = 0; i < L->nheap; i++) {
-    ltimer *t = L->heap[i].t;
+  /* The timers left: the calls' go with their references (any other's
+   * owner is gone: its task ended or the loop cancelled it). */
+  for (ltimer *t = timer_first(L); t != NULL; t = timer_first(L)) {
+    timer_del(L, t);
     if (t->fire == call_fire) {
       cf_loop_call *h = cf__container_of(t, cf_loop_call, timer);
       h->state = CALL_CANCELLED;
@@ -1652,6 +1701,7 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   }
   uv_async_init(&L->uv, &L->async, on_async);
   uv_timer_init(&L->uv, &L->utimer);
+  L->run.prev = L->run.next = &L->run;
   pthread_mutex_init(&L->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);

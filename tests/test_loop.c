@@ -91,6 +91,89 @@ CF_TEST(timers_fire_in_order_and_never_early) {
   assert_int_equal(cf_loop_free(L), 0);
 }
 
+/* The loop keeps timers that arrive in deadline order in a list and the
+ * others in a heap: a long in-order stretch, equal deadlines on both
+ * sides (the list's tail is later, so an equal one goes to the heap) and
+ * cancellations anywhere must still fire in (deadline, schedule order). */
+enum { MIXED = 240 };
+
+typedef struct mixed_rec {
+  int seen[MIXED];
+  int n;
+  int64_t due[MIXED];
+  int64_t at[MIXED];
+} mixed_rec;
+
+typedef struct mixed_item {
+  mixed_rec *rec;
+  int id;
+} mixed_item;
+
+static void mixed_cb(void *arg) {
+  mixed_item *it = arg;
+  it->rec->at[it->rec->n] = cf_now_ns();
+  it->rec->seen[it->rec->n++] = it->id;
+}
+
+CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
+  (void)state;
+  cf_loop *L = new_loop();
+  mixed_rec rec = {.n = 0};
+  mixed_item items[MIXED];
+  cf_loop_call *h[MIXED];
+  bool cancelled[MIXED] = {false};
+  int64_t base = cf_now_ns() + CF_MSEC(30);
+  uint32_t rnd = 12345;
+  for (int i = 0; i < MIXED; i++) {
+    int64_t off;
+    if (i < 80) /* ascending, with repeats: the list */
+      off = CF_USEC(100) * (i / 2);
+    else if (i < 160) /* scrambled, some equal to earlier ones */
+      off = CF_USEC(100) * ((i * 37) % 60);
+    else { /* random, a few far ones, in between the rest */
+      rnd = rnd * 1103515245u + 12345u;
+      off = CF_USEC(100) * ((rnd >> 16) % 70);
+    }
+    items[i] = (mixed_item){&rec, i};
+    rec.due[i] = base + off;
+    assert_int_equal(cf_loop_call_at(L, rec.due[i], mixed_cb, &items[i], &h[i]),
+                     0);
+  }
+  /* Cancel every seventh and a run of neighbours in the list's middle. */
+  for (int i = 0; i < MIXED; i++)
+    if (i % 7 == 3 || (i >= 30 && i < 36)) {
+      assert_int_equal(cf_loop_call_cancel(h[i]), 0);
+      cancelled[i] = true;
+    }
+  assert_int_equal(cf_loop_call_at(L, base + CF_MSEC(20), stop_cb, L, NULL),
+                   0);
+  assert_int_equal(cf_loop_run(L), 0);
+  int expect = 0;
+  for (int i = 0; i < MIXED; i++)
+    expect += !cancelled[i];
+  assert_int_equal(rec.n, expect);
+  for (int k = 0; k < rec.n; k++) {
+    int id = rec.seen[k];
+    assert_false(cancelled[id]);
+    assert_true(rec.at[k] >= rec.due[id]); /* never early */
+    if (k > 0) {
+      int prev = rec.seen[k - 1];
+      assert_true(rec.due[prev] < rec.due[id] ||
+                  (rec.due[prev] == rec.due[id] && prev < id));
+    }
+  }
+  for (int i = 0; i < MIXED; i++)
+    cf_loop_call_release(h[i]);
+  /* Timers still queued in both places when the loop is freed go with
+   * it (the leak checkers see the rest). */
+  cf_loop_call *far;
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(60), mixed_cb, NULL, &far), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(30), mixed_cb, NULL, NULL), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(90), mixed_cb, NULL, NULL), 0);
+  assert_int_equal(cf_loop_free(L), 0);
+  cf_loop_call_release(far);
+}
+
 static int calls;
 static void count_cb(void *arg) {
   (void)arg;
