@@ -164,6 +164,7 @@ struct pool {
    * guarded by qlock. */
   cf__spinlock qlock __attribute__((aligned(CF__CACHELINE)));
   qseg *tseg;     /* the segment being filled */
+  qseg *tprev;    /* the one linked before it (valid while hseg != tseg) */
   uint32_t tidx;  /* its next free item */
   /* Tasks ever queued: a locked add under qlock publishes them (release,
    * and the full barrier of the wake-up check); read by anyone. */
@@ -334,6 +335,7 @@ static inline bool fifo_push_locked(pool *p, cf_future *f) {
       return false;
     n->next = NULL;
     s->next = n; /* before any item of n is published */
+    p->tprev = s;
     p->tseg = s = n;
     p->tidx = 0;
   }

@@ -78,12 +78,11 @@ void fifo_detach_locked(pool *p, qdetached *d) {
   d->chain = NULL;
   d->first = 0;
   if (s != p->tseg) {
-    /* Whole segments up to the one the FIFO goes on in. */
+    /* Whole segments up to the one the FIFO goes on in: the head has not
+     * passed the one linked before it, so that one ends the chain. */
     d->chain = s;
     d->first = i;
-    while (s->next != p->tseg)
-      s = s->next;
-    s->next = NULL;
+    p->tprev->next = NULL;
     i = 0;
   }
   /* No push is half-done under qlock: everything up to tidx is

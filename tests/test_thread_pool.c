@@ -502,6 +502,35 @@ CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
   hold_destroy(&h);
 }
 
+/* The queue is a list of 254-task segments: a cancelling shutdown takes
+ * whole segments and the one being filled, each task once. */
+CF_TEST(shutdown_cancel_futures_takes_a_queue_of_many_segments) {
+  (void)state;
+  enum { N = 1000 };
+  cf_executor *ex = make_pool(2);
+  hold h;
+  hold_init(&h);
+  cf_future *running[2], **queued = calloc(N, sizeof *queued);
+  assert_non_null(queued);
+  saturate(ex, &h, running, 2);
+  for (int i = 0; i < N; i++)
+    queued[i] = submit(ex, task_return_arg, (void *)(intptr_t)i);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_CANCEL_FUTURES, 0), 0);
+  for (int i = 0; i < N; i++)
+    assert_true(cf_future_cancelled(queued[i]));
+  gate_open(&h.g);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER), 0);
+  cf_executor_stats st = stats(ex);
+  assert_int_equal(st.cancelled, N);
+  assert_int_equal(st.completed, 2);
+  assert_int_equal(st.submitted, N + 2);
+  unref_all(running, 2);
+  unref_all(queued, N);
+  free(queued);
+  assert_int_equal(cf_executor_free(ex), 0);
+  hold_destroy(&h);
+}
+
 /* CPython #87893: futures cancelled by shutdown(cancel_futures=True) must
  * still be yielded by as_completed and counted by wait. */
 typedef struct shutdown_later {
