@@ -7,12 +7,13 @@
  * push nodes onto a lock-free stack (`remote`) and wake the loop through
  * a uv_async_t; the loop moves them, in push order, into the FIFO. Timers
  * (call_later, sleeps, wait deadlines) are ordered by (deadline,
- * sequence) on cf_now_ns()'s clock, in two structures: a timer due no
- * earlier than the last one queued goes to the tail of a list (the run:
- * same-length sleeps and timeouts arrive in order, and cost O(1) to add,
- * cancel and fire), any other to a binary heap; the earliest is the
- * earlier of the run's head and the heap's root. One uv_timer_t wakes
- * the loop for it. libuv polls; the driver (drive) alternates:
+ * sequence) on cf_now_ns()'s clock, in a few sorted lists (runs) and a
+ * binary heap: a timer goes to the tail of the first run whose tail is
+ * due no later than it (same-length sleeps and timeouts arrive in order,
+ * and cost O(1) to add, cancel and fire; more than one run, so that one
+ * far-off timeout does not send every shorter timer after it to the
+ * heap), else to the heap; the earliest is the earliest of the runs'
+ * heads and the heap's root. One uv_timer_t wakes the loop for it. libuv polls; the driver (drive) alternates:
  * due timers, the FIFO (up to a budget), then uv_run, blocking only when
  * the FIFO is empty.
  *
@@ -71,7 +72,7 @@ struct rnode {
   void (*run)(rnode *n);
 };
 
-/* A timer is in the run (next != NULL: prev and next link it), in the
+/* A timer is in a run (next != NULL: prev and next link it), in the
  * heap (next == NULL, idx its position) or not queued (next == NULL,
  * idx == NOT_QUEUED; timer_init). */
 typedef struct ltimer ltimer;
@@ -86,6 +87,7 @@ struct ltimer {
   void (*fire)(ltimer *t);
 };
 #define NOT_QUEUED SIZE_MAX
+enum { NRUNS = 3 }; /* sorted lists of timers beside the heap */
 
 static inline void timer_init(ltimer *t, void (*fire)(ltimer *t)) {
   t->idx = NOT_QUEUED;
@@ -174,7 +176,7 @@ struct cf_loop {
   /* The loop's thread only. */
   rnode *rhead, **rtail;
   size_t rlen;
-  ltimer run;        /* the run's sentinel: run.next its head */
+  ltimer runs[NRUNS]; /* the runs' sentinels: runs[r].next a head */
   struct hent *heap; /* the other timers, keys inline */
   size_t nheap, capheap;
   uint64_t seq;
@@ -336,14 +338,16 @@ static void sift_down(cf_loop *L, size_t i) {
 
 static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
   t->due = due;
-  ltimer *tail = L->run.prev;
-  if (tail == &L->run || due >= tail->due) { /* in order: the run */
-    t->seq = L->seq++;
-    t->prev = tail;
-    t->next = &L->run;
-    tail->next = t;
-    L->run.prev = t;
-    return 0;
+  for (ltimer *run = L->runs; run < L->runs + NRUNS; run++) {
+    ltimer *tail = run->prev;
+    if (tail == run || due >= tail->due) { /* in this run's order */
+      t->seq = L->seq++;
+      t->prev = tail;
+      t->next = run;
+      tail->next = t;
+      run->prev = t;
+      return 0;
+    }
   }
   if (L->nheap == L->capheap) {
     size_t cap = L->capheap != 0 ? 2 * L->capheap : 64;
@@ -362,7 +366,7 @@ static int timer_add(cf_loop *L, ltimer *t, int64_t due) {
 }
 
 static void timer_del(cf_loop *L, ltimer *t) {
-  if (t->next != NULL) { /* in the run */
+  if (t->next != NULL) { /* in a run */
     t->prev->next = t->next;
     t->next->prev = t->prev;
     timer_init(t, t->fire);
@@ -382,15 +386,22 @@ static void timer_del(cf_loop *L, ltimer *t) {
     sift_down(L, i);
 }
 
-/* The earliest timer (the run's head or the heap's root), or NULL. */
+/* The earliest timer (a run's head or the heap's root), or NULL. */
 static ltimer *timer_first(cf_loop *L) {
-  ltimer *r = L->run.next != &L->run ? L->run.next : NULL;
+  ltimer *best = NULL;
+  for (ltimer *run = L->runs; run < L->runs + NRUNS; run++) {
+    ltimer *h = run->next;
+    if (h != run && (best == NULL || h->due < best->due ||
+                     (h->due == best->due && h->seq < best->seq)))
+      best = h;
+  }
   if (L->nheap == 0)
-    return r;
+    return best;
   const hent *h = &L->heap[0];
-  if (r == NULL || h->due < r->due || (h->due == r->due && h->seq < r->seq))
+  if (best == NULL || h->due < best->due ||
+      (h->due == best->due && h->seq < best->seq))
     return h->t;
-  return r;
+  return best;
 }
 
 static void run_due_timers(cf_loop *L) {
@@ -1321,7 +1332,7 @@ int cf_timeout_enter_at(cf_timeout_scope *scope, int64_t deadline_ns) {
   ltask *t = tls_task;
   if (t == NULL)
     return CF_ENOTTASK;
-  /* On the heap: the timer heap and the task's list point at it, and a
+  /* On the heap: the timers and the task's list point at it, and a
    * task on the shared stack has its stack moved away while it waits. */
   scope_impl *sc = cf__calloc(1, sizeof *sc);
   if (sc == NULL)
@@ -1701,7 +1712,8 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   }
   uv_async_init(&L->uv, &L->async, on_async);
   uv_timer_init(&L->uv, &L->utimer);
-  L->run.prev = L->run.next = &L->run;
+  for (int r = 0; r < NRUNS; r++)
+    L->runs[r].prev = L->runs[r].next = &L->runs[r];
   pthread_mutex_init(&L->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);

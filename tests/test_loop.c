@@ -174,6 +174,51 @@ CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
   cf_loop_call_release(far);
 }
 
+/* Equal deadlines where the later-scheduled timer sits in the structure
+ * that a wrong tie-break would pick first: a heap timer scheduled before
+ * a run's (every run's tail was later when it came; then one tail was
+ * cancelled), and heads of two runs in the reverse order of the runs
+ * (the loop keeps three runs: src/loop.c, NRUNS). */
+CF_TEST(equal_deadlines_fire_in_schedule_order_across_runs_and_heap) {
+  (void)state;
+  cf_loop *L = new_loop();
+  mixed_rec rec = {.n = 0};
+  mixed_item it[8];
+  cf_loop_call *h[8];
+  int64_t base = cf_now_ns() + CF_MSEC(20);
+  int64_t due[8] = {
+      base + CF_MSEC(10), /* 0: run A (cancelled before 4) */
+      base + CF_MSEC(9),  /* 1: run B (earlier than A's tail) */
+      base + CF_MSEC(8),  /* 2: run C (cancelled before 5) */
+      base + CF_MSEC(5),  /* 3: earlier than every tail: the heap */
+      base + CF_MSEC(5),  /* 4: A, empty again: ties with 3, after it */
+      base + CF_MSEC(9),  /* 5: A, behind 4: ties with B's head 1 */
+      base + CF_MSEC(12), /* 6: A */
+      base + CF_MSEC(9),  /* 7: B, behind 1: ties with 5, after it */
+  };
+  for (int i = 0; i < 8; i++) {
+    it[i] = (mixed_item){&rec, i};
+    rec.due[i] = due[i];
+    if (i == 4)
+      assert_int_equal(cf_loop_call_cancel(h[0]), 0);
+    if (i == 5)
+      assert_int_equal(cf_loop_call_cancel(h[2]), 0);
+    assert_int_equal(cf_loop_call_at(L, due[i], mixed_cb, &it[i], &h[i]), 0);
+  }
+  assert_int_equal(cf_loop_call_at(L, base + CF_MSEC(30), stop_cb, L, NULL),
+                   0);
+  assert_int_equal(cf_loop_run(L), 0);
+  static const int expect[] = {3, 4, 1, 5, 7, 6};
+  assert_int_equal(rec.n, 6);
+  for (int k = 0; k < 6; k++) {
+    assert_int_equal(rec.seen[k], expect[k]);
+    assert_true(rec.at[k] >= rec.due[rec.seen[k]]);
+  }
+  for (int i = 0; i < 8; i++)
+    cf_loop_call_release(h[i]);
+  assert_int_equal(cf_loop_free(L), 0);
+}
+
 static int calls;
 static void count_cb(void *arg) {
   (void)arg;
