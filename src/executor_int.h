@@ -110,6 +110,12 @@ typedef struct cf__executor_vtable {
    * a machine with as many busy threads as CPUs it does not keep the
    * completing thread off the CPU it spins on. */
   bool spin_yields;
+  /* How long a thread blocking on one of ex's futures may spin before it
+   * sleeps, in ns (0: one short round of checks only). NULL: always
+   * CF__WAIT_SPIN_NS. For backends whose completers need the CPU the
+   * waiter would spin on: with every CPU busy running ex's tasks, a
+   * spinning waiter only delays the task it waits for. */
+  int64_t (*spin_ns)(cf_executor *ex);
 } cf__executor_vtable;
 
 #define CF__EXECUTOR_LIVE 0x63665845u /* "cfXE" */

@@ -930,10 +930,13 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
   int64_t now = cf_now_ns();
   if (now >= deadline_ns)
     return CF_ETIMEDOUT;
-  int64_t spin_end = now + CF__WAIT_SPIN_NS;
+  const cf__executor_vtable *vt = f->owner != NULL ? f->owner->vt : NULL;
+  int64_t spin_end =
+      now + (vt != NULL && vt->spin_ns != NULL ? vt->spin_ns(f->owner)
+                                               : CF__WAIT_SPIN_NS);
   if (spin_end > deadline_ns)
     spin_end = deadline_ns;
-  bool yields = f->owner != NULL && f->owner->vt->spin_yields;
+  bool yields = vt != NULL && vt->spin_yields;
   do {
     for (int i = 0; i < 64; i++) {
       cf__cpu_relax();

@@ -150,6 +150,7 @@ struct pool {
   cf_executor base; /* first: the public handle */
   /* Configuration (read-only after creation). */
   int max_workers;
+  int cpus; /* usable_cpus() at creation: see pool_spin_ns */
   int64_t max_queued; /* 0: unbounded */
   size_t stack_size;
   char *prefix;

@@ -25,7 +25,8 @@ _Thread_local worker *cf__current_worker;
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool *registry;
 
-int cf_thread_pool_default_workers(void) {
+/* The CPUs this process may run on. */
+static int usable_cpus(void) {
   int cpus = 0;
 #if defined(__linux__)
   cpu_set_t set;
@@ -36,6 +37,11 @@ int cf_thread_pool_default_workers(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cpus = n > 0 ? (int)n : 1;
   }
+  return cpus;
+}
+
+int cf_thread_pool_default_workers(void) {
+  int cpus = usable_cpus();
   return cpus + 4 < 32 ? cpus + 4 : 32;
 }
 
@@ -731,6 +737,18 @@ void cf__pool_atfork(int phase) {
 /* ---------------------------------------------------------------------- */
 /* Creation                                                                */
 
+/* A thread blocking on one of the pool's futures spins first only while
+ * a CPU is left for it: once as many workers run tasks as there are
+ * CPUs, its spin takes a CPU from the very tasks it waits for (a
+ * CPU-bound map's consumer on two cores spun 20 us per chunk;
+ * bench/NOTES.md section 29). */
+static int64_t pool_spin_ns(cf_executor *ex) {
+  pool *p = (pool *)ex;
+  int running = atomic_load_explicit(&p->nworkers, memory_order_relaxed) -
+                atomic_load_explicit(&p->idle_now, memory_order_relaxed);
+  return running >= p->cpus ? 0 : CF__WAIT_SPIN_NS;
+}
+
 static const cf__executor_vtable pool_vtable = {
     .name = "thread_pool",
     .submit = pool_submit,
@@ -742,6 +760,7 @@ static const cf__executor_vtable pool_vtable = {
     .max_workers = pool_max_workers,
     .is_own_thread = pool_is_own_thread,
     .forked = pool_forked_settle,
+    .spin_ns = pool_spin_ns,
 };
 
 int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
@@ -779,6 +798,7 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   p->hseg->next = NULL;
   memset(p->workers, 0, wbytes);
   p->max_workers = o.max_workers;
+  p->cpus = usable_cpus();
   p->max_queued = o.max_queued;
   p->stack_size = o.stack_size;
   p->initializer = o.initializer;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common.h"
+#include "executor_int.h"
 #include "fault.h"
 #include "support.h"
 
@@ -498,6 +500,53 @@ CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
   assert_int_equal(st.queued + st.running, 0);
   unref_all(running, 2);
   unref_all(queued, 10);
+  assert_int_equal(cf_executor_free(ex), 0);
+  hold_destroy(&h);
+}
+
+/* A thread blocking on a pool's future spins before it sleeps only while
+ * a CPU is left for it: with as many workers running tasks as the
+ * process has CPUs, the spin would take a CPU from the tasks. */
+static int test_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static bool all_idle(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_get_stats(arg, &st) == 0 && st.idle_workers == st.workers;
+}
+
+CF_TEST(waiters_spin_only_while_a_cpu_is_left_for_them) {
+  (void)state;
+  int cpus = test_cpus();
+  if (cpus > 16)
+    cpus = 16; /* running[] is bounded; the rule is the same */
+  cf_thread_pool_opts o = {.max_workers = cpus};
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
+  int64_t (*spin_ns)(cf_executor *) = ex->vt->spin_ns;
+  assert_non_null(spin_ns);
+  hold h;
+  hold_init(&h);
+  cf_future *running[16];
+  if (cpus > 1) {
+    saturate(ex, &h, running, cpus - 1);
+    assert_int_equal(spin_ns(ex), CF__WAIT_SPIN_NS); /* a CPU is free */
+    saturate(ex, &h, running + cpus - 1, 1);
+  } else {
+    saturate(ex, &h, running, 1);
+  }
+  assert_int_equal(spin_ns(ex), 0); /* every CPU runs a task */
+  gate_open(&h.g);
+  for (int i = 0; i < cpus; i++)
+    assert_int_equal(cf_future_result(running[i], CF_FOREVER, NULL), 0);
+  assert_true(eventually(all_idle, ex));
+  assert_int_equal(spin_ns(ex), CF__WAIT_SPIN_NS);
+  unref_all(running, cpus);
   assert_int_equal(cf_executor_free(ex), 0);
   hold_destroy(&h);
 }
@@ -1180,11 +1229,6 @@ static int task_log_start(void *arg, cf_value *result) {
   TCHECK(gate_wait(o->g));
   result->u.i = o->index;
   return 0;
-}
-
-static bool all_idle(void *arg) {
-  cf_executor_stats st;
-  return cf_executor_get_stats(arg, &st) == 0 && st.idle_workers == st.workers;
 }
 
 CF_TEST(tasks_start_in_submission_order) {
