@@ -931,12 +931,8 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
   if (now >= deadline_ns)
     return CF_ETIMEDOUT;
   const cf__executor_vtable *vt = f->owner != NULL ? f->owner->vt : NULL;
-  int64_t spin_end =
-      now + (vt != NULL && vt->spin_ns != NULL ? vt->spin_ns(f->owner)
-                                               : CF__WAIT_SPIN_NS);
-  if (spin_end > deadline_ns)
-    spin_end = deadline_ns;
   bool yields = vt != NULL && vt->spin_yields;
+  int64_t spin_end = INT64_MIN;
   do {
     for (int i = 0; i < 64; i++) {
       cf__cpu_relax();
@@ -946,6 +942,15 @@ int cf_future_wait_blocking(cf_future *f, int64_t deadline_ns) {
     }
     if (yields)
       sched_yield();
+    /* The backend's budget after the first round: most waits end within
+     * it, and the backend's answer may read lines other threads write. */
+    if (spin_end == INT64_MIN) {
+      spin_end = now + (vt != NULL && vt->spin_ns != NULL
+                            ? vt->spin_ns(f->owner)
+                            : CF__WAIT_SPIN_NS);
+      if (spin_end > deadline_ns)
+        spin_end = deadline_ns;
+    }
   } while (cf_now_ns() < spin_end);
 
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);

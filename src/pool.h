@@ -13,11 +13,12 @@
  * one allocation per task) and appends a pointer to it to the pool's FIFO,
  * a list of array segments: producers append under qlock and publish with
  * one locked add of `ptail`, the count of tasks ever queued; consumers
- * take under hlock and store `chead`, the count ever taken. The two ends
+ * take under hlock and store `chead`, the count ever taken. The two locks
  * live on their own cache lines, so a burst of submits and the workers
- * taking it share only the lines of the items (bench/NOTES.md section 23:
- * a lock both ends take costs twice as much, and swings with the host's
- * phase). A worker that runs dry takes one
+ * taking it share only the lines of the items and of the two counts,
+ * which each side reads (bench/NOTES.md section 23: a lock both ends
+ * take costs twice as much, and swings with the host's phase). A worker
+ * that runs dry takes one
  * task at a time while its tasks are long, or, once its recent tasks were
  * short and every worker is started, up to BATCH_MAX in one critical
  * section: the first to run now, the rest into its `slots`
@@ -168,17 +169,18 @@ struct pool {
   qseg *tprev;    /* the one linked before it (valid while hseg != tseg) */
   uint32_t tidx;  /* its next free item */
   _Atomic uint64_t submitted; /* written under qlock, read by stats */
-  _Atomic bool shutdown;      /* set under qlock */
-  _Atomic bool broken;        /* set under qlock */
   char *broken_msg;           /* set once, before broken */
   int starting;               /* submits between enqueue and adjust_workers
                                  (incremented under qlock); destroy waits */
   /* Tasks ever queued: a locked add under qlock publishes them (release,
    * and the full barrier of the wake-up check); read by anyone. On a
-   * line of its own: workers poll it, and each poll would otherwise
-   * take qlock's line from the next submit (4 % on throughput (a),
-   * bench/NOTES.md section 27). */
+   * line of its own (with the flags the idle spinner polls): workers
+   * poll it, and each poll would otherwise take qlock's line from the
+   * next submit (4 % on throughput (a), bench/NOTES.md section 27). */
   _Atomic uint64_t ptail __attribute__((aligned(CF__CACHELINE)));
+  /* Beside it, as the idle spinner polls them with the counts: */
+  _Atomic bool shutdown; /* set under qlock */
+  _Atomic bool broken;   /* set under qlock */
 
   /* The FIFO's head, guarded by hlock. */
   cf__spinlock hlock __attribute__((aligned(CF__CACHELINE)));

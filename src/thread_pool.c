@@ -738,14 +738,27 @@ void cf__pool_atfork(int phase) {
 /* Creation                                                                */
 
 /* A thread blocking on one of the pool's futures spins first only while
- * a CPU is left for it: once as many workers run tasks as there are
- * CPUs, its spin takes a CPU from the very tasks it waits for (a
- * CPU-bound map's consumer on two cores spun 20 us per chunk;
- * bench/NOTES.md section 29). */
+ * a CPU is left for it: once the pool's workers run tasks on every CPU,
+ * its spin takes a CPU from the very tasks it waits for (a CPU-bound
+ * map's consumer on two cores spun 20 us per chunk; bench/NOTES.md
+ * section 29). Workers counted as running tasks: all but those inside
+ * idle(). The idle spinner counts as idle although it holds a CPU for up
+ * to 50 us: counting it made a map of 2 us chunks twice as slow, its
+ * consumer sleeping on chunks the spin would have caught. A worker
+ * sleeping in a wait inside its task counts as running (a shorter spin
+ * for the thread waiting on it, never a missed wake-up); a worker
+ * waiting here holds its own CPU, which its spin takes from nobody.
+ * `cpus` is the affinity mask's size at creation (a CPU quota is not
+ * seen). */
 static int64_t pool_spin_ns(cf_executor *ex) {
   pool *p = (pool *)ex;
+  if (pool_forked(p))
+    return CF__WAIT_SPIN_NS;
   int running = atomic_load_explicit(&p->nworkers, memory_order_relaxed) -
                 atomic_load_explicit(&p->idle_now, memory_order_relaxed);
+  worker *self = cf__current_worker;
+  if (self != NULL && self->p == p)
+    running--;
   return running >= p->cpus ? 0 : CF__WAIT_SPIN_NS;
 }
 
