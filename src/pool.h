@@ -169,18 +169,18 @@ struct pool {
   qseg *tprev;    /* the one linked before it (valid while hseg != tseg) */
   uint32_t tidx;  /* its next free item */
   _Atomic uint64_t submitted; /* written under qlock, read by stats */
+  _Atomic bool shutdown;      /* set under qlock */
+  _Atomic bool broken;        /* set under qlock */
   char *broken_msg;           /* set once, before broken */
   int starting;               /* submits between enqueue and adjust_workers
                                  (incremented under qlock); destroy waits */
   /* Tasks ever queued: a locked add under qlock publishes them (release,
    * and the full barrier of the wake-up check); read by anyone. On a
-   * line of its own (with the flags the idle spinner polls): workers
-   * poll it, and each poll would otherwise take qlock's line from the
-   * next submit (4 % on throughput (a), bench/NOTES.md section 27). */
+   * line of its own: workers poll it, and each poll would otherwise
+   * take qlock's line from the next submit (4 % on throughput (a),
+   * bench/NOTES.md section 27; the idle spinner reads the shutdown flag
+   * only once per round of polls, for the same reason). */
   _Atomic uint64_t ptail __attribute__((aligned(CF__CACHELINE)));
-  /* Beside it, as the idle spinner polls them with the counts: */
-  _Atomic bool shutdown; /* set under qlock */
-  _Atomic bool broken;   /* set under qlock */
 
   /* The FIFO's head, guarded by hlock. */
   cf__spinlock hlock __attribute__((aligned(CF__CACHELINE)));

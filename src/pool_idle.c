@@ -105,11 +105,13 @@ bool idle(worker *w) {
     int64_t end = cf_now_ns() + IDLE_SPIN_NS;
     bool found = false, stop = false;
     do {
-      for (int i = 0; i < 64 && !found && !stop; i++) {
+      for (int i = 0; i < 64 && !found; i++) {
         cf__cpu_relax();
         found = queued_now(p) > 0;
-        stop = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
       }
+      /* Once per round: the flag lives on qlock's line, which a poll
+       * would take from the next submit. */
+      stop = atomic_load_explicit(&p->shutdown, memory_order_relaxed);
     } while (!found && !stop && cf_now_ns() < end);
     atomic_fetch_sub(&p->spinning, 1);
     if (found)
