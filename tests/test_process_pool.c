@@ -49,6 +49,19 @@ CF_TASK(crash) {
   return 0;
 }
 
+CF_TASK(crash_on_cue) { /* the argument: a path; crashes once it exists */
+  char path[256];
+  size_t n = cf_arg_size(arg);
+  if (n >= sizeof path)
+    return -ENAMETOOLONG;
+  memcpy(path, arg, n);
+  path[n] = '\0';
+  for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
+    usleep(1000);
+  raise(SIGSEGV);
+  return 0;
+}
+
 CF_TASK(leave) {
   exit(3);
 }
@@ -296,15 +309,27 @@ CF_TEST(broken_on_crash_fails_everything_as_python_does) {
   (void)state;
   cf_executor *ex = pool_new(
       &(cf_process_pool_opts){.max_workers = 1, .broken_on_crash = true});
+  /* The crash waits for its cue, so that the next task is queued behind
+   * it before the pool breaks (else that submit could fail at once). */
+  char cue[] = "/tmp/cf_pp_cue_XXXXXX";
+  int fd = mkstemp(cue);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(cue);
   cf_future *crash, *after;
-  assert_int_equal(cf_executor_submit_bytes(ex, "crash", NULL, 0, &crash), 0);
+  assert_int_equal(
+      cf_executor_submit_bytes(ex, "crash_on_cue", cue, strlen(cue), &crash), 0);
   after = submit_i64(ex, "square", 3); /* queued behind it */
+  fd = open(cue, O_CREAT | O_WRONLY, 0600);
+  assert_true(fd >= 0);
+  close(fd);
   assert_int_equal(cf_future_result(crash, SOON, NULL), CF_EBROKEN);
   assert_int_equal(cf_future_result(after, SOON, NULL), CF_EBROKEN);
+  unlink(cue);
   /* The queued task says why the pool broke: the crash that did it. */
   const char *why = cf_future_get_error(after).message;
   assert_non_null(strstr(why, "the pool is broken"));
-  assert_non_null(strstr(why, "task 'crash'"));
+  assert_non_null(strstr(why, "task 'crash_on_cue'"));
   cf_future *later;
   int64_t x = 1;
   assert_int_equal(cf_executor_submit_bytes(ex, "square", &x, sizeof x, &later),
