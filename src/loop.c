@@ -13,9 +13,9 @@
  * and cost O(1) to add, cancel and fire; more than one run, so that one
  * far-off timeout does not send every shorter timer after it to the
  * heap), else to the heap; the earliest is the earliest of the runs'
- * heads and the heap's root. One uv_timer_t wakes the loop for it. libuv polls; the driver (drive) alternates:
- * due timers, the FIFO (up to a budget), then uv_run, blocking only when
- * the FIFO is empty.
+ * heads and the heap's root. One uv_timer_t wakes the loop for it. libuv
+ * polls; the driver (drive) alternates: due timers, the FIFO (up to a
+ * budget), then uv_run, blocking only when the FIFO is empty.
  *
  * A task is a future of this executor with an ltask in its room (one
  * allocation). It starts from the FIFO (claim, take a stack, switch in),
@@ -299,8 +299,14 @@ typedef struct hent {
   ltimer *t;
 } hent;
 
+/* The timers' order: (deadline, sequence). */
+static inline bool key_before(int64_t due_a, uint64_t seq_a, int64_t due_b,
+                              uint64_t seq_b) {
+  return due_a < due_b || (due_a == due_b && seq_a < seq_b);
+}
+
 static bool hent_before(const hent *a, const hent *b) {
-  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+  return key_before(a->due, a->seq, b->due, b->seq);
 }
 
 static void heap_set(cf_loop *L, size_t i, hent e) {
@@ -391,15 +397,14 @@ static ltimer *timer_first(cf_loop *L) {
   ltimer *best = NULL;
   for (ltimer *run = L->runs; run < L->runs + NRUNS; run++) {
     ltimer *h = run->next;
-    if (h != run && (best == NULL || h->due < best->due ||
-                     (h->due == best->due && h->seq < best->seq)))
+    if (h != run &&
+        (best == NULL || key_before(h->due, h->seq, best->due, best->seq)))
       best = h;
   }
   if (L->nheap == 0)
     return best;
   const hent *h = &L->heap[0];
-  if (best == NULL || h->due < best->due ||
-      (h->due == best->due && h->seq < best->seq))
+  if (best == NULL || key_before(h->due, h->seq, best->due, best->seq))
     return h->t;
   return best;
 }

@@ -91,35 +91,17 @@ CF_TEST(timers_fire_in_order_and_never_early) {
   assert_int_equal(cf_loop_free(L), 0);
 }
 
-/* The loop keeps timers that arrive in deadline order in a list and the
- * others in a heap: a long in-order stretch, equal deadlines on both
- * sides (the list's tail is later, so an equal one goes to the heap) and
+/* The loop keeps timers that arrive in deadline order in sorted runs and
+ * the others in a heap: a long in-order stretch, equal deadlines on both
+ * sides (the runs' tails are later, so an equal one goes to the heap) and
  * cancellations anywhere must still fire in (deadline, schedule order). */
-enum { MIXED = 240 };
-
-typedef struct mixed_rec {
-  int seen[MIXED];
-  int n;
-  int64_t due[MIXED];
-  int64_t at[MIXED];
-} mixed_rec;
-
-typedef struct mixed_item {
-  mixed_rec *rec;
-  int id;
-} mixed_item;
-
-static void mixed_cb(void *arg) {
-  mixed_item *it = arg;
-  it->rec->at[it->rec->n] = cf_now_ns();
-  it->rec->seen[it->rec->n++] = it->id;
-}
+enum { MIXED = 240 }; /* within order_rec's 256 */
 
 CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
   (void)state;
   cf_loop *L = new_loop();
-  mixed_rec rec = {.n = 0};
-  mixed_item items[MIXED];
+  order_rec rec = {.n = 0};
+  order_item items[MIXED];
   cf_loop_call *h[MIXED];
   bool cancelled[MIXED] = {false};
   int64_t base = cf_now_ns() + CF_MSEC(30);
@@ -134,9 +116,9 @@ CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
       rnd = rnd * 1103515245u + 12345u;
       off = CF_USEC(100) * ((rnd >> 16) % 70);
     }
-    items[i] = (mixed_item){&rec, i};
+    items[i] = (order_item){&rec, i};
     rec.due[i] = base + off;
-    assert_int_equal(cf_loop_call_at(L, rec.due[i], mixed_cb, &items[i], &h[i]),
+    assert_int_equal(cf_loop_call_at(L, rec.due[i], record_cb, &items[i], &h[i]),
                      0);
   }
   /* Cancel every seventh and a run of neighbours in the list's middle. */
@@ -167,9 +149,9 @@ CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
   /* Timers still queued in both places when the loop is freed go with
    * it (the leak checkers see the rest). */
   cf_loop_call *far;
-  assert_int_equal(cf_loop_call_later(L, CF_SEC(60), mixed_cb, NULL, &far), 0);
-  assert_int_equal(cf_loop_call_later(L, CF_SEC(30), mixed_cb, NULL, NULL), 0);
-  assert_int_equal(cf_loop_call_later(L, CF_SEC(90), mixed_cb, NULL, NULL), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(60), record_cb, NULL, &far), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(30), record_cb, NULL, NULL), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_SEC(90), record_cb, NULL, NULL), 0);
   assert_int_equal(cf_loop_free(L), 0);
   cf_loop_call_release(far);
 }
@@ -182,8 +164,8 @@ CF_TEST(timers_in_and_out_of_order_with_cancellations_keep_their_order) {
 CF_TEST(equal_deadlines_fire_in_schedule_order_across_runs_and_heap) {
   (void)state;
   cf_loop *L = new_loop();
-  mixed_rec rec = {.n = 0};
-  mixed_item it[8];
+  order_rec rec = {.n = 0};
+  order_item it[8];
   cf_loop_call *h[8];
   int64_t base = cf_now_ns() + CF_MSEC(20);
   int64_t due[8] = {
@@ -197,13 +179,13 @@ CF_TEST(equal_deadlines_fire_in_schedule_order_across_runs_and_heap) {
       base + CF_MSEC(9),  /* 7: B, behind 1: ties with 5, after it */
   };
   for (int i = 0; i < 8; i++) {
-    it[i] = (mixed_item){&rec, i};
+    it[i] = (order_item){&rec, i};
     rec.due[i] = due[i];
     if (i == 4)
       assert_int_equal(cf_loop_call_cancel(h[0]), 0);
     if (i == 5)
       assert_int_equal(cf_loop_call_cancel(h[2]), 0);
-    assert_int_equal(cf_loop_call_at(L, due[i], mixed_cb, &it[i], &h[i]), 0);
+    assert_int_equal(cf_loop_call_at(L, due[i], record_cb, &it[i], &h[i]), 0);
   }
   assert_int_equal(cf_loop_call_at(L, base + CF_MSEC(30), stop_cb, L, NULL),
                    0);

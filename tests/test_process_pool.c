@@ -49,13 +49,21 @@ CF_TASK(crash) {
   return 0;
 }
 
-CF_TASK(crash_on_cue) { /* the argument: a path; crashes once it exists */
-  char path[256];
+/* A task's argument as a path (its bytes, not terminated). */
+static int arg_path(const void *arg, char *path, size_t size) {
   size_t n = cf_arg_size(arg);
-  if (n >= sizeof path)
+  if (n >= size)
     return -ENAMETOOLONG;
   memcpy(path, arg, n);
   path[n] = '\0';
+  return 0;
+}
+
+CF_TASK(crash_on_cue) { /* the argument: a path; crashes once it exists */
+  char path[256];
+  int rc = arg_path(arg, path, sizeof path);
+  if (rc != 0)
+    return rc;
   for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
     usleep(1000);
   raise(SIGSEGV);
@@ -160,11 +168,9 @@ static FILE *note_file; /* a worker's, left open: flushed when it ends */
 
 CF_TASK(note_down) { /* the argument: a path; stdio-buffered, not closed */
   char path[256];
-  size_t n = cf_arg_size(arg);
-  if (n >= sizeof path)
-    return -ENAMETOOLONG;
-  memcpy(path, arg, n);
-  path[n] = '\0';
+  int rc = arg_path(arg, path, sizeof path);
+  if (rc != 0)
+    return rc;
   if (note_file == NULL && (note_file = fopen(path, "w")) == NULL)
     return -errno;
   fprintf(note_file, "written in a worker\n");

@@ -504,6 +504,11 @@ CF_TEST(shutdown_cancel_futures_cancels_pending_only) {
   hold_destroy(&h);
 }
 
+static bool all_idle(void *arg) {
+  cf_executor_stats st;
+  return cf_executor_get_stats(arg, &st) == 0 && st.idle_workers == st.workers;
+}
+
 /* A thread blocking on a pool's future spins before it sleeps only while
  * a CPU is left for it: with as many workers running tasks as the
  * process has CPUs, the spin would take a CPU from the tasks. */
@@ -513,11 +518,6 @@ static int test_cpus(void) {
     return CPU_COUNT(&set);
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
-}
-
-static bool all_idle(void *arg) {
-  cf_executor_stats st;
-  return cf_executor_get_stats(arg, &st) == 0 && st.idle_workers == st.workers;
 }
 
 static int task_spin_budget(void *arg, cf_value *result) {
