@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "coro.h"
+#include "future_int.h"
 
 enum { G_NEW, G_SUSPENDED, G_RUNNING, G_DONE, G_FAILED, G_ABANDONED };
 enum { CACHE_MAX = 8 };
@@ -34,6 +35,7 @@ struct cf_gen {
   bool closing;
   cf_value ret;
   cf_value xfer; /* the value crossing a switch, either way */
+  char *errmsg;  /* the failed body's cf_raise message, or NULL */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -120,6 +122,8 @@ static void body(void *p) {
   if (g->closing && rc == CF_ECANCELED)
     rc = 0; /* ended by close: finished, as Python's GeneratorExit */
   g->rc = rc;
+  if (rc != 0)
+    g->errmsg = cf__raise_take(rc); /* the body ran on this thread */
   g->state = rc == 0 ? G_DONE : G_FAILED;
   cf__ctx_exit(&g->ctx, &g->caller);
 }
@@ -213,8 +217,8 @@ int cf_gen_yield_from(cf_gen *g, cf_gen *sub, cf_value *result) {
       }
       return 0;
     }
-    if (r < 0)
-      return r;
+    if (r < 0) /* sub's message goes with its code, as an exception */
+      return sub->errmsg != NULL ? cf_raise(r, "%s", sub->errmsg) : r;
     if (cf_gen_yield(g, &v, &sent) == CF_ECANCELED) {
       cf_gen_close(sub);
       return CF_ECANCELED;
@@ -224,6 +228,14 @@ int cf_gen_yield_from(cf_gen *g, cf_gen *sub, cf_value *result) {
 
 const cf_value *cf_gen_get_return(const cf_gen *g) {
   return g != NULL ? &g->ret : &zero_value;
+}
+
+cf_error cf_gen_get_error(const cf_gen *g) {
+  if (g == NULL)
+    return (cf_error){CF_EINVAL, cf_strerror(CF_EINVAL)};
+  if (g->state != G_FAILED)
+    return (cf_error){0, ""};
+  return (cf_error){g->rc, g->errmsg != NULL ? g->errmsg : cf_strerror(g->rc)};
 }
 
 int cf_gen_close(cf_gen *g) {
@@ -238,12 +250,13 @@ int cf_gen_close(cf_gen *g) {
   if (g->state != G_SUSPENDED)
     return g->state == G_ABANDONED ? CF_EINVALSTATE : 0;
   g->closing = true;
-  if (resume(g) == G_SUSPENDED) { /* it yielded instead of ending */
+  int st = resume(g);
+  if (st == G_SUSPENDED) { /* it yielded instead of ending */
     cf_value_release(&g->xfer);
     g->state = G_ABANDONED;
     return CF_EINVALSTATE;
   }
-  return 0;
+  return st == G_FAILED ? g->rc : 0; /* as Python's close() re-raises */
 }
 
 void cf_gen_free(cf_gen *g) {
@@ -254,5 +267,6 @@ void cf_gen_free(cf_gen *g) {
   if (g->state == G_ABANDONED)
     release_body(g); /* never resumed again: its frames are dropped */
   cf_value_release(&g->ret);
+  free(g->errmsg);
   free(g);
 }

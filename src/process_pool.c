@@ -492,8 +492,28 @@ typedef struct pool {
   pthread_t mgr;
   int efd;
   cf__cb_sink sink;
-  _Atomic uint64_t submitted, completed;
+  /* Stats (cf_executor_stats): each outcome is counted before it is
+   * published, so a waiter that sees a future done reads counters that
+   * count it. */
+  _Atomic uint64_t submitted, completed, failed, cancelled, callbacks_failed;
 } pool;
+
+/* The counter of an outcome: a value, an error, or cancelled. */
+static _Atomic uint64_t *outcome_counter(pool *p, int err, bool cancelled) {
+  return cancelled || err == CF_ECANCELED ? &p->cancelled
+         : err != 0                       ? &p->failed
+                                          : &p->completed;
+}
+
+/* Settles a future the pool will not run (queued, or in a fork child),
+ * counted; one a user cancelled while it was queued counts as
+ * cancelled. Drops the pool's reference. */
+static void settle_counted(pool *p, cf_future *f, int err, char *why) {
+  if (cf__future_settle(f, err, why, &p->sink,
+                        outcome_counter(p, err, false)) != 0)
+    atomic_fetch_add(&p->cancelled, 1);
+  cf_future_unref(f);
+}
 
 static bool worker_idle(const struct pool *p, const worker *w);
 static int dispatch(struct pool *p, worker *w, cf_future *f);
@@ -722,12 +742,12 @@ static void done_flush(pool *p, done_list *d) {
   atomic_fetch_sub(&p->running, (int)d->n);
   for (size_t i = 0; i < d->n; i++) {
     done_rec *r = &d->v[i];
+    atomic_fetch_add(outcome_counter(p, r->o.err, r->cancelled), 1);
     if (r->cancelled)
       cf__future_finish_cancelled(r->f, &p->sink);
     else
       cf__future_finish(r->f, &r->o, &p->sink);
     cf_future_unref(r->f);
-    atomic_fetch_add(&p->completed, 1);
   }
   d->n = 0;
 }
@@ -1037,8 +1057,7 @@ static void settle_queue(pool *p, int err, done_list *d) {
       free(why);
       break;
     }
-    cf__future_settle(f, err, why, &p->sink, NULL);
-    cf_future_unref(f);
+    settle_counted(p, f, err, why);
   }
 }
 
@@ -1086,7 +1105,8 @@ static void *manager(void *arg) {
           atomic_fetch_add(&p->running, 1);
           break;
         }
-        cf_future_unref(f); /* cancelled while queued */
+        atomic_fetch_add(&p->cancelled, 1); /* cancelled while queued */
+        cf_future_unref(f);
       }
       if (f == NULL)
         break;
@@ -1253,15 +1273,36 @@ static void pp_destroy(cf_executor *ex) {
   pthread_cond_destroy(&p->cv);
 }
 
+/* A done callback that failed while this pool completed its future:
+ * counted (the sink), then reported as one no executor reports (the
+ * process-wide handler, or a line on stderr): the pool has no hook of
+ * its own. */
+static void report_callback_error(void *ctx, cf_future *f, int rc) {
+  (void)ctx;
+  cf__report_callback_error(NULL, f, rc);
+}
+
 static void pp_stats(cf_executor *ex, cf_executor_stats *st) {
   pool *p = (pool *)ex;
   st->max_workers = (uint32_t)p->nw;
+  /* The outcomes first, then submitted: while tasks move on, the sum
+   * errs below submitted, never above it. */
+  st->completed = atomic_load(&p->completed);
+  st->failed = atomic_load(&p->failed);
+  st->cancelled = atomic_load(&p->cancelled);
+  st->callbacks_failed = atomic_load(&p->callbacks_failed);
   pthread_mutex_lock(&p->mu);
   st->queued = p->qlen;
   st->running = (uint64_t)p->running;
+  uint32_t alive = 0, idle = 0;
+  for (int i = 0; i < p->nw; i++) {
+    alive += p->w[i].pid > 0;
+    idle += worker_idle(p, &p->w[i]);
+  }
   pthread_mutex_unlock(&p->mu);
+  st->workers = alive;
+  st->idle_workers = idle;
   st->submitted = atomic_load(&p->submitted);
-  st->completed = atomic_load(&p->completed);
 }
 
 static int pp_max_workers(cf_executor *ex) { return ((pool *)ex)->nw; }
@@ -1276,16 +1317,14 @@ static void pp_forked(cf_executor *ex) {
   p->mgr_done = true;
   p->mgr_joined = true;
   p->shut = true;
-  for (size_t i = 0; i < p->qlen; i++) {
-    cf_future *f = p->q[(p->qhead + i) % p->qcap];
-    cf__future_settle(f, CF_EFORKED, NULL, &p->sink, NULL);
-    cf_future_unref(f);
-  }
+  for (size_t i = 0; i < p->qlen; i++)
+    settle_counted(p, p->q[(p->qhead + i) % p->qcap], CF_EFORKED, NULL);
   p->qlen = 0;
   for (int i = 0; i < p->nw; i++) {
     worker *w = &p->w[i];
     if (w->task != NULL) {
       cf__outcome o = {CF_EFORKED, NULL, CF_VALUE_INIT};
+      atomic_fetch_add(&p->failed, 1);
       cf__future_finish(w->task, &o, &p->sink);
       cf_future_unref(w->task);
     }
@@ -1339,6 +1378,8 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
     return CF_ENOMEM;
   p->o = o;
   p->nw = o.max_workers;
+  p->sink.fn = report_callback_error;
+  p->sink.failed = &p->callbacks_failed;
   p->w = calloc((size_t)p->nw, sizeof *p->w);
   p->initname = o.initializer ? strdup(o.initializer) : NULL;
   p->initarg = o.initarg_size ? malloc(o.initarg_size) : NULL;

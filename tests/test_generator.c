@@ -169,6 +169,65 @@ static int failing_body(cf_gen *g, void *arg, cf_value *ret) {
   return -ENOENT;
 }
 
+/* Yields once, then fails with a message; arg: fail on close instead. */
+static int raising_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)ret;
+  int rc = cf_gen_yield(g, NULL, NULL);
+  if (arg != NULL && rc == CF_ECANCELED)
+    return cf_raise(-EIO, "flushing on close failed");
+  return cf_raise(-ENOENT, "item %d: not found", 7);
+}
+
+/* Delegates to raising_body and passes its failure up. */
+static int delegating_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  (void)ret;
+  cf_gen *sub;
+  if (cf_gen_new(raising_body, NULL, NULL, &sub) != 0)
+    return CF_ENOMEM;
+  int rc = cf_gen_yield_from(g, sub, NULL);
+  cf_gen_free(sub);
+  return rc;
+}
+
+CF_TEST(a_failed_generator_tells_its_code_and_message) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(raising_body, NULL, NULL, &g), 0);
+  assert_int_equal(cf_gen_get_error(g).code, 0); /* not started */
+  assert_string_equal(cf_gen_get_error(g).message, "");
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_get_error(g).code, 0); /* suspended */
+  assert_int_equal(cf_gen_next(g, NULL), -ENOENT);
+  cf_error e = cf_gen_get_error(g);
+  assert_int_equal(e.code, -ENOENT);
+  assert_string_equal(e.message, "item 7: not found");
+  cf_gen_free(g);
+
+  /* Through yield from: the delegate's message comes along. */
+  assert_int_equal(cf_gen_new(delegating_body, NULL, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_next(g, NULL), -ENOENT);
+  assert_string_equal(cf_gen_get_error(g).message, "item 7: not found");
+  cf_gen_free(g);
+
+  /* A body that fails while being closed: close reports it. */
+  assert_int_equal(cf_gen_new(raising_body, &e, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_close(g), -EIO);
+  assert_int_equal(cf_gen_next(g, NULL), -EIO);
+  assert_string_equal(cf_gen_get_error(g).message, "flushing on close failed");
+  cf_gen_free(g);
+
+  /* Without cf_raise: the code's own text; NULL: CF_EINVAL. */
+  assert_int_equal(cf_gen_new(failing_body, NULL, NULL, &g), 0);
+  assert_int_equal(cf_gen_next(g, NULL), 1);
+  assert_int_equal(cf_gen_next(g, NULL), -ENOENT);
+  assert_string_equal(cf_gen_get_error(g).message, cf_strerror(-ENOENT));
+  cf_gen_free(g);
+  assert_int_equal(cf_gen_get_error(NULL).code, CF_EINVAL);
+}
+
 static int reentrant_body(cf_gen *g, void *arg, cf_value *ret) {
   (void)arg;
   (void)ret;

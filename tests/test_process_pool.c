@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -576,6 +577,126 @@ CF_TEST(stress_crashes_among_many_tasks) {
   assert_int_equal(cf_executor_get_stats(ex, &st), 0);
   assert_int_equal(st.running, 0);
   assert_int_equal(cf_executor_free(ex), 0);
+}
+
+static int failing_callback(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  return 1;
+}
+
+static _Atomic int callback_errors_seen;
+static void count_callback_error(void *ctx, cf_future *f, int rc) {
+  (void)ctx;
+  (void)f;
+  if (rc == 1)
+    atomic_fetch_add(&callback_errors_seen, 1);
+}
+
+/* Reads the stats and checks the invariant of an idle pool. */
+static cf_executor_stats idle_stats(cf_executor *ex) {
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.submitted, st.completed + st.failed + st.cancelled);
+  return st;
+}
+
+/* Every way a process-pool task ends is counted where the header says:
+ * a value as completed; an error, a crash and a time limit as failed; a
+ * task cancelled while queued, one killed while running and those a
+ * cancelling shutdown drops as cancelled; each counted by the time its
+ * future is seen done. Workers alive and idle are reported, and a done
+ * callback that fails on the pool's thread is counted and reported. */
+CF_TEST(stats_count_every_outcome_as_the_header_says) {
+  (void)state;
+  cf_set_callback_error_handler(count_callback_error, NULL);
+  atomic_store(&callback_errors_seen, 0);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 1, .task_timeout_ns = CF_SEC(20)});
+  cf_executor_stats st;
+  cf_future *f = submit_i64(ex, "square", 3);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.completed, 1); /* counted before it was published */
+  cf_future_unref(f);
+  st = idle_stats(ex);
+  assert_int_equal(st.workers, 1);
+  assert_int_equal(st.idle_workers, 1);
+  assert_int_equal(st.max_workers, 1);
+
+  const char *failing[2] = {"fail_politely", "crash"};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(cf_executor_submit_bytes(ex, failing[i], NULL, 0, &f), 0);
+    assert_int_equal(cf_future_wait(f, SOON), 0);
+    assert_int_not_equal(cf_future_get_error(f).code, 0);
+    assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+    assert_int_equal(st.failed, (uint64_t)i + 1);
+    cf_future_unref(f);
+  }
+
+  /* One running, one cancelled while queued, one with a failing done
+   * callback queued behind them. */
+  cf_future *running, *dropped, *called;
+  assert_int_equal(cf_executor_submit_bytes(ex, "hang", NULL, 0, &running), 0);
+  dropped = submit_i64(ex, "square", 4);
+  called = submit_i64(ex, "square", 5);
+  assert_int_equal(cf_future_add_done_callback(called, failing_callback, NULL),
+                   0);
+  int64_t until = cf_now_ns() + SOON;
+  while (cf_future_get_state(running) != CF_RUNNING && cf_now_ns() < until)
+    usleep(1000);
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.running, 1);
+  assert_int_equal(st.workers, 1);
+  assert_int_equal(st.idle_workers, 0);
+  assert_int_equal(st.queued, 2);
+  assert_int_equal(cf_future_cancel(dropped), 0);
+  assert_int_equal(cf_future_cancel(running), 0); /* its worker is killed */
+  assert_int_equal(cf_future_wait(running, SOON), 0);
+  assert_true(cf_future_cancelled(running));
+  const cf_value *v;
+  assert_int_equal(cf_future_result(called, SOON, &v), 0);
+  assert_int_equal(v->u.i, 25);
+  cf_future_unref(running);
+  cf_future_unref(dropped);
+  cf_future_unref(called);
+  st = idle_stats(ex);
+  assert_int_equal(st.completed, 2);
+  assert_int_equal(st.failed, 2);
+  assert_int_equal(st.cancelled, 2);
+  /* Callbacks run after the outcome is published: the waiter may see the
+   * value before the pool's thread has run (and counted) the callback. */
+  until = cf_now_ns() + SOON;
+  while (atomic_load(&callback_errors_seen) == 0 && cf_now_ns() < until)
+    usleep(1000);
+  assert_int_equal(atomic_load(&callback_errors_seen), 1);
+  st = idle_stats(ex); /* counted before the handler was called */
+  assert_int_equal(st.callbacks_failed, 1);
+
+  /* A cancelling shutdown: the queued two are cancelled, counted. */
+  assert_int_equal(cf_executor_submit_bytes(ex, "hang", NULL, 0, &running), 0);
+  cf_future *q1 = submit_i64(ex, "square", 6), *q2 = submit_i64(ex, "square", 7);
+  until = cf_now_ns() + SOON;
+  while (cf_future_get_state(running) != CF_RUNNING && cf_now_ns() < until)
+    usleep(1000);
+  assert_int_equal(
+      cf_executor_shutdown(ex, CF_SHUTDOWN_CANCEL_FUTURES, CF_FOREVER), 0);
+  assert_true(cf_future_cancelled(q1));
+  assert_true(cf_future_cancelled(q2));
+  assert_int_equal(cf_future_cancel(running), 0);
+  assert_int_equal(cf_future_wait(running, SOON), 0);
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, SOON), 0);
+  st = idle_stats(ex);
+  assert_int_equal(st.submitted, 9);
+  assert_int_equal(st.cancelled, 5);
+  assert_int_equal(st.workers, 0); /* the pool's processes have exited */
+  cf_future_unref(running);
+  cf_future_unref(q1);
+  cf_future_unref(q2);
+  assert_int_equal(cf_executor_free(ex), 0);
+  cf_set_callback_error_handler(NULL, NULL);
 }
 
 CF_TEST(malformed_frames_and_oversize_payloads_are_errors) {

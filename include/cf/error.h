@@ -80,8 +80,11 @@ enum cf_errno {
 CF_EXTERN const char *cf_strerror(int code);
 
 /**
- * The symbolic name of a code: "CF_ETIMEDOUT", "ENOENT", "OK" for 0,
- * "UNKNOWN" otherwise. Never NULL; static. Thread-safe.
+ * The symbolic name of a code: "CF_EBROKEN" for the library's own codes
+ * (-3xxx), the errno name for a negated errno ("ENOENT"; and
+ * "ETIMEDOUT", "ECANCELED" for CF_ETIMEDOUT and CF_ECANCELED, which are
+ * those errnos), "OK" for 0, "UNKNOWN" otherwise. Never NULL; static.
+ * Thread-safe.
  */
 CF_EXTERN const char *cf_err_name(int code);
 

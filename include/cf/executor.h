@@ -173,13 +173,20 @@ typedef struct cf_executor_stats {
   uint64_t queued;    /**< accepted, not yet started or discarded */
   uint64_t running;   /**< running now */
   uint64_t completed; /**< finished with a value */
-  uint64_t failed;    /**< finished with an error (incl. broken pool) */
-  uint64_t
-      cancelled; /**< cancelled before they ran (as seen by the executor) */
-  uint64_t callbacks_failed; /**< done callbacks that returned non-zero */
-  uint32_t workers;          /**< worker threads/processes started */
-  uint32_t idle_workers;     /**< of which waiting for work right now */
-  uint32_t max_workers;      /**< the configured maximum */
+  /** Finished with an error: the task's own, a broken pool's, or (process
+   * pool) a worker that crashed or ran past the time limit. */
+  uint64_t failed;
+  /** Cancelled before they ran (as seen by the executor), and (process
+   * pool) running tasks whose worker it killed for a cancel. */
+  uint64_t cancelled;
+  /** Done callbacks that returned non-zero (counted once the callback
+   * has returned: after its future is seen done). */
+  uint64_t callbacks_failed;
+  /** Workers: a thread pool's threads started (still counted after they
+   * exit at shutdown); a process pool's worker processes alive now. */
+  uint32_t workers;
+  uint32_t idle_workers; /**< of which waiting for work right now */
+  uint32_t max_workers;  /**< the configured maximum */
 } cf_executor_stats;
 
 /**

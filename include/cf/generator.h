@@ -96,11 +96,26 @@ CF_EXTERN int cf_gen_yield_from(cf_gen *g, cf_gen *sub, cf_value *result);
 CF_EXTERN const cf_value *cf_gen_get_return(const cf_gen *g);
 
 /**
+ * A failed generator's code and message together (cf/error.h): the
+ * body's negative code and its cf_raise text (or cf_strerror(code));
+ * {0, ""} while it has not failed (suspended, finished, closed);
+ * {CF_EINVAL, ...} for NULL. A failure that cf_gen_yield_from passed up
+ * keeps the delegate's message. The message is borrowed, valid until
+ * cf_gen_free.
+ */
+CF_EXTERN cf_error cf_gen_get_error(const cf_gen *g);
+
+/**
  * Closes a suspended generator (Python's close()): its pending
- * cf_gen_yield returns CF_ECANCELED and the body runs to its end. Returns
- * 0 (closed, or it was not started or already finished), or
- * CF_EINVALSTATE if the body yielded again instead of ending (it is then
- * abandoned: its stack is released by cf_gen_free without running it).
+ * cf_gen_yield returns CF_ECANCELED and the body runs to its end. A body
+ * that then returns CF_ECANCELED or 0 is finished, as a Python generator
+ * that lets GeneratorExit through (cf_gen_next returns 0 from then on).
+ * Returns 0 (closed, or it was not started or already finished); the
+ * body's code if it failed with another one while closing (Python's
+ * close() raises it; the generator has failed with it: cf_gen_next
+ * returns it, cf_gen_get_error tells its message); or CF_EINVALSTATE if
+ * the body yielded again instead of ending (it is then abandoned: its
+ * stack is released by cf_gen_free without running it).
  */
 CF_EXTERN int cf_gen_close(cf_gen *g);
 

@@ -42,6 +42,12 @@
  * cf_future_cancel of a running task kills its worker and the future ends
  * CANCELLED.
  *
+ * Futures are completed, and their done callbacks run, on the pool's
+ * own thread (the tasks a cancelling shutdown drops: on the thread that
+ * shuts down). A callback that fails in either is counted
+ * (stats.callbacks_failed) and reported to the process-wide handler
+ * (cf_set_callback_error_handler; without one, a line on stderr).
+ *
  * Thread-safety: as every executor (cf/executor.h): submit, cancel and
  * shutdown from any thread.
  */
