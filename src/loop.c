@@ -1176,7 +1176,10 @@ static int drive(cf_loop *L, int until, cf_future *f, int64_t deadline) {
         L->rhead == NULL &&
         atomic_load_explicit(&L->remote, memory_order_relaxed) == NULL)
       break;
-    if (atomic_exchange(&L->stop_req, false)) {
+    /* A stop asks run and run_until to return; a shutdown or free runs
+     * until every task has ended, and leaves a stop asked meanwhile for
+     * the next run (a task's cleanup may ask one). */
+    if (until != UNTIL_NO_TASKS && atomic_exchange(&L->stop_req, false)) {
       rc = until == UNTIL_STOP ? 0 : CF_ESTOPPED;
       break;
     }
@@ -1242,9 +1245,10 @@ int cf_sleep_until(int64_t deadline_ns) {
   ltask *t = tls_task;
   if (t == NULL) {
     for (;;) {
-      int64_t left = deadline_ns - cf_now_ns();
-      if (left <= 0)
+      int64_t now = cf_now_ns();
+      if (deadline_ns <= now) /* before subtracting: no overflow */
         return 0;
+      int64_t left = deadline_ns - now;
       struct timespec ts = {.tv_sec = left / 1000000000,
                             .tv_nsec = left % 1000000000};
       nanosleep(&ts, NULL);
@@ -1425,20 +1429,24 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
   t->cancel_node.run = cancel_node_of_task;
   t->shared = L->shared_mode; /* saved or stack: one of the union's */
   timer_init(&t->timer, task_timer_fire);
-  atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
   if (tls_loop == L) {
+    atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
     fifo_push(L, &t->node);
   } else {
     /* From another thread: pinned, so that the loop is not destroyed
      * under the post (a submit that loses the race with a shutdown is
-     * cancelled by the destroy). */
+     * cancelled by the destroy). Counted live only once pinned: a count
+     * taken back after a failed pin could leave a free's drive waiting
+     * for a task whose post, and wake-up, never come; once pinned, the
+     * post wakes the loop. */
     cf__pin pin;
     if (cf__executor_pin(ex, &pin) != 0) {
-      atomic_fetch_sub_explicit(&L->live, 1, memory_order_relaxed);
       cf__future_discard(f);
       return CF_ESHUTDOWN;
     }
+    atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
     remote_push(L, &t->node);
     cf__executor_unpin(&pin);
   }
@@ -1497,6 +1505,12 @@ static void cancel_node_run(rnode *n) {
 
 static int loop_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
   cf_loop *L = (cf_loop *)ex;
+  /* A thread that runs another loop cannot wait for L (it could only
+   * drive L by leaving its own): refused, and L left as it was. Without
+   * a wait the shutdown is posted to L, as from any other thread. */
+  bool other_loop = tls_loop != NULL && tls_loop != L;
+  if (other_loop && (flags & CF_SHUTDOWN_WAIT))
+    return CF_EBUSY;
   atomic_store(&L->closing, true);
   if (tls_loop == L) {
     if (flags & (CF_SHUTDOWN_CANCEL_FUTURES | SHUTDOWN_CANCEL_RUNNING))
@@ -1505,9 +1519,7 @@ static int loop_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
                ? CF_EDEADLK
                : 0;
   }
-  if (tls_loop != NULL)
-    return CF_EBUSY; /* this thread runs another loop: it cannot drive L */
-  if (claim(L) == 0) {
+  if (!other_loop && claim(L) == 0) {
     if (flags & (CF_SHUTDOWN_CANCEL_FUTURES | SHUTDOWN_CANCEL_RUNNING))
       cancel_all(L, flags);
     int rc = 0;

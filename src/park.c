@@ -92,7 +92,10 @@ int cf__park_wait(_Atomic uint32_t *addr, uint32_t seen, int64_t deadline_ns) {
     } else {
       struct timespec ts = {(time_t)(deadline_ns / 1000000000),
                             (long)(deadline_ns % 1000000000)};
-      if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+      /* Only once the deadline has passed by the monotonic clock: where
+       * the condvar cannot use it (__APPLE__), its ETIMEDOUT is early. */
+      if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT &&
+          cf_now_ns() >= deadline_ns)
         rc = CF_ETIMEDOUT;
     }
   }

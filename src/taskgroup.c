@@ -256,6 +256,10 @@ void cf_task_group_free(cf_task_group *g) {
     }
     cf_task_group_join(g);
   }
+  /* Freed without a join after a child failed: the group's cancellation
+   * of its owner goes with the group, unless a wait already took it. */
+  if (g->requested && check_owner(g) == 0)
+    cf__task_soft_withdraw(g->owner, g->ticket);
   for (size_t i = 0; i < g->n; i++)
     cf_future_unref(g->kids[i]);
   if (g->idle != NULL)

@@ -308,6 +308,37 @@ CF_TEST(a_failing_child_cancels_its_siblings_and_the_owner) {
   assert_int_equal(cf_loop_run_main(main_group_fails, NULL, test_loop_opts(NULL), NULL), 0);
 }
 
+/* The owner waits on the failing child's own future (not the join),
+ * then frees the group without a join: the group's cancellation of the
+ * owner, if it has not reached a wait, is withdrawn with the group. */
+static int main_group_freed_after_a_failure(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  cf_future *child;
+  TCHECK(cf_task_group_spawn(g, fail_after, (void *)(intptr_t)1, &child) == 0);
+  int rc = cf_future_wait(child, CF_FOREVER);
+  /* Either the wait ended on the child (then the group's request may
+   * still be owed) or the request cut it short; both are fine here. */
+  TCHECK(rc == 0 || rc == CF_ECANCELED);
+  while (!cf_future_done(child))
+    TCHECK(cf_future_wait(child, CF_FOREVER) == 0);
+  cf_task_group_free(g);
+  cf_future_unref(child);
+  /* No group any more: nothing may cancel this task's waits. */
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  TCHECK(cf_sleep(CF_MSEC(1)) == 0);
+  return 0;
+}
+
+CF_TEST(a_group_freed_without_a_join_withdraws_its_cancellation_of_the_owner) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_group_freed_after_a_failure, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 static int main_group_ok(void *arg, cf_value *result) {
   (void)arg;
   (void)result;

@@ -643,6 +643,45 @@ CF_TEST(freeing_a_loop_cancels_its_tasks_and_lets_them_clean_up) {
   cf_future_unref(g);
 }
 
+/* Cancelled by the loop's free, it asks the loop to stop (a helper's
+ * cleanup might), then waits once more before it ends. */
+static int stop_in_cleanup(void *arg, cf_value *result) {
+  (void)result;
+  cancel_rec *r = arg;
+  atomic_store(&r->reached, 1);
+  r->wait_rc = cf_sleep(CF_SEC(3600));
+  cf_loop_stop(cf_loop_current());
+  r->after_rc = cf_sleep(CF_MSEC(1));
+  r->cleaned = true;
+  return r->wait_rc;
+}
+
+CF_TEST(sleep_until_a_deadline_long_past_returns_at_once_outside_a_task) {
+  (void)state;
+  int64_t t0 = cf_now_ns();
+  assert_int_equal(cf_sleep_until(INT64_MIN), 0); /* no overflow */
+  assert_int_equal(cf_sleep_until(INT64_MIN + 1), 0);
+  assert_int_equal(cf_sleep_until(t0 - CF_SEC(1)), 0);
+  assert_true(cf_now_ns() - t0 < CF_SEC(10));
+}
+
+CF_TEST(a_stop_asked_while_the_loop_is_freed_does_not_cut_the_free_short) {
+  (void)state;
+  cf_loop *L = new_loop();
+  cancel_rec r = {.suppress = false};
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(L, stop_in_cleanup, &r, &f), 0);
+  assert_int_equal(cf_loop_call_later(L, CF_MSEC(10), stop_cb, L, NULL), 0);
+  assert_int_equal(cf_loop_run(L), 0);
+  assert_int_equal(atomic_load(&r.reached), 1);
+  assert_int_equal(cf_loop_free(L), 0); /* runs the task to its end */
+  assert_true(r.cleaned);
+  assert_int_equal(r.wait_rc, CF_ECANCELED);
+  assert_int_equal(r.after_rc, 0);
+  assert_true(cf_future_cancelled(f));
+  cf_future_unref(f);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Waiting on many futures, deadlines                                     */
 
@@ -825,6 +864,13 @@ CF_TEST(done_callbacks_added_on_the_loop_run_on_the_loop_thread) {
 /* ---------------------------------------------------------------------- */
 /* The loop as an executor, misuse                                        */
 
+static cf_future *spawned_on_other;
+
+static int twice_later(void *arg, cf_value *result) {
+  result->u.i = 2 * (intptr_t)arg;
+  return cf_yield();
+}
+
 static int nested_run(void *arg, cf_value *result) {
   (void)result;
   cf_loop *other = arg;
@@ -833,6 +879,16 @@ static int nested_run(void *arg, cf_value *result) {
   TCHECK(cf_loop_run_main(answer_task, NULL, test_loop_opts(NULL), NULL) == CF_EBUSY);
   TCHECK(cf_loop_free(cf_loop_current()) == CF_EBUSY);
   TCHECK(cf_executor_free(cf_loop_executor(cf_loop_current())) == CF_EDEADLK);
+  /* Another loop cannot be driven from here: a free or a waiting
+   * shutdown is refused and leaves it open for tasks; a shutdown without
+   * a wait is posted to it. */
+  TCHECK(cf_loop_free(other) == CF_EBUSY);
+  cf_executor *ex = cf_loop_executor(other);
+  TCHECK(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER) == CF_EBUSY);
+  TCHECK(cf_loop_spawn(other, twice_later, (void *)(intptr_t)4,
+                       &spawned_on_other) == 0);
+  TCHECK(cf_executor_shutdown(ex, 0, CF_FOREVER) == 0);
+  TCHECK(cf_loop_spawn(other, twice_later, NULL, NULL) == CF_ESHUTDOWN);
   return 0;
 }
 
@@ -840,6 +896,13 @@ CF_TEST(one_loop_per_thread_and_no_free_from_inside) {
   (void)state;
   cf_loop *other = new_loop();
   assert_int_equal(cf_loop_run_main(nested_run, other, test_loop_opts(NULL), NULL), 0);
+  cf_future *f = spawned_on_other; /* before the shutdown: it still runs */
+  assert_non_null(f);
+  assert_int_equal(cf_loop_run_until(other, f), 0);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal(v->u.i, 8);
+  cf_future_unref(f);
   assert_int_equal(cf_loop_free(other), 0);
 }
 

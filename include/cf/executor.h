@@ -76,7 +76,12 @@ typedef struct cf_task {
   /**
    * If non-NULL, called with arg exactly once when the executor is done
    * with it: after fn returns, or when the task is cancelled or fails
-   * without running. Not called when submission itself fails.
+   * without running. Not called when submission itself fails. It runs
+   * in whichever thread ends the task (a worker, a canceller, a
+   * shutdown, a loop task that cancels it) and should only release the
+   * argument: it must not wait (no cf_future_wait, cf_sleep or lock
+   * that a task holds), since inside a loop task a wait would suspend a
+   * cancellation half-way.
    */
   void (*arg_dtor)(void *arg);
   /**

@@ -27,7 +27,8 @@
  * Waiting never loses a wake-up and never spins without bound: a waiter
  * spins for at most 20 us (a cross-thread round trip takes about one),
  * then sleeps in the kernel until the future completes or the deadline
- * passes. Waiting allocates nothing.
+ * passes. Waiting on a plain thread allocates nothing (inside a loop
+ * task, a wait with a deadline may grow the loop's timer heap).
  *
  * Callbacks. A done callback runs exactly once: in the thread that
  * completes the future, after the state is published and with no library
@@ -237,7 +238,10 @@ CF_EXTERN int cf_future_cancel(cf_future *f);
  * for itself. In the child of a fork, a future of an executor that belongs
  * to the parent is settled by the wait (it fails with CF_EFORKED; see
  * cf/executor.h, "fork") and the wait returns 0. On a thread with a wait
- * hook (see below) the hook decides how to wait.
+ * hook (see below) the hook decides how to wait; inside a loop task the
+ * wait suspends the task and may also return CF_ECANCELED (the task was
+ * cancelled: cf/loop.h) or CF_ENOMEM (no memory for its deadline's
+ * timer).
  */
 CF_EXTERN int cf_future_wait(cf_future *f, int64_t timeout_ns);
 
