@@ -348,6 +348,9 @@ typedef struct cf_map cf_map;
  * the consumer, so an endless input works). Tasks are submitted from
  * this call and from cf_map_next(); results come back in input order.
  *
+ * fn is required on every executor, the process pool's included (there
+ * it runs by the name it is registered under, or opts->name).
+ *
  * Returns 0 and a new iterator in *out; CF_EINVAL (NULL arguments or bad
  * options), CF_EBADF (freed executor), CF_ENOMEM, or the executor's
  * submit error if the very first submission fails (CF_ESHUTDOWN,

@@ -129,7 +129,9 @@ CF_EXTERN int cf_loop_free(cf_loop *loop);
  * A shutdown with CF_SHUTDOWN_WAIT from the loop's thread, while the loop
  * is not running, runs it until every task has ended; from another thread
  * it waits for the running loop to finish them. From a task of the loop
- * itself it returns CF_EDEADLK; from a task of another loop CF_EBUSY,
+ * itself it returns CF_EDEADLK, the shutdown taking effect all the same
+ * (no new tasks; the cancellations asked are delivered), as a pool's
+ * does from one of its workers; from a task of another loop CF_EBUSY,
  * changing nothing (that thread cannot drive this loop). A shutdown
  * without a wait works from any thread.
  */
