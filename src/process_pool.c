@@ -15,7 +15,9 @@
  * of main recognises it, closes every other inherited descriptor, and
  * serves frames until the socket closes.
  *
- * Frames, both ways: a header {type, aux, length} and length bytes:
+ * Frames, both ways: a header {type, aux, length} and length bytes (aux
+ * is FRAME_MAGIC; the reader checks it, and whether the type may come
+ * now, before it waits for the payload):
  *   INIT    parent -> worker: initializer name, its argument, max tasks
  *   READY   worker -> parent: initializer done (or INITFAIL: code, message)
  *   TASK    parent -> worker: id, task name, sized flag, argument
@@ -62,6 +64,10 @@ enum { F_INIT = 1, F_READY, F_INITFAIL, F_TASK, F_RESULT, F_CHUNK, F_CHUNKRES };
 enum { WORKER_FD = 3 };
 #define ENV_NAME "CF_PROCESS_WORKER"
 #define MAX_FRAME ((uint64_t)1 << 32) /* 4 GiB: larger is malformed */
+/* Every header's aux word, checked on arrival: a stray write to the
+ * socket (a task writing to descriptor 3) is told from a frame at once,
+ * not after the reader has waited for the length it claims. */
+#define FRAME_MAGIC 0x52504643u /* "CFPR" */
 /* The largest argument or result that crosses: 1 GiB (-EMSGSIZE). */
 #define MAX_PAYLOAD ((uint64_t)1 << 30)
 /* A task with an argument up to this size goes straight to an idle
@@ -146,7 +152,7 @@ static void put_str(buf *b, const char *s) {
 }
 
 static int send_frame(int fd, uint32_t type, const buf *b) {
-  frame_hdr h = {type, 0, b->len};
+  frame_hdr h = {type, FRAME_MAGIC, b->len};
   int rc = write_all(fd, &h, sizeof h);
   if (rc == 0 && b->len > 0)
     rc = write_all(fd, b->p, b->len);
@@ -378,7 +384,8 @@ static _Noreturn void worker_main(int fd) {
         break;
       sched_yield(); /* never starve the manager of a core */
     }
-    if (read_all(fd, &h, sizeof h) != 0 || h.len > MAX_FRAME)
+    if (read_all(fd, &h, sizeof h) != 0 || h.len > MAX_FRAME ||
+        h.aux != FRAME_MAGIC)
       worker_exit(0);
     char *payload = malloc(h.len ? h.len : 1);
     if (payload == NULL || read_all(fd, payload, h.len) != 0)
@@ -453,6 +460,10 @@ typedef struct task_room {
   const char *name; /* registry's: static */
   size_t arg_size;
   cf__map_chunk *chunk; /* a map's chunk (set when dispatched), or NULL */
+  /* The chunk task's arg_dtor (the map's chunk reference for the task):
+   * run once the future is settled, not at dispatch, because the
+   * manager writes the results into the chunk until then. */
+  void (*chunk_dtor)(void *);
   int64_t started;
   _Atomic int cancel; /* cancel requested while running */
 } task_room;
@@ -587,8 +598,11 @@ static int pp_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
       atomic_fetch_add(&p->running, 1);
       direct = true;
       /* A failed write: the worker is gone, and the manager's poll sees
-       * its end of stream, retires it and fails the task. */
-      (void)dispatch(p, w, f);
+       * its end of stream, retires it and fails the task. A frame that
+       * could not be built (no memory) never reached it: the worker is
+       * ended, so that the same path fails the task. */
+      if (dispatch(p, w, f) != 0)
+        kill(w->pid, SIGKILL);
     }
   }
   if (rc == 0 && !direct) {
@@ -733,6 +747,16 @@ static void done_add(done_list *d, cf_future *f, int err, char *msg,
   r->cancelled = cancelled;
 }
 
+/* After f is settled: releases the task's reference on its map chunk,
+ * if it carried one (see task_room). Before the pool drops f. */
+static void settled_chunk_release(cf_future *f) {
+  task_room *tr = room_of(f);
+  void (*dtor)(void *) = tr->chunk_dtor;
+  tr->chunk_dtor = NULL;
+  if (dtor != NULL)
+    dtor(tr->chunk);
+}
+
 static void done_flush(pool *p, done_list *d) {
   if (d->n == 0)
     return;
@@ -747,6 +771,7 @@ static void done_flush(pool *p, done_list *d) {
       cf__future_finish_cancelled(r->f, &p->sink);
     else
       cf__future_finish(r->f, &r->o, &p->sink);
+    settled_chunk_release(r->f);
     cf_future_unref(r->f);
   }
   d->n = 0;
@@ -866,6 +891,29 @@ static int parse_chunk_result(worker *w, rd *r, done_list *d) {
 
 /* Reads what the worker sent and handles whole frames. Returns 0, or
  * nonzero when the connection is over (EOF, error, bad frame). */
+/* Whether a header from worker w can start a frame now: the magic, a
+ * type the worker may send in its state, and a length that type can
+ * have. Checked before waiting for the payload, so that garbage never
+ * makes the manager wait for bytes that will not come. */
+static bool header_fits(const worker *w, const frame_hdr *h) {
+  if (h->aux != FRAME_MAGIC || h->len > MAX_FRAME)
+    return false;
+  bool running = w->ready && w->task != NULL && w->task_id != 0;
+  switch (h->type) {
+  case F_READY:
+    return !w->ready && h->len == 0;
+  case F_INITFAIL:
+    return !w->ready;
+  case F_RESULT:
+  case F_CHUNKRES:
+    return running;
+  default:
+    return false;
+  }
+}
+
+#define IN_KEEP ((size_t)1 << 20) /* a worker's input buffer kept between frames */
+
 static int pump(pool *p, worker *w, done_list *d, bool *broke) {
   if (w->in_cap - w->in_len < 65536) {
     size_t cap = w->in_cap ? w->in_cap * 2 : 65536;
@@ -886,7 +934,7 @@ static int pump(pool *p, worker *w, done_list *d, bool *broke) {
   while (rc == 0 && w->in_len - off >= sizeof(frame_hdr)) {
     frame_hdr h;
     memcpy(&h, w->in + off, sizeof h);
-    if (h.len > MAX_FRAME) {
+    if (!header_fits(w, &h)) {
       rc = -EPROTO;
       break;
     }
@@ -917,6 +965,15 @@ static int pump(pool *p, worker *w, done_list *d, bool *broke) {
   }
   memmove(w->in, w->in + off, w->in_len - off);
   w->in_len -= off;
+  if (w->in_cap > IN_KEEP && w->in_len <= IN_KEEP / 2) {
+    /* A large frame is done: do not keep its buffer for the worker's
+     * life (a failed shrink keeps the larger one). */
+    char *n = realloc(w->in, IN_KEEP);
+    if (n != NULL) {
+      w->in = n;
+      w->in_cap = IN_KEEP;
+    }
+  }
   return rc;
 }
 
@@ -929,11 +986,19 @@ static void drop_undispatched_arg(cf_future *f) {
     t.arg_dtor(t.arg);
 }
 
+/* The pool let the worker go (closed its socket): it exits by itself,
+ * flushing its output. Any other reason to retire kills it first. */
+#define RETIRE_LET_GO 1
+
 /* The worker is gone (or must go): reap it and settle its task. With mu
- * held. */
+ * held. Killed first unless the pool let it go: also at its end of
+ * stream, which it reaches only in _exit (then the kill costs nothing)
+ * or after a task closed descriptor 3 while the worker runs on (then
+ * waiting for it would hold mu, and stop the pool, for as long as the
+ * task runs). */
 static void retire(pool *p, worker *w, int why, done_list *d) {
   if (w->pid > 0) {
-    if (why != CF_EEOF)
+    if (why != RETIRE_LET_GO)
       kill(w->pid, SIGKILL);
     int status = 0;
     pid_t r;
@@ -1014,6 +1079,8 @@ static int dispatch(struct pool *p, worker *w, cf_future *f) {
   if (t.fn == cf__map_chunk_task) {
     cf__map_chunk *c = t.arg;
     r->chunk = c;
+    r->chunk_dtor = t.arg_dtor;
+    t.arg_dtor = NULL; /* settled_chunk_release runs it */
     type = F_CHUNK;
     put_u64(&b, c->item_size);
     put_u64(&b, c->n);
@@ -1140,6 +1207,13 @@ static void *manager(void *arg) {
         continue;
       pfd[n] = (struct pollfd){.fd = w->fd, .events = POLLIN};
       which[n++] = i;
+      if (w->task != NULL && w->task_id == 0 && !w->killed_for &&
+          atomic_load(&room_of(w->task)->cancel)) {
+        /* Cancelled while its fresh worker runs the initializer: the
+         * worker goes (retire settles the task CANCELLED, unrun). */
+        w->killed_for = CF_ECANCELED;
+        kill(w->pid, SIGKILL);
+      }
       if (w->task != NULL && w->task_id != 0) {
         out = true;
         if (atomic_load(&room_of(w->task)->cancel) && !w->killed_for) {
@@ -1213,7 +1287,7 @@ static void *manager(void *arg) {
     }
   for (int i = 0; i < p->nw; i++)
     if (p->w[i].pid > 0)
-      retire(p, &p->w[i], CF_EEOF, &d);
+      retire(p, &p->w[i], RETIRE_LET_GO, &d);
   pthread_mutex_unlock(&p->mu);
   done_flush(p, &d);
   free(d.v);
@@ -1326,6 +1400,7 @@ static void pp_forked(cf_executor *ex) {
       cf__outcome o = {CF_EFORKED, NULL, CF_VALUE_INIT};
       atomic_fetch_add(&p->failed, 1);
       cf__future_finish(w->task, &o, &p->sink);
+      settled_chunk_release(w->task);
       cf_future_unref(w->task);
     }
     if (w->fd >= 0)

@@ -123,6 +123,35 @@ CF_TASK(scribble) { /* garbage on the pool's socket, then a result */
   return 0;
 }
 
+CF_TASK(scribble_header) { /* a header that looks right, then a result */
+  struct {
+    uint32_t type, aux;
+    uint64_t len;
+  } h = {2 /* READY */, 0, 1000}; /* claims 1000 bytes that never come */
+  ssize_t k = write(3, &h, sizeof h);
+  (void)k;
+  result->u.i = 1;
+  return 0;
+}
+
+CF_TASK(close_socket_and_hang) { /* the worker runs on without its pool */
+  close(3);
+  sleep(600);
+  return 0;
+}
+
+static char init_cue[64]; /* the cue file of configure_on_cue's test */
+
+CF_TASK(configure_on_cue) { /* an initializer that waits for a file */
+  char path[256];
+  int rc = arg_path(arg, path, sizeof path);
+  if (rc != 0)
+    return rc;
+  for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++)
+    usleep(1000);
+  return 0;
+}
+
 /* The plain-value helpers, each way. */
 typedef struct point {
   int32_t x, y;
@@ -513,6 +542,117 @@ CF_TEST(maps_run_items_and_chunks_in_workers) {
     expect_map_multiples(ex, twice_i64, one_buffer_next, &it, &o, 2, 3000);
   }
   assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* Maps abandoned while their chunks run in workers, many times: the
+ * map lets go of its chunks at once, while workers' results for them
+ * may already be on their way to the pool, which writes them into the
+ * chunk. The chunk must live until the pool has settled its task (under
+ * AddressSanitizer a chunk freed at dispatch was written after free).
+ * The pool then still serves. */
+CF_TEST(maps_abandoned_while_their_chunks_run_in_workers) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
+  for (int round = 0; round < 40; round++) {
+    cf_range_iter it = cf_range_iter_init(0, 100000, 1);
+    cf_map_opts o = {.chunksize = 1 + round % 4, .name = "twice"};
+    cf_map *m;
+    assert_int_equal(
+        cf_executor_map(ex, twice, cf_range_iter_next, &it, &o, &m), 0);
+    cf_value v;
+    for (int i = 0; i < round % 8; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, 2 * i);
+    }
+    cf_map_free(m); /* the chunks in flight are cancelled */
+  }
+  cf_future *g = submit_i64(ex, "square", 12);
+  const cf_value *r;
+  assert_int_equal(cf_future_result(g, SOON, &r), 0);
+  assert_int_equal(r->u.i, 144);
+  cf_future_unref(g);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, SOON), 0);
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.submitted, st.completed + st.failed + st.cancelled);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* Bytes a task writes to the pool's socket that look like a header of
+ * a real type, with a length: the pool ends the worker at once (-EPROTO)
+ * instead of waiting for the bytes that header claims. */
+CF_TEST(a_stray_header_from_a_task_fails_it_at_once) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(cf_executor_submit_bytes(ex, "scribble_header", NULL, 0, &f),
+                   0);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_future_get_error(f).code, -EPROTO);
+  cf_future_unref(f);
+  cf_future *g = submit_i64(ex, "square", 7);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 49);
+  cf_future_unref(g);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* A task that closes the pool's socket and runs on: its worker is no
+ * use to the pool any more; it is ended and the task fails, while the
+ * pool keeps serving (its thread never waits for such a worker). */
+CF_TEST(a_worker_that_drops_its_socket_is_ended) {
+  (void)state;
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(
+      cf_executor_submit_bytes(ex, "close_socket_and_hang", NULL, 0, &f), 0);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_int_equal(cf_future_get_error(f).code, CF_EWORKER);
+  cf_future_unref(f);
+  cf_future *g = submit_i64(ex, "square", 8);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 64);
+  cf_future_unref(g);
+  cf_executor_stats st;
+  assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* A task cancelled while its fresh worker is still in the initializer
+ * ends CANCELLED without running (its worker is ended); the pool's next
+ * worker serves once the initializer can finish. */
+CF_TEST(a_task_cancelled_while_its_worker_initializes_never_runs) {
+  (void)state;
+  snprintf(init_cue, sizeof init_cue, "/tmp/cf_pp_init_XXXXXX");
+  int fd = mkstemp(init_cue);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(init_cue);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){
+      .max_workers = 1, .initializer = "configure_on_cue",
+      .initarg = init_cue, .initarg_size = strlen(init_cue)});
+  cf_future *f = submit_i64(ex, "square", 3);
+  int64_t until = cf_now_ns() + SOON;
+  while (cf_future_get_state(f) != CF_RUNNING && cf_now_ns() < until)
+    usleep(1000); /* claimed for the worker that initializes */
+  assert_int_equal(cf_future_get_state(f), CF_RUNNING);
+  assert_int_equal(cf_future_cancel(f), 0);
+  assert_int_equal(cf_future_wait(f, SOON), 0);
+  assert_true(cf_future_cancelled(f));
+  cf_future_unref(f);
+  fd = open(init_cue, O_CREAT | O_WRONLY, 0600);
+  assert_true(fd >= 0);
+  close(fd);
+  cf_future *g = submit_i64(ex, "square", 9);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 81);
+  cf_future_unref(g);
+  assert_int_equal(cf_executor_free(ex), 0);
+  unlink(init_cue);
 }
 
 CF_TEST(shutdown_cancels_what_has_not_started) {
