@@ -172,8 +172,10 @@ struct pool {
   _Atomic bool shutdown;      /* set under qlock */
   _Atomic bool broken;        /* set under qlock */
   char *broken_msg;           /* set once, before broken */
-  int starting;               /* submits between enqueue and adjust_workers
-                                 (incremented under qlock); destroy waits */
+  uint32_t starting;          /* worker starts asked by submits, between
+                                 enqueue and adjust_workers (counted under
+                                 qlock; wraps: compared by difference);
+                                 destroy waits for starting_done */
   /* Tasks ever queued: a locked add under qlock publishes them (release,
    * and the full barrier of the wake-up check); read by anyone. On a
    * line of its own: workers poll it, and each poll would otherwise
@@ -205,7 +207,7 @@ struct pool {
   _Atomic int space_waiters;
   /* Settled by the pool without running (shutdown, broken). */
   _Atomic uint64_t settled_cancelled, settled_failed;
-  _Atomic int starting_done; /* submits that left adjust_workers */
+  _Atomic uint32_t starting_done; /* starts that left adjust_workers */
 
   /* Workers: guarded by wlock; the array is fixed at max_workers. */
   pthread_mutex_t wlock __attribute__((aligned(CF__CACHELINE)));

@@ -251,22 +251,25 @@ static int grow_locked(pool *p) {
   return 0;
 }
 
-/* Counts n tasks pushed and published (qlock held), and returns whether
- * the caller must start a worker too. Starting one touches wlock and the
- * worker array: counted under the lock that saw the pool live, so destroy
- * waits for it (see finish_start). After unlocking, the caller claims a
- * parked worker to wake (claim_idle: the publication was the barrier). */
-static inline __attribute__((always_inline)) bool pushed_locked(pool *p,
-                                                                size_t n) {
+/* Counts n tasks pushed and published (qlock held), and returns how many
+ * worker starts the caller must ask for (finish_start each): one per
+ * task, as Python's submit calls _adjust_thread_count once per task, up
+ * to the workers the pool may still start. Starting one touches wlock and
+ * the worker array: counted under the lock that saw the pool live, so
+ * destroy waits for it (see finish_start). After unlocking, the caller
+ * claims a parked worker to wake (claim_idle: the publication was the
+ * barrier). */
+static inline __attribute__((always_inline)) uint32_t
+pushed_locked(pool *p, size_t n) {
   atomic_store_explicit(
       &p->submitted,
       atomic_load_explicit(&p->submitted, memory_order_relaxed) + n,
       memory_order_relaxed);
-  bool start =
-      atomic_load_explicit(&p->nworkers, memory_order_relaxed) < p->max_workers;
-  if (start)
-    p->starting++;
-  return start;
+  int room =
+      p->max_workers - atomic_load_explicit(&p->nworkers, memory_order_relaxed);
+  uint32_t starts = room <= 0 ? 0 : n < (size_t)room ? (uint32_t)n : (uint32_t)room;
+  p->starting += starts;
+  return starts;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -352,7 +355,7 @@ static int pool_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     return rc;
   }
   fifo_publish_locked(p, 1);
-  bool start = pushed_locked(p, 1);
+  bool start = pushed_locked(p, 1) != 0;
   cf__spin_unlock(&p->qlock);
   wake_claimed(claim_idle(p));
   if (out != NULL)
@@ -423,7 +426,7 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
   }
   if (pushed > published)
     fifo_publish_locked(p, pushed - published);
-  bool start = pushed > 0 && pushed_locked(p, pushed);
+  uint32_t starts = pushed > 0 ? pushed_locked(p, pushed) : 0;
   cf__spin_unlock(&p->qlock);
   worker *wake = pushed > 0 ? claim_idle(p) : NULL;
   for (size_t i = pushed; i < k; i++) {
@@ -433,7 +436,7 @@ static int pool_submit_batch(cf_executor *ex, const cf_task *tasks, size_t n,
   }
   wake_claimed(wake);
   *done = pushed;
-  if (start)
+  for (uint32_t i = 0; i < starts; i++)
     finish_start(p);
   return pushed == n ? 0 : rc;
 }
@@ -568,9 +571,9 @@ static void pool_destroy(cf_executor *ex) {
    * of finishes later and counts one more: hence >=.) */
   for (;;) {
     cf__spin_lock(&p->qlock);
-    int starting = p->starting;
+    uint32_t starting = p->starting;
     cf__spin_unlock(&p->qlock);
-    if (atomic_load(&p->starting_done) - starting >= 0)
+    if ((int32_t)(atomic_load(&p->starting_done) - starting) >= 0)
       break;
     sched_yield();
   }

@@ -46,6 +46,59 @@ static int task_identity(void *arg, cf_value *result) {
 }
 CF_MAP_CHUNK_FN(identity_chunks, task_identity)
 
+/* Items that wait (up to 10 s each) until `want` of them run at once. */
+typedef struct crowd {
+  _Atomic int active, most;
+  int want;
+} crowd;
+static crowd the_crowd;
+
+static int task_meets_the_crowd(void *arg, cf_value *result) {
+  crowd *c = &the_crowd;
+  int now = atomic_fetch_add(&c->active, 1) + 1;
+  int most = atomic_load(&c->most);
+  while (now > most && !atomic_compare_exchange_weak(&c->most, &most, now))
+    ;
+  int64_t until = cf_now_ns() + CF_SEC(10);
+  while (atomic_load(&c->most) < c->want && cf_now_ns() < until)
+    usleep(200);
+  atomic_fetch_sub(&c->active, 1);
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+/* One task per item on a fresh pool: every item a worker can take runs
+ * at once, as Python's map (each submission may start a worker). The
+ * map submits its first window in one batch: that batch starts as many
+ * workers as it has tasks, up to max_workers (it started one). */
+CF_TEST(one_task_per_item_runs_on_every_worker_of_a_fresh_pool) {
+  (void)state;
+  cf_executor *ex = make_pool(4);
+  for (int k = 0; k < 2; k++) { /* fresh, then warm with idle workers */
+    atomic_store(&the_crowd.active, 0);
+    atomic_store(&the_crowd.most, 0);
+    the_crowd.want = 4;
+    cf_range_iter r = cf_range_iter_init(0, 8, 1);
+    cf_map_opts o = {.chunksize = 1};
+    cf_map *m = NULL;
+    assert_int_equal(cf_executor_map(ex, task_meets_the_crowd,
+                                     cf_range_iter_next, &r, &o, &m),
+                     0);
+    cf_value v;
+    for (int64_t i = 0; i < 8; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    assert_int_equal(atomic_load(&the_crowd.most), 4);
+    cf_map_free(m);
+    cf_executor_stats st;
+    assert_int_equal(cf_executor_get_stats(ex, &st), 0);
+    assert_int_equal(st.workers, 4); /* never more than max_workers */
+  }
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
 CF_TEST(chunksize_keeps_order_and_counts_tasks) {
   (void)state;
   const int64_t sizes[] = {2, 7, 100, 1000, 5000};
