@@ -173,8 +173,18 @@ static cf_future *steal(worker *w) {
         continue;
       cf_future *f =
           atomic_exchange_explicit(&v->slots[j], NULL, memory_order_acquire);
-      if (f != NULL)
-        return f;
+      if (f == NULL)
+        continue;
+      /* More left in those slots: let one more idle worker in, as a take
+       * from the FIFO that leaves work does. A batch of tasks that looked
+       * short but run long then spreads over every idle worker, each
+       * thief waking the next, instead of waiting behind its taker. */
+      for (int k = j - 1; k >= 0; k--)
+        if (atomic_load_explicit(&v->slots[k], memory_order_relaxed) != NULL) {
+          wake_claimed(claim_idle(p));
+          break;
+        }
+      return f;
     }
   }
   return NULL;
