@@ -138,10 +138,11 @@ out:
 
 /* Starts one more worker unless the pool is full or shut down. Returns 0
  * or a negative errno. Called with wlock held. */
-static int spawn_locked(pool *p) {
+/* Starts a worker (wlock held) even after shutdown: the shutdown's own
+ * start, for work queued before it that no worker is there to run. */
+static int spawn_now_locked(pool *p) {
   int n = atomic_load_explicit(&p->nworkers, memory_order_relaxed);
-  if (n >= p->max_workers || atomic_load(&p->shutdown) ||
-      CF__UNLIKELY(pool_forked(p)))
+  if (n >= p->max_workers || CF__UNLIKELY(pool_forked(p)))
     return 0; /* never a thread for a parent's pool in a fork child */
   worker *w = &p->workers[n];
   memset(w, 0, sizeof *w);
@@ -165,6 +166,13 @@ static int spawn_locked(pool *p) {
     return -rc;
   }
   return 0;
+}
+
+/* A submit's start of a worker (wlock held): none once shut down. */
+static int spawn_locked(pool *p) {
+  if (atomic_load(&p->shutdown))
+    return 0;
+  return spawn_now_locked(p);
 }
 
 /* Python's _adjust_thread_count: start a worker unless one is idle. */
@@ -499,15 +507,19 @@ static int pool_shutdown(cf_executor *ex, unsigned flags, int64_t deadline) {
   pool *p = (pool *)ex;
   bool cancel_futures = flags & CF_SHUTDOWN_CANCEL_FUTURES;
   pthread_mutex_lock(&p->wlock); /* orders us against spawn_locked */
-  /* A submit may have queued a task and not yet started the worker for
-   * it: start one now, so queued work runs as Python's shutdown would. */
-  int spawn_rc = 0;
-  if (atomic_load(&p->nworkers) == 0 && queued_now(p) > 0 &&
-      !cancel_futures && !p->forked)
-    spawn_rc = spawn_locked(p);
-  qdetached orphans;
   cf__spin_lock(&p->qlock);
   atomic_store(&p->shutdown, true);
+  /* From here no submit pushes (it checks the flag under qlock), and one
+   * that pushed before may not have started the worker for its task yet
+   * (its start is refused now): start one here, so queued work runs as
+   * Python's shutdown would. Decided under qlock, where the queue is
+   * final, so no task accepted before the flag is left without one. */
+  bool start = atomic_load(&p->nworkers) == 0 && queued_now(p) > 0 &&
+               !cancel_futures && !p->forked;
+  cf__spin_unlock(&p->qlock);
+  int spawn_rc = start ? spawn_now_locked(p) : 0;
+  qdetached orphans;
+  cf__spin_lock(&p->qlock);
   bool orphaned = atomic_load(&p->nworkers) == 0;
   if (orphaned)
     fifo_detach_locked(p, &orphans);
