@@ -241,7 +241,9 @@ CF_EXTERN int cf_future_cancel(cf_future *f);
  * hook (see below) the hook decides how to wait; inside a loop task the
  * wait suspends the task and may also return CF_ECANCELED (the task was
  * cancelled: cf/loop.h) or CF_ENOMEM (no memory for its deadline's
- * timer).
+ * timer). A wait on the caller's own running task is CF_EDEADLK whatever
+ * the timeout, 0 included (cf_wait with a zero timeout only reports it
+ * not done).
  */
 CF_EXTERN int cf_future_wait(cf_future *f, int64_t timeout_ns);
 

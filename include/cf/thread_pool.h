@@ -86,7 +86,11 @@ typedef struct cf_thread_pool_opts {
   void *initarg;
   /** Run in each worker (whose initializer succeeded) as it exits. */
   void (*finalizer)(void *initarg);
-  /** Most tasks queued and not started; 0: unbounded. < 0: CF_EINVAL. */
+  /** Most tasks in the pool's queue; 0: unbounded. < 0: CF_EINVAL. A
+   * worker whose recent tasks were short (under ~2 us) takes up to 32 at
+   * once off the queue into its own slots; those no longer count, so
+   * with short tasks up to max_queued + 31 per worker are accepted and
+   * not yet started. */
   int64_t max_queued;
   /** Worker stack size in bytes; 0: the system default. Below 64 KiB
    * (CF_THREAD_POOL_MIN_STACK): CF_EINVAL. */
