@@ -13,6 +13,7 @@
 #include "cf/io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -118,8 +119,12 @@ int cf_wait_fd(int fd, unsigned events, int64_t timeout_ns,
     free(w);
     return CF_ENOMEM;
   }
+  /* libuv's poll makes the descriptor non-blocking (for good: the flag
+   * is the open file's, shared with whoever else uses it): a blocking
+   * one is made blocking again once the wait is over. */
+  int flags = fcntl(fd, F_GETFL);
   int rc = uv_poll_init(cf__loop_uv(L), &w->poll, fd);
-  if (rc != 0) { /* not registered: nothing to close */
+  if (rc != 0) { /* not registered: nothing to close, nothing changed */
     cf_future_unref(w->ready);
     free(w);
     return rc; /* libuv's codes are -errno */
@@ -133,6 +138,8 @@ int cf_wait_fd(int fd, unsigned events, int64_t timeout_ns,
   int status = w->status;
   int ev = w->revents;
   uv_close((uv_handle_t *)&w->poll, on_wait_closed);
+  if (flags >= 0 && !(flags & O_NONBLOCK))
+    fcntl(fd, F_SETFL, flags);
   if (rc != 0)
     return rc;
   if (status < 0)

@@ -512,18 +512,26 @@ int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns) {
     return rc;
   if (timeout_ns < 0)
     return CF_EINVAL;
+  if (s->busy_w) /* a writer's call is under way */
+    return CF_EBUSY;
   cf_future *f;
   freq *r = freq_new(&f);
   if (r == NULL)
     return CF_ENOMEM;
+  /* Held as a write call is, so that a close meanwhile leaves the stream
+   * to this call (it returns CF_EBADF, as a write would). */
+  s->busy_w = true;
   /* The shutdown completes after the queued writes; its status is the
    * first write error if one failed. */
   rc = freq_await(r, f,
                   uv_shutdown(&r->u.shutdown, (uv_stream_t *)&s->tcp,
                               on_shutdown),
                   cf_deadline_after(timeout_ns));
-  if (rc == 0 && s->werr != 0)
+  if (s->closed)
+    rc = CF_EBADF;
+  else if (rc == 0 && s->werr != 0)
     rc = s->werr;
+  end_call(s, &s->busy_w);
   return rc;
 }
 
@@ -664,9 +672,18 @@ static int resolve_host(cf_loop *L, const char *host, int port, int flags,
     return rc;
   }
   rc = cf_future_wait_until(r->done, deadline);
-  if (rc != 0) { /* the lookup goes on in the pool: let it clean up */
+  if (rc != 0 && !cf_future_done(r->done)) {
+    /* The lookup goes on in libuv's pool: its callback cleans up (both
+     * run on this loop's thread). */
     r->abandoned = true;
     uv_cancel((uv_req_t *)&r->req);
+    return rc;
+  }
+  if (rc != 0) { /* cancelled or timed out after the lookup ended */
+    if (r->res != NULL)
+      uv_freeaddrinfo(r->res);
+    cf_future_unref(r->done);
+    free(r);
     return rc;
   }
   *res_out = r->res;

@@ -64,6 +64,13 @@ static int main_fd_waits(void *arg, cf_value *result) {
   /* Writable at once. */
   TCHECK(cf_wait_fd(p.fds[1], CF_WRITABLE, CF_SEC(30), &ev) == 0);
   TCHECK(ev & CF_WRITABLE);
+  /* The pipe was blocking, and still is after those waits (libuv's poll
+   * makes it non-blocking while it watches); a non-blocking one stays so. */
+  TCHECK(!(fcntl(p.fds[0], F_GETFL) & O_NONBLOCK));
+  TCHECK(!(fcntl(p.fds[1], F_GETFL) & O_NONBLOCK));
+  TCHECK(fcntl(p.fds[1], F_SETFL, fcntl(p.fds[1], F_GETFL) | O_NONBLOCK) == 0);
+  TCHECK(cf_wait_fd(p.fds[1], CF_WRITABLE, CF_SEC(30), &ev) == 0);
+  TCHECK(fcntl(p.fds[1], F_GETFL) & O_NONBLOCK);
   /* Two waiters of one descriptor: the second is refused. */
   static pipe_case q;
   q.fds[0] = p.fds[0];

@@ -265,6 +265,13 @@ static int waiting_reader(void *arg, cf_value *result) {
   return (int)cf_stream_read(k->c, &b, 1, SOON);
 }
 
+static int waiting_shutdown(void *arg, cf_value *result) {
+  (void)result;
+  closing *k = arg;
+  atomic_store(&k->reader_waiting, 1);
+  return cf_stream_shutdown(k->c, SOON);
+}
+
 static int main_close_under_calls(void *arg, cf_value *result) {
   (void)arg;
   (void)result;
@@ -284,6 +291,7 @@ static int main_close_under_calls(void *arg, cf_value *result) {
   while (atomic_load(&k.writer_held) == 0)
     TCHECK(cf_yield() == 0);
   TCHECK(cf_stream_drain(k.c, SOON) == CF_EBUSY);
+  TCHECK(cf_stream_shutdown(k.c, SOON) == CF_EBUSY); /* a writer's turn */
   TCHECK(cf_loop_spawn(here(), waiting_reader, &k, &r) == 0);
   while (atomic_load(&k.reader_waiting) == 0)
     TCHECK(cf_yield() == 0);
@@ -293,6 +301,26 @@ static int main_close_under_calls(void *arg, cf_value *result) {
   TCHECK(cf_future_result(r, SOON, NULL) == CF_EBADF);
   cf_future_unref(w);
   cf_future_unref(r);
+  TCHECK(cf_event_set(done) == 0);
+  TCHECK(cf_server_stop(srv, SOON) == 0);
+  /* A shutdown waiting behind queued writes (the peer reads nothing)
+   * when the stream is closed: it ends with CF_EBADF, and the stream
+   * stays until it has. */
+  TCHECK(cf_event_clear(done) == 0);
+  TCHECK(cf_server_start("127.0.0.1", 0, 0, never_reads, done, &srv) == 0);
+  TCHECK(cf_tcp_connect("127.0.0.1", cf_server_get_port(srv), SOON, &k.c) ==
+         0);
+  TCHECK(cf_stream_write(k.c, k.big, k.big_len, SOON) == 0); /* queued */
+  atomic_store(&k.reader_waiting, 0);
+  cf_future *sd;
+  TCHECK(cf_loop_spawn(here(), waiting_shutdown, &k, &sd) == 0);
+  while (atomic_load(&k.reader_waiting) == 0)
+    TCHECK(cf_yield() == 0);
+  TCHECK(cf_yield() == 0);
+  TCHECK(!cf_future_done(sd));
+  cf_stream_close(k.c);
+  TCHECK(cf_future_result(sd, SOON, NULL) == CF_EBADF);
+  cf_future_unref(sd);
   TCHECK(cf_event_set(done) == 0);
   TCHECK(cf_server_stop(srv, SOON) == 0);
   free(k.big);

@@ -50,7 +50,9 @@ enum cf_fd_events {
  * it), CF_ETIMEDOUT, CF_ECANCELED (the task was cancelled), CF_EINVAL (a
  * negative fd or timeout, no events), CF_EEXIST (another wait or watcher
  * of this loop has the descriptor), or another -errno (a descriptor that
- * cannot be polled: -EBADF, -EPERM for a regular file).
+ * cannot be polled: -EBADF, -EPERM for a regular file). A blocking
+ * descriptor is blocking again when the wait returns (libuv makes it
+ * non-blocking while a task's wait watches it).
  */
 CF_EXTERN int cf_wait_fd(int fd, unsigned events, int64_t timeout_ns,
                          unsigned *revents);

@@ -102,7 +102,9 @@ CF_EXTERN int cf_stream_write(cf_stream *s, const void *buf, size_t len,
 CF_EXTERN int cf_stream_drain(cf_stream *s, int64_t timeout_ns);
 
 /** Half-closes: sends end of stream after what was written (shutdown
- * SHUT_WR); reading goes on. Returns 0 or a negative code. */
+ * SHUT_WR); reading goes on. Returns 0, CF_EBUSY (another task is
+ * writing), CF_EBADF (the stream was closed, also meanwhile), or another
+ * negative code (the first error of an earlier write). */
 CF_EXTERN int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns);
 
 /** Closes the stream and frees it (NULL is ignored). Data still queued
