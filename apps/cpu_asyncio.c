@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "seed_work.h"
+#include "args.h"
 
 
 static int fib_task(void *arg, cf_value *result) {
@@ -53,9 +54,9 @@ static int async_main(void *arg, cf_value *result) {
 }
 
 int main(int argc, char **argv) {
-  job j = {.n = argc > 1 ? atol(argv[1]) : 35,
-           .count = argc > 2 ? atol(argv[2]) : 20};
-  if (j.n < 0 || j.n > 60 || j.count < 1) {
+  job j = {.n = 35, .count = 20};
+  if ((argc > 1 && !arg_long(argv[1], 0, 60, &j.n)) ||
+      (argc > 2 && !arg_long(argv[2], 1, 1000000, &j.count)) || argc > 3) {
     fprintf(stderr, "usage: cpu_asyncio [N (0-60)] [COUNT (>= 1)]\n");
     return 2;
   }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "map_sum.h"
+#include "args.h"
 #include "seed_work.h"
 
 static int fib_task(void *arg, cf_value *result) {
@@ -157,17 +158,17 @@ int main(int argc, char **argv) {
     argc--;
     argv++;
   }
-  int workers = argc > 1 ? atoi(argv[1]) : cf_thread_pool_default_workers();
-  if (workers < 1) {
+  long workers = cf_thread_pool_default_workers();
+  if ((argc > 1 && !arg_long(argv[1], 1, 4096, &workers)) || argc > 2) {
     fprintf(stderr, "usage: cpu_bound [--quick] [WORKERS >= 1]\n");
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  printf("CPU-bound workloads: sequential vs a cfutures thread pool of %d "
+  printf("CPU-bound workloads: sequential vs a cfutures thread pool of %ld "
          "workers on %ld CPUs (median of %d runs each)\n\n",
          workers, cpus, RUNS);
-  cf_thread_pool_opts opts = {.max_workers = workers};
+  cf_thread_pool_opts opts = {.max_workers = (int)workers};
   cf_executor *ex;
   int rc = cf_thread_pool_new(&opts, &ex);
   if (rc != 0) {

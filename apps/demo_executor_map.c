@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#include "args.h"
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -58,8 +59,8 @@ static int loiter(void *arg, cf_value *result) {
 }
 
 int main(int argc, char **argv) {
-  long count = argc > 1 ? strtol(argv[1], NULL, 10) : 5;
-  if (count < 0 || count > 16) {
+  long count = 5;
+  if ((argc > 1 && !arg_long(argv[1], 0, 16, &count)) || argc > 2) {
     fprintf(stderr, "usage: %s [COUNT 0..16]\n", argv[0]);
     return 2;
   }

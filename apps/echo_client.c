@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "args.h"
 
 typedef struct config {
   const char *host;
@@ -154,16 +155,24 @@ static int main_task(void *arg, cf_value *result) {
 int main(int argc, char **argv) {
   config c = {.host = "127.0.0.1", .conns = 100, .msgs = 100, .size = 64};
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-      c.port = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
+    long v;
+    if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+      if (!arg_long(argv[++i], 1, 65535, &v))
+        goto usage;
+      c.port = (int)v;
+    } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
       c.host = argv[++i];
-    else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
-      c.conns = atol(argv[++i]);
-    else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-      c.msgs = atol(argv[++i]);
-    else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
-      c.size = (size_t)atol(argv[++i]);
+    else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+      if (!arg_long(argv[++i], 1, 10000000, &c.conns))
+        goto usage;
+    } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
+      if (!arg_long(argv[++i], 1, 1000000000, &c.msgs))
+        goto usage;
+    } else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+      if (!arg_long(argv[++i], 1, 1L << 30, &v))
+        goto usage;
+      c.size = (size_t)v;
+    }
     else if (strcmp(argv[i], "--self") == 0)
       c.self = true;
     else if (strcmp(argv[i], "--shared-stack") == 0)

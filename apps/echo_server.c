@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "args.h"
 
 typedef struct config {
   const char *bind;
@@ -95,9 +96,12 @@ static int serve(void *arg, cf_value *result) {
 int main(int argc, char **argv) {
   config c = {.bind = "127.0.0.1", .port = 0};
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-      c.port = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc)
+    long v;
+    if (strcmp(argv[i], "--port") == 0 && i + 1 < argc &&
+        arg_long(argv[i + 1], 0, 65535, &v)) {
+      c.port = (int)v;
+      i++;
+    } else if (strcmp(argv[i], "--bind") == 0 && i + 1 < argc)
       c.bind = argv[++i];
     else if (strcmp(argv[i], "--quiet") == 0)
       c.quiet = true;

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "seed_work.h"
+#include "args.h"
 
 /* factors(n) -> the tuple, as int64_t bytes. The argument is the number
  * itself (a map item: an integer passed as the pointer value). */
@@ -149,22 +150,22 @@ static int64_t small_on(cf_executor *ex, int64_t chunksize) {
 
 int main(int argc, char **argv) {
   cf_process_init(argc, argv); /* in a worker: serves tasks, never returns */
-  int workers = 0;
+  long workers = 0;
   bool quick = false;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0)
       quick = true;
-    else if ((workers = atoi(argv[i])) <= 0) {
+    else if (!arg_long(argv[i], 1, 4096, &workers)) {
       fprintf(stderr, "usage: factors_pool [WORKERS] [--quick]\n");
       return 2;
     }
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   cf_executor *procs, *threads;
-  int rc = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = workers},
+  int rc = cf_process_pool_new(&(cf_process_pool_opts){.max_workers = (int)workers},
                                &procs);
   if (rc == 0)
-    rc = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = workers},
+    rc = cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers = (int)workers},
                             &threads);
   if (rc != 0) {
     fprintf(stderr, "factors_pool: cannot start a pool: %s\n", cf_strerror(rc));

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "args.h"
 
 CF_TASK(fail_sometimes) {
   int64_t n;
@@ -109,8 +110,8 @@ static int run(bool broken_mode, int count) {
 
 int main(int argc, char **argv) {
   cf_process_init(argc, argv); /* in a worker: serves tasks, never returns */
-  int count = argc > 1 ? atoi(argv[1]) : 10;
-  if (count < 1 || argc > 2) {
+  long count = 10;
+  if ((argc > 1 && !arg_long(argv[1], 1, 1000000, &count)) || argc > 2) {
     fprintf(stderr, "usage: fail_sometimes [COUNT >= 1]\n");
     return 2;
   }

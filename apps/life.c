@@ -246,6 +246,8 @@ static void columns_print(const columns *c) {
       } else {
         len += (size_t)snprintf(row + len, sizeof row - len, "%s", line);
       }
+      if (len >= sizeof row) /* cut: each call gets only the room left */
+        len = sizeof row - 1;
       if (i + 1 < c->n)
         len += (size_t)snprintf(row + len, sizeof row - len, " | ");
       if (len >= sizeof row)

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "seed_work.h"
+#include "args.h"
 
 /* The seeds' primes.NUMBERS. */
 static const int64_t NUMBERS[] = {
@@ -81,24 +82,24 @@ static int cmp_desc(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   cf_process_init(argc, argv); /* in a worker: serves tasks, never returns */
-  int workers = 0;
+  long workers = 0;
   bool threads = false, quick = false;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--threads") == 0)
       threads = true;
     else if (strcmp(argv[i], "--quick") == 0)
       quick = true;
-    else if ((workers = atoi(argv[i])) <= 0) {
+    else if (!arg_long(argv[i], 1, 4096, &workers)) {
       fprintf(stderr, "usage: primes [WORKERS] [--threads] [--quick]\n");
       return 2;
     }
   }
   cf_executor *executor;
   int rc = threads ? cf_thread_pool_new(&(cf_thread_pool_opts){.max_workers =
-                                                                  workers},
+                                                                  (int)workers},
                                         &executor)
                    : cf_process_pool_new(&(cf_process_pool_opts){.max_workers =
-                                                                   workers},
+                                                                   (int)workers},
                                          &executor);
   if (rc != 0) {
     fprintf(stderr, "primes: cannot start the pool: %s\n", cf_strerror(rc));

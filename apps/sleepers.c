@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cf/cfutures.h"
+#include "args.h"
 
 static long rss_peak_kib(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -83,16 +84,24 @@ int main(int argc, char **argv) {
   run r = {.n = 100000, .sleep_ns = CF_SEC(1)};
   cf_loop_opts o = {.shared_stack = true};
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-      r.n = atol(argv[++i]);
-    } else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
-      r.sleep_ns = (int64_t)(atof(argv[++i]) * 1e9);
+    long v;
+    double d;
+    if (strcmp(argv[i], "-n") == 0 && i + 1 < argc &&
+        arg_long(argv[i + 1], 1, 100000000, &v)) {
+      r.n = v;
+      i++;
+    } else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc &&
+               arg_double(argv[i + 1], 0, 1e6, &d)) {
+      r.sleep_ns = (int64_t)(d * 1e9);
+      i++;
     } else if (strcmp(argv[i], "--shared-stack") == 0) {
       o.shared_stack = true;
     } else if (strcmp(argv[i], "--own-stacks") == 0) {
       o.shared_stack = false;
-    } else if (strcmp(argv[i], "--stack-size") == 0 && i + 1 < argc) {
-      o.stack_size = (size_t)atol(argv[++i]);
+    } else if (strcmp(argv[i], "--stack-size") == 0 && i + 1 < argc &&
+               arg_long(argv[i + 1], 0, 1L << 30, &v)) {
+      o.stack_size = (size_t)v;
+      i++;
     } else {
       fprintf(stderr, "usage: sleepers [-n TASKS] [-s SECONDS] "
                       "[--own-stacks | --shared-stack] "

@@ -168,6 +168,10 @@ static void setup(xfer *x, const char *url, const cf_http_opts *o) {
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_USERAGENT, "cfutures-http/0.1");
+  /* HTTP/1.1, as the seeds' httpx speaks by default: its status line
+   * carries the reason phrase the programs print ("HTTP error 403 -
+   * Forbidden"); libcurl would negotiate HTTP/2 over TLS, which has none. */
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(e, CURLOPT_NOBODY, o && o->head ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
@@ -541,6 +545,9 @@ int cf_http_get(cf_http_client *c, const char *url, const cf_http_opts *opts,
     setup(x, url, opts);
     x->code = curl_easy_perform(x->easy);
     rc = finish(c, x, resp);
+    /* The handle stays with the client: nothing of x (its error buffer,
+     * the callbacks' data) may stay set in it once x is freed. */
+    curl_easy_reset(x->easy);
     atomic_store(&c->busy, 0);
   } else {
     x->easy = curl_easy_init();

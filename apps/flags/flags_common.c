@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "flags_common.h"
 
+#include "../args.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -78,9 +80,20 @@ const char *flags_base_url(void) {
 /* Saving                                                                 */
 
 int flags_make_dest_dir(void) {
-  if (mkdir(DEST_DIR, 0777) == 0 || errno == EEXIST)
+  /* The seed's DEST_DIR.mkdir(exist_ok=True): an existing directory is
+   * fine, anything else of that name is an error before any download. */
+  if (mkdir(DEST_DIR, 0777) == 0)
     return 0;
   int e = errno;
+  struct stat st;
+  if (e == EEXIST) {
+    if (stat(DEST_DIR, &st) != 0)
+      e = errno; /* a dangling symlink: ENOENT */
+    else if (S_ISDIR(st.st_mode))
+      return 0;
+    else
+      e = ENOTDIR;
+  }
   fprintf(stderr, "cannot create %s: %s\n", DEST_DIR, strerror(e));
   return -e;
 }
@@ -546,7 +559,12 @@ void flags2_process_args(int argc, char **argv, long default_concur_req,
    * (ext4 serialises them on the directory). */
   out->nunique = ncc;
   const char *rep = getenv("FLAGS_REPEAT");
-  long k = rep != NULL ? strtol(rep, NULL, 10) : 1;
+  long k = 1;
+  if (rep != NULL && !arg_long(rep, 1, 1000000, &k)) {
+    fprintf(stderr, "%s: FLAGS_REPEAT must be a count from 1 to 1000000: %s\n",
+            prog, rep);
+    exit(2);
+  }
   if (k > 1 && k <= 1000000 && ncc > 0) {
     char(*big)[3] = malloc(ncc * (size_t)k * sizeof *big);
     if (big == NULL) {
@@ -566,8 +584,11 @@ void flags2_process_args(int argc, char **argv, long default_concur_req,
    * load tests such as 10,000 concurrent downloads; the default stays the
    * seeds'. */
   const char *cap = getenv("FLAGS_MAX_CONCUR_REQ");
-  if (cap != NULL && strtol(cap, NULL, 10) > 0)
-    max_concur_req = strtol(cap, NULL, 10);
+  if (cap != NULL && !arg_long(cap, 1, 1000000, &max_concur_req)) {
+    fprintf(stderr, "%s: FLAGS_MAX_CONCUR_REQ must be a count from 1 to "
+                    "1000000: %s\n", prog, cap);
+    exit(2);
+  }
   long actual = max_req < max_concur_req ? max_req : max_concur_req;
   out->actual_req = actual < (long)ncc ? actual : (long)ncc;
   out->server_label = label;

@@ -136,11 +136,23 @@ static uint64_t hash_str(const char *s) {
   return h;
 }
 
-/* Python's f'{delay:0.2}': two significant digits, at least one decimal. */
+/* Python's f'{delay:0.2}': two significant digits; a fixed-point form
+ * keeps at least one decimal, and a number that has no room for one in
+ * two digits (10 and up) goes to exponent form, as Python's does:
+ * 0.5 -> "0.5", 3.0 -> "3.0", 12.0 -> "1.2e+01", 10.0 -> "1e+01". */
 static void format_delay(double d, char *buf, size_t size) {
   snprintf(buf, size, "%.2g", d);
-  if (strpbrk(buf, ".e") == NULL && strlen(buf) + 2 < size)
-    strcat(buf, ".0");
+  if (strpbrk(buf, ".e") != NULL)
+    return;
+  if (strlen(buf) == 1 || (buf[0] == '-' && strlen(buf) == 2)) {
+    if (strlen(buf) + 2 < size)
+      strcat(buf, ".0");
+    return;
+  }
+  snprintf(buf, size, "%.1e", d); /* "1.0e+01": Python drops the ".0" */
+  char *dot = strstr(buf, ".0e");
+  if (dot != NULL)
+    memmove(dot, dot + 2, strlen(dot + 2) + 1);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -420,6 +432,7 @@ static int serve_conn(cf_stream *s, void *arg) {
     }
     http_request rq;
     int status = http_parse_request(head, (size_t)n, &rq);
+    bool parsed = status == 0;
     char rel[1024];
     if (status == 0 && rq.method == HTTP_OTHER)
       status = 405;
@@ -427,10 +440,12 @@ static int serve_conn(cf_stream *s, void *arg) {
       status = 413; /* GET and HEAD carry no body here */
     if (status == 0)
       status = http_clean_path(rq.target, rq.target_len, rel, sizeof rel);
-    bool head_only = status == 0 && rq.method == HTTP_HEAD;
+    /* A HEAD gets no body, refused or not (RFC 9110 9.3.2), once its
+     * request line is known. */
+    bool head_only = parsed && rq.method == HTTP_HEAD;
     if (status != 0) {
       /* Malformed: answer, then close (the stream's framing is lost). */
-      int rc = answer_error(s, status, false, false);
+      int rc = answer_error(s, status, head_only, false);
       free(head);
       if (rc == 0)
         linger_close(s);
@@ -458,10 +473,19 @@ static int serve_conn(cf_stream *s, void *arg) {
       status = 418;
       rc = answer_error(s, 418, head_only, rq.keep_alive);
     } else {
-      map_flags_layout(rel);
       const file_entry *fe = NULL;
       file_entry tmp = {0};
       status = rel[0] ? lookup(rel, &fe, &tmp) : 404;
+      if (status == 404) {
+        /* Not there as asked: the seeds' flags/xx/xx.gif, in a directory
+         * of bare xx.gif files (a --dir of the book's own tree, with
+         * flags/cn/cn.gif, is served as it is, above). */
+        char alt[sizeof rel];
+        memcpy(alt, rel, sizeof alt);
+        map_flags_layout(alt);
+        if (strcmp(alt, rel) != 0)
+          status = lookup(alt, &fe, &tmp);
+      }
       if (status == 0) {
         status = 200;
         rc = answer(s, 200, fe->ctype, fe->data, fe->len, head_only,
@@ -539,7 +563,7 @@ static bool parse_double(const char *s, double *out) {
   char *end;
   errno = 0;
   double d = strtod(s, &end);
-  if (end == s || errno != 0 || d < 0 || d != d || d > 1e6)
+  if (end == s || *end != '\0' || errno != 0 || d < 0 || d != d || d > 1e6)
     return false;
   *out = d;
   return true;

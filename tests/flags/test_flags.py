@@ -138,6 +138,11 @@ class ServerTest(unittest.TestCase):
         os.symlink("cn.gif", os.path.join(cls.root, "in.gif"))
         os.symlink("/", os.path.join(cls.root, "up"))
         os.mkfifo(os.path.join(cls.root, "pipe.gif"))  # must not block the loop
+        # The book's own tree for one flag (flags.zip unzipped): served as
+        # it is, beside the bare files.
+        os.makedirs(os.path.join(cls.root, "flags", "jp"))
+        shutil.copy(os.path.join(FLAGS_DIR, "jp.gif"),
+                    os.path.join(cls.root, "flags", "jp"))
         cls.big = os.urandom(3 << 20)  # written in pieces
         with open(os.path.join(cls.root, "big.bin"), "wb") as f:
             f.write(cls.big)
@@ -172,6 +177,20 @@ class ServerTest(unittest.TestCase):
         st, h, body = self.one(get_req("/sub/note.txt", "Connection: close\r\n"))
         self.assertEqual((st, body), (200, b"hello\n"))
         self.assertTrue(h["content-type"].startswith("text/plain"))
+
+    def test_the_books_own_tree_is_served_too(self):
+        st, h, body = self.one(get_req("/flags/jp/jp.gif", "Connection: close\r\n"))
+        self.assertEqual((st, body), (200, flag_bytes("jp")))
+
+    def test_a_refused_head_gets_no_body(self):
+        for req in (b"HEAD /../x HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"HEAD /flags/zz/zz.gif HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n"):
+            blob = raw(self.port, req)
+            head, _, rest = blob.partition(b"\r\n\r\n")
+            self.assertRegex(head, rb"^HTTP/1.1 40[04] ", req)
+            self.assertIn(b"Content-Length: ", head)
+            self.assertEqual(rest, b"", req)
 
     def test_missing_files_are_404_with_type_and_length(self):
         for path in ("/flags/zz/zz.gif", "/nope", "/", "/sub", "/flags/cn/br.gif"):
@@ -348,6 +367,7 @@ class DelayAndErrorTest(unittest.TestCase):
 
     def test_bad_options_are_usage_errors(self):
         for args in (["--delay", "x"], ["--delay", "2:1"], ["--error-rate", "2"],
+                     ["--delay", "0.5-5"], ["--error-rate", "0.25x"],
                      ["--port", "70000"], ["--preset", "FAST"], ["--bogus"],
                      ["--port"]):
             p = subprocess.run([os.path.join(APPS, "flags_server"), *args],
@@ -451,6 +471,16 @@ class ClientsTest(unittest.TestCase):
             self.assertRegex(lines[1], r"^20 downloads in \d+\.\d\ds$")
             self.assertEqual(self.saved(), POP20)
             shutil.rmtree(os.path.join(self.cwd, "downloaded"))
+
+    def test_a_file_where_the_directory_goes_stops_before_downloading(self):
+        # The seed's DEST_DIR.mkdir(exist_ok=True) raises FileExistsError.
+        with open(os.path.join(self.cwd, "downloaded"), "w") as f:
+            f.write("not a directory\n")
+        for prog in ("flags", "flags2_sequential"):
+            p = run(prog, env=self.env, cwd=self.cwd)
+            self.assertNotEqual(p.returncode, 0, prog)
+            self.assertIn("downloaded", p.stderr, prog)
+            self.assertNotIn("BR", p.stdout, prog)  # nothing was fetched
 
     def test_flags_threadpool_futures_prints_each_future(self):
         p = run("flags_threadpool_futures", env=self.env, cwd=self.cwd)
