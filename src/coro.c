@@ -139,15 +139,21 @@ static void chain(const struct sigaction *prev, int sig, siginfo_t *si,
     return;
   }
   /* Default (or ignored, which cannot be for a real fault): die of it.
-   * Returning re-runs the faulting instruction under SIG_DFL. */
+   * Returning re-runs the faulting instruction under SIG_DFL; a signal
+   * sent by kill() or raise() (si_code <= 0) has none to re-run, so it is
+   * sent again, to be delivered once this handler returns. */
   signal(sig, SIG_DFL);
+  if (si->si_code <= 0)
+    raise(sig);
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uc) {
   const cf__stack *s = current_stack;
   const char *a = si->si_addr;
-  /* The guard, or just past it (a frame larger than the guard). */
-  if (s != NULL && a < s->lo && a >= s->lo - (guard_size() + 65536)) {
+  /* The guard, or just past it (a frame larger than the guard); only a
+   * real fault has an address (si_code > 0: not one sent by kill()). */
+  if (si->si_code > 0 && s != NULL && a < s->lo &&
+      a >= s->lo - (guard_size() + 65536)) {
     char msg[160];
     static const char head[] =
         "cfutures: a task or generator overflowed its stack of ";

@@ -11,6 +11,8 @@
 #include "cf/generator.h"
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include "common.h"
 #include "coro.h"
 #include "future_int.h"
+#include "loop_int.h"
 
 enum { G_NEW, G_SUSPENDED, G_RUNNING, G_DONE, G_FAILED, G_ABANDONED };
 enum { CACHE_MAX = 8 };
@@ -55,6 +58,7 @@ static void cache_free(void *p) {
   for (size_t i = 0; i < c->n; i++)
     cf__stack_free(&c->s[i]);
   free(c);
+  cache = NULL; /* a later destructor that frees a generator starts anew */
 }
 
 static void cache_key_init(void) { pthread_key_create(&cache_key, cache_free); }
@@ -138,7 +142,16 @@ static void release_body(cf_gen *g) {
 static int resume(cf_gen *g) {
   g->state = G_RUNNING;
   cf__ctx_capture(&g->caller);
+  /* Entering the outermost generator of a task on a loop's shared stack:
+   * tell the loop where the task's frames there end (see loop.c
+   * shared_evict), until the body hands control back. */
+  cf__ctx **slot = cf__task_gen_caller_slot();
+  bool outermost = slot != NULL && *slot == NULL;
+  if (outermost)
+    *slot = &g->caller;
   cf__ctx_switch(&g->caller, &g->ctx);
+  if (outermost)
+    *slot = NULL;
   if (g->state == G_DONE || g->state == G_FAILED)
     release_body(g);
   return g->state;
@@ -161,6 +174,9 @@ int cf_gen_send(cf_gen *g, const cf_value *in, cf_value *out) {
       return CF_EINVAL;
     if (stack_get(&g->stack, g->stack_size) != 0)
       return CF_ENOMEM;
+    /* An overflow of the body's stack says so on this thread too, not
+     * only on a loop's (an alternate signal stack, once per thread). */
+    cf__stack_guard_thread();
     cf__ctx_make(&g->ctx, &g->stack, body, g);
     break;
   default:
@@ -262,6 +278,14 @@ int cf_gen_close(cf_gen *g) {
 void cf_gen_free(cf_gen *g) {
   if (g == NULL)
     return;
+  if (g->state == G_RUNNING) {
+    /* Its body is running (freeing itself, or from another task while
+     * the one driving it waits in the body): it would write into freed
+     * memory when it goes on. Misuse, refused loudly. */
+    fprintf(stderr, "cfutures: cf_gen_free of a generator whose body is "
+                    "running: not freed\n");
+    return;
+  }
   if (g->state == G_SUSPENDED)
     cf_gen_close(g);
   if (g->state == G_ABANDONED)

@@ -113,7 +113,11 @@ struct ltask {
        * inline (inline_save, INLINE_SAVE bytes), any more below that in
        * `saved` (saved_cap bytes, on the heap). */
       char *saved;
-      size_t saved_len, saved_cap;
+      uint32_t saved_len, saved_cap; /* a shared stack is < 4 GiB */
+      /* While the task runs inside generators: the outermost one's
+       * caller context, whose saved stack pointer is the task's lowest
+       * on the shared stack (the task's own is on a generator's). */
+      cf__ctx *gen_caller;
     };
   };
   cf__listener lis; /* waiting on one future */
@@ -666,9 +670,14 @@ static void shared_evict(cf_loop *L) {
   char *top = cf__stack_top(&L->shared);
   char *sp = cf__ctx_saved_sp(&o->ctx);
   /* A task suspended inside a generator saved a stack pointer on the
-   * generator's stack: keep all of the shared stack then. */
-  if (sp == NULL || sp < L->shared.lo || sp > top)
-    sp = L->shared.lo;
+   * generator's stack: its frames here end where it entered the
+   * outermost generator; all of the shared stack is kept only where
+   * that is not known (the ucontext switch). */
+  if (sp == NULL || sp < L->shared.lo || sp > top) {
+    sp = o->gen_caller != NULL ? cf__ctx_saved_sp(o->gen_caller) : NULL;
+    if (sp == NULL || sp < L->shared.lo || sp > top)
+      sp = L->shared.lo;
+  }
   size_t len = (size_t)(top - sp);
   size_t in = len < INLINE_SAVE ? len : INLINE_SAVE; /* the top part */
   size_t deep = len - in;                           /* the rest, [sp, +deep) */
@@ -684,14 +693,17 @@ static void shared_evict(cf_loop *L) {
     }
     free(o->saved);
     o->saved = b;
-    o->saved_cap = deep;
+    o->saved_cap = (uint32_t)deep;
   }
   cf__stack_copy_out(inline_save(o), top - in, in);
   if (deep > 0)
     cf__stack_copy_out(o->saved, sp, deep);
-  o->saved_len = len;
+  o->saved_len = (uint32_t)len;
   L->shared_owner = NULL;
 }
+
+/* The most of a task's deep frames kept saved between evictions. */
+#define SAVED_KEEP ((uint32_t)64 << 10)
 
 /* Puts t's frames back on the shared stack (from the scheduler). */
 static void shared_take(cf_loop *L, ltask *t) {
@@ -706,6 +718,11 @@ static void shared_take(cf_loop *L, ltask *t) {
     if (len > in)
       cf__stack_copy_in(top - len, t->saved, len - in);
     t->saved_len = 0;
+    if (t->saved_cap > SAVED_KEEP) { /* a deep moment: not kept for life */
+      free(t->saved);
+      t->saved = NULL;
+      t->saved_cap = 0;
+    }
   }
   L->shared_owner = t;
 }
@@ -1293,6 +1310,11 @@ int cf_yield(void) {
 
 cf__ltask *cf__task_self(void) { return tls_task; }
 
+cf__ctx **cf__task_gen_caller_slot(void) {
+  ltask *t = tls_task;
+  return t != NULL && t->shared ? &t->gen_caller : NULL;
+}
+
 struct uv_loop_s *cf__loop_uv(cf_loop *L) { return &L->uv; }
 
 bool cf__loop_on_thread(cf_loop *L) { return on_loop_thread(L); }
@@ -1707,7 +1729,8 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (o.stack_size == 0)
     o.stack_size = 256 * 1024;
-  if (o.stack_size < 16 * 1024 || o.stack_size > ((size_t)1 << 40))
+  if (o.stack_size < 16 * 1024 || o.stack_size > ((size_t)1 << 40) ||
+      (o.shared_stack && o.stack_size > UINT32_MAX)) /* saved sizes: 32 bits */
     return CF_EINVAL;
   o.stack_size = (o.stack_size + page - 1) / page * page;
   if (o.stack_cache == 0)

@@ -15,6 +15,13 @@ typedef struct ltask cf__ltask;
 
 /* The running task, or NULL. */
 cf__ltask *cf__task_self(void);
+
+/* For generator.c: where a task on the loop's shared stack keeps the
+ * caller context of the outermost generator it runs inside (NULL while
+ * in none), so that evicting it saves only its own frames; NULL when no
+ * shared-stack task runs. */
+struct cf__ctx;
+struct cf__ctx **cf__task_gen_caller_slot(void);
 cf_loop *cf__task_loop(cf__ltask *t);
 cf_future *cf__task_future(cf__ltask *t);
 

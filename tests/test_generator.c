@@ -5,6 +5,11 @@
 #include "support.h"
 
 #include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 #include "cf/generator.h"
 #include "cf/loop.h"
@@ -226,6 +231,89 @@ CF_TEST(a_failed_generator_tells_its_code_and_message) {
   assert_string_equal(cf_gen_get_error(g).message, cf_strerror(-ENOENT));
   cf_gen_free(g);
   assert_int_equal(cf_gen_get_error(NULL).code, CF_EINVAL);
+}
+
+/* A body that tries to free its own generator, then yields and ends. */
+static int self_freeing_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)arg;
+  cf_gen_free(g); /* refused: its body is running */
+  cf_value v = val(7);
+  if (cf_gen_yield(g, &v, NULL) != 0)
+    return CF_ECANCELED;
+  ret->u.i = 8;
+  return 0;
+}
+
+CF_TEST(freeing_a_generator_from_its_running_body_is_refused) {
+  (void)state;
+  cf_gen *g;
+  assert_int_equal(cf_gen_new(self_freeing_body, NULL, NULL, &g), 0);
+  cf_value v;
+  assert_int_equal(cf_gen_next(g, &v), 1); /* it is still there */
+  assert_int_equal(v.u.i, 7);
+  assert_int_equal(cf_gen_next(g, &v), 0);
+  assert_int_equal(cf_gen_get_return(g)->u.i, 8);
+  cf_gen_free(g);
+}
+
+static int gen_depth_sink;
+static int gen_recurse(int n) {
+  volatile char pad[512];
+  pad[0] = (char)n;
+  gen_depth_sink += pad[0];
+  return n <= 0 ? 0 : gen_recurse(n - 1) + pad[0];
+}
+
+static int overflowing_body(cf_gen *g, void *arg, cf_value *ret) {
+  (void)g;
+  (void)arg;
+  ret->u.i = gen_recurse(1 << 20);
+  return 0;
+}
+
+static void child_generator_overflows(void *arg) {
+  (void)arg;
+  cf_gen *g;
+  cf_gen_opts o = {.stack_size = 64 * 1024};
+  if (cf_gen_new(overflowing_body, NULL, &o, &g) == 0)
+    cf_gen_next(g, NULL); /* on this plain thread: no loop ever ran */
+  _exit(0); /* not reached */
+}
+
+/* An overflow in a generator's body on a thread that never ran a loop
+ * says so too (the alternate signal stack is set up for generators). */
+CF_TEST(a_generator_overflow_on_a_plain_thread_dies_with_a_message) {
+  (void)state;
+  char *err = NULL;
+  int st = run_in_child(child_generator_overflows, NULL, &err);
+  assert_true(st != -1);
+  assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
+  assert_non_null(err);
+  if (strstr(err, "overflowed its stack of 65536 bytes") == NULL)
+    fprintf(stderr, "child said: %s\n", err);
+  assert_non_null(strstr(err, "overflowed its stack of 65536 bytes"));
+  free(err);
+}
+
+static void child_gets_a_sent_sigsegv(void *arg) {
+  (void)arg;
+  signal(SIGSEGV, SIG_DFL); /* not the test framework's handler */
+  cf_gen *g; /* the library's fault handler installed, then a kill() */
+  if (cf_gen_new(raising_body, NULL, NULL, &g) == 0 &&
+      cf_gen_next(g, NULL) == 1)
+    kill(getpid(), SIGSEGV);
+  _exit(0); /* the signal must not be swallowed */
+}
+
+/* A SIGSEGV sent by kill() (no faulting instruction to re-run) kills
+ * the process as it would without the library's handler. */
+CF_TEST(a_sigsegv_sent_by_kill_is_not_swallowed) {
+  (void)state;
+  char *err = NULL;
+  int st = run_in_child(child_gets_a_sent_sigsegv, NULL, &err);
+  assert_true(st != -1);
+  assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+  free(err);
 }
 
 static int reentrant_body(cf_gen *g, void *arg, cf_value *ret) {

@@ -96,6 +96,7 @@ typedef struct cf_loop_opts {
    * its stack memory is elsewhere, so no other task or thread may use a
    * pointer into it (its locals are fine for its own use across waits).
    * The library itself keeps nothing on a task's stack across a wait.
+   * The shared stack is at most 4 GiB (a larger stack_size: CF_EINVAL).
    * Ignored (own stacks) in builds with the ucontext switch.
    */
   bool shared_stack;
