@@ -235,11 +235,18 @@ CF_EXTERN void cf_loop_call_release(cf_loop_call *h);
 
 /**
  * Spawns fn(arg) as a task of the loop (Python's create_task), from any
- * thread: it starts on the loop's next turn, on a stack of its own. The
+ * thread: it starts on the loop's next turn, on a stack of its own (or,
+ * with cf_loop_opts.shared_stack, on the loop's shared stack). The
  * future (a reference: unref it) ends with fn's outcome: its value, or
  * its error and cf_raise message, or CANCELLED. Same as cf_executor_submit
  * on cf_loop_executor(loop). Returns 0, CF_ESHUTDOWN, CF_EINVAL,
  * CF_ENOMEM.
+ *
+ * On a shared stack, arg must not point into the spawning task's stack
+ * if the spawner waits before the new task is done with it (the common
+ * `cf_loop_spawn(L, fn, &local, &f); cf_future_wait(f, ...)`): while the
+ * spawner waits, its stack is saved elsewhere. Pass heap memory, or use
+ * own stacks (the default).
  */
 CF_EXTERN int cf_loop_spawn(cf_loop *loop, cf_task_fn fn, void *arg,
                             cf_future **out);
