@@ -176,7 +176,9 @@ int cf_gen_send(cf_gen *g, const cf_value *in, cf_value *out) {
       return CF_ENOMEM;
     /* An overflow of the body's stack says so on this thread too, not
      * only on a loop's (an alternate signal stack, once per thread). */
-    cf__stack_guard_thread();
+    static _Thread_local bool guarded;
+    if (!guarded)
+      guarded = cf__stack_guard_thread() == 0;
     cf__ctx_make(&g->ctx, &g->stack, body, g);
     break;
   default:

@@ -138,8 +138,9 @@ int cf_wait_fd(int fd, unsigned events, int64_t timeout_ns,
   int status = w->status;
   int ev = w->revents;
   uv_close((uv_handle_t *)&w->poll, on_wait_closed);
-  if (flags >= 0 && !(flags & O_NONBLOCK))
-    fcntl(fd, F_SETFL, flags);
+  int now = flags >= 0 && !(flags & O_NONBLOCK) ? fcntl(fd, F_GETFL) : -1;
+  if (now >= 0 && (now & O_NONBLOCK)) /* only that flag, as it was */
+    fcntl(fd, F_SETFL, now & ~O_NONBLOCK);
   if (rc != 0)
     return rc;
   if (status < 0)

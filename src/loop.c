@@ -1467,7 +1467,22 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
       cf__future_discard(f);
       return CF_ESHUTDOWN;
     }
-    atomic_fetch_add_explicit(&L->live, 1, memory_order_relaxed);
+    /* Counted, then the flag looked at again (seq_cst, the Dekker pair of
+     * a shutdown's store of closing and its loads of live): a shutdown
+     * either waits for this task or this submit sees it and backs out,
+     * waking a shutdown that may have counted it. */
+    atomic_fetch_add_explicit(&L->live, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&L->closing, memory_order_seq_cst)) {
+      if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_seq_cst) == 1) {
+        pthread_mutex_lock(&L->mu);
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+        uv_async_send(&L->async); /* a drive polling for the last task */
+      }
+      cf__executor_unpin(&pin);
+      cf__future_discard(f);
+      return CF_ESHUTDOWN;
+    }
     atomic_fetch_add_explicit(&L->submitted, 1, memory_order_relaxed);
     remote_push(L, &t->node);
     cf__executor_unpin(&pin);
@@ -1700,6 +1715,14 @@ static bool loop_is_own_thread(cf_executor *ex) {
   return tls_loop == (cf_loop *)ex;
 }
 
+/* cf_executor_free refuses (CF_EDEADLK) on any thread that runs a loop:
+ * its own cannot wait for itself, and another's cannot drive this one
+ * (its shutdown would be refused after free had claimed the handle). */
+static bool loop_free_refused_here(cf_executor *ex) {
+  (void)ex;
+  return tls_loop != NULL;
+}
+
 static const cf__executor_vtable loop_vt = {
     .name = "loop",
     .submit = loop_submit,
@@ -1708,7 +1731,7 @@ static const cf__executor_vtable loop_vt = {
     .destroy = loop_destroy,
     .stats = loop_stats,
     .max_workers = loop_max_workers,
-    .is_own_thread = loop_is_own_thread,
+    .is_own_thread = loop_free_refused_here,
     /* A loop forked from its own thread goes on in the child: its tasks
      * were suspended on this thread, and one may have written its result
      * into its future already, so settling them as the parent's would
@@ -1729,10 +1752,11 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (o.stack_size == 0)
     o.stack_size = 256 * 1024;
-  if (o.stack_size < 16 * 1024 || o.stack_size > ((size_t)1 << 40) ||
-      (o.shared_stack && o.stack_size > UINT32_MAX)) /* saved sizes: 32 bits */
+  if (o.stack_size < 16 * 1024 || o.stack_size > ((size_t)1 << 40))
     return CF_EINVAL;
   o.stack_size = (o.stack_size + page - 1) / page * page;
+  if (o.shared_stack && o.stack_size > UINT32_MAX) /* saved sizes: 32 bits */
+    return CF_EINVAL;
   if (o.stack_cache == 0)
     o.stack_cache = 64;
   cf_loop *L = cf__aligned_alloc(CF__CACHELINE, sizeof *L);

@@ -509,11 +509,11 @@ typedef struct pool {
   _Atomic uint64_t submitted, completed, failed, cancelled, callbacks_failed;
 } pool;
 
-/* The counter of an outcome: a value, an error, or cancelled. */
+/* The counter of an outcome: cancelled (by the pool or its user), an
+ * error (a task's own CF_ECANCELED included: it ends FINISHED, as on the
+ * thread pool), or a value. */
 static _Atomic uint64_t *outcome_counter(pool *p, int err, bool cancelled) {
-  return cancelled || err == CF_ECANCELED ? &p->cancelled
-         : err != 0                       ? &p->failed
-                                          : &p->completed;
+  return cancelled ? &p->cancelled : err != 0 ? &p->failed : &p->completed;
 }
 
 /* Settles a future the pool will not run (queued, or in a fork child),
@@ -521,7 +521,7 @@ static _Atomic uint64_t *outcome_counter(pool *p, int err, bool cancelled) {
  * cancelled. Drops the pool's reference. */
 static void settle_counted(pool *p, cf_future *f, int err, char *why) {
   if (cf__future_settle(f, err, why, &p->sink,
-                        outcome_counter(p, err, false)) != 0)
+                        outcome_counter(p, err, err == CF_ECANCELED)) != 0)
     atomic_fetch_add(&p->cancelled, 1);
   cf_future_unref(f);
 }

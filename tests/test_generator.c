@@ -299,9 +299,17 @@ static void child_gets_a_sent_sigsegv(void *arg) {
   (void)arg;
   signal(SIGSEGV, SIG_DFL); /* not the test framework's handler */
   cf_gen *g; /* the library's fault handler installed, then a kill() */
-  if (cf_gen_new(raising_body, NULL, NULL, &g) == 0 &&
-      cf_gen_next(g, NULL) == 1)
-    kill(getpid(), SIGSEGV);
+  if (cf_gen_new(raising_body, NULL, NULL, &g) != 0 ||
+      cf_gen_next(g, NULL) != 1)
+    _exit(4);
+  /* The library's handler must be the one in place (SA_ONSTACK): in a
+   * process that installed it before this fork, the reset above took it
+   * away, and the test would prove nothing. (ctest runs one case per
+   * process.) */
+  struct sigaction cur;
+  if (sigaction(SIGSEGV, NULL, &cur) != 0 || !(cur.sa_flags & SA_ONSTACK))
+    _exit(3);
+  kill(getpid(), SIGSEGV);
   _exit(0); /* the signal must not be swallowed */
 }
 

@@ -884,6 +884,7 @@ static int nested_run(void *arg, cf_value *result) {
    * a wait is posted to it. */
   TCHECK(cf_loop_free(other) == CF_EBUSY);
   cf_executor *ex = cf_loop_executor(other);
+  TCHECK(cf_executor_free(ex) == CF_EDEADLK); /* refused before it claims */
   TCHECK(cf_executor_shutdown(ex, CF_SHUTDOWN_WAIT, CF_FOREVER) == CF_EBUSY);
   TCHECK(cf_loop_spawn(other, twice_later, (void *)(intptr_t)4,
                        &spawned_on_other) == 0);

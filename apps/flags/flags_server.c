@@ -475,17 +475,16 @@ static int serve_conn(cf_stream *s, void *arg) {
     } else {
       const file_entry *fe = NULL;
       file_entry tmp = {0};
-      status = rel[0] ? lookup(rel, &fe, &tmp) : 404;
-      if (status == 404) {
-        /* Not there as asked: the seeds' flags/xx/xx.gif, in a directory
-         * of bare xx.gif files (a --dir of the book's own tree, with
-         * flags/cn/cn.gif, is served as it is, above). */
-        char alt[sizeof rel];
-        memcpy(alt, rel, sizeof alt);
-        map_flags_layout(alt);
-        if (strcmp(alt, rel) != 0)
-          status = lookup(alt, &fe, &tmp);
-      }
+      /* The seeds' flags/xx/xx.gif is first looked for as a bare xx.gif
+       * (the default directory's layout: one lookup, cached), then as
+       * asked (a --dir of the book's own tree, flags/cn/cn.gif). */
+      char bare[sizeof rel];
+      memcpy(bare, rel, sizeof bare);
+      map_flags_layout(bare);
+      bool mapped = strcmp(bare, rel) != 0;
+      status = !rel[0] ? 404 : lookup(mapped ? bare : rel, &fe, &tmp);
+      if (status == 404 && mapped)
+        status = lookup(rel, &fe, &tmp);
       if (status == 0) {
         status = 200;
         rc = answer(s, 200, fe->ctype, fe->data, fe->len, head_only,

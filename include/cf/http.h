@@ -3,8 +3,10 @@
  * the seeds do with httpx/requests and with aiohttp/httpx.AsyncClient).
  *
  * A client is the seeds' session: it keeps connections alive between
- * requests to the same server. It has one of two modes, fixed when it is
- * made:
+ * requests to the same server. It speaks HTTP/1.1, as httpx does by
+ * default (over TLS too, where libcurl would negotiate HTTP/2: HTTP/1.1
+ * keeps the status line's reason phrase, resp->reason). It has one of
+ * two modes, fixed when it is made:
  *
  *   - made in a loop task: a *loop client*. Its GETs suspend the calling
  *     task while curl's multi-socket interface runs the transfer on the

@@ -96,7 +96,7 @@ typedef struct cf_loop_opts {
    * its stack memory is elsewhere, so no other task or thread may use a
    * pointer into it (its locals are fine for its own use across waits).
    * The library itself keeps nothing on a task's stack across a wait.
-   * The shared stack is at most 4 GiB (a larger stack_size: CF_EINVAL).
+   * The shared stack is below 4 GiB (a larger stack_size: CF_EINVAL).
    * Ignored (own stacks) in builds with the ucontext switch.
    */
   bool shared_stack;
@@ -126,7 +126,8 @@ CF_EXTERN int cf_loop_free(cf_loop *loop);
  * The loop as an executor (borrowed; valid until cf_loop_free): submit
  * spawns a task, map runs a task per item or chunk, shutdown with
  * CF_SHUTDOWN_CANCEL_FUTURES cancels what has not started, and
- * stats count tasks. Do not cf_executor_free it: free the loop.
+ * stats count tasks. Do not cf_executor_free it: free the loop (on a
+ * thread that runs a loop, cf_executor_free of it is CF_EDEADLK).
  * A shutdown with CF_SHUTDOWN_WAIT from the loop's thread, while the loop
  * is not running, runs it until every task has ended; from another thread
  * it waits for the running loop to finish them. From a task of the loop

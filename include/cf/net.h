@@ -7,10 +7,10 @@
  * never the loop's thread. A stream belongs to the loop of the task that
  * made it (connect, or the server's connection task); use it from tasks of
  * that loop. One task reads a stream at a time, and one writes (a second
- * concurrent reader or writer gets CF_EBUSY; cf_stream_drain counts as a
- * writer). A task may close a stream that another task is reading or
- * writing: that task's call returns CF_EBADF, and must not use the stream
- * again.
+ * concurrent reader or writer gets CF_EBUSY; cf_stream_drain and
+ * cf_stream_shutdown count as writers). A task may close a stream that
+ * another task is reading or writing: that task's call returns CF_EBADF,
+ * and must not use the stream again.
  *
  * Errors are -errno from the system or libuv (ECONNREFUSED, ECONNRESET,
  * EPIPE, EMFILE, EADDRINUSE, ...), CF_ETIMEDOUT for a deadline,
