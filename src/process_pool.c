@@ -471,6 +471,10 @@ typedef struct task_room {
 typedef struct worker {
   pid_t pid;
   int fd;
+  /* The process's pidfd (or -1: a kernel without pidfd_open): readable
+   * once it has exited, also while a grandchild that a task forked keeps
+   * the socket open. Valid while pid > 0. */
+  int pidfd;
   bool ready;
   cf_future *task; /* running (a reference), or NULL */
   uint64_t task_id;
@@ -691,6 +695,11 @@ static int spawn_worker(pool *p, worker *w) {
   memset(w, 0, sizeof *w);
   w->pid = pid;
   w->fd = sv[0];
+#ifdef SYS_pidfd_open
+  w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec */
+#else
+  w->pidfd = -1;
+#endif
   w->deadline = CF_FOREVER;
   buf b = {0};
   put_str(&b, p->initname ? p->initname : "");
@@ -1061,9 +1070,12 @@ static void retire(pool *p, worker *w, int why, done_list *d) {
   }
   if (w->fd >= 0)
     close(w->fd);
+  if (w->pid > 0 && w->pidfd >= 0)
+    close(w->pidfd);
   free(w->in);
   memset(w, 0, sizeof *w);
   w->fd = -1;
+  w->pidfd = -1;
 }
 
 /* Sends f to worker w. */
@@ -1140,8 +1152,9 @@ static void *manager(void *arg) {
   done_list d = {0};
   d.cap = 4 * (size_t)p->nw + 16; /* more than one iteration produces */
   d.v = malloc(d.cap * sizeof *d.v);
-  struct pollfd *pfd = calloc((size_t)p->nw + 1, sizeof *pfd);
-  int *which = calloc((size_t)p->nw + 1, sizeof *which);
+  /* The eventfd, and each worker's socket and pidfd. */
+  struct pollfd *pfd = calloc(2 * (size_t)p->nw + 1, sizeof *pfd);
+  int *which = calloc(2 * (size_t)p->nw + 1, sizeof *which);
   if (d.v == NULL || pfd == NULL || which == NULL) {
     fprintf(stderr, "cfutures: process pool: out of memory\n");
     abort();
@@ -1207,6 +1220,10 @@ static void *manager(void *arg) {
         continue;
       pfd[n] = (struct pollfd){.fd = w->fd, .events = POLLIN};
       which[n++] = i;
+      if (w->pidfd >= 0) {
+        pfd[n] = (struct pollfd){.fd = w->pidfd, .events = POLLIN};
+        which[n++] = -2 - i; /* the worker's exit */
+      }
       if (w->task != NULL && w->task_id == 0 && !w->killed_for &&
           atomic_load(&room_of(w->task)->cancel)) {
         /* Cancelled while its fresh worker runs the initializer: the
@@ -1249,10 +1266,25 @@ static void *manager(void *arg) {
     for (int k = 0; k < n; k++) {
       if (pfd[k].revents == 0)
         continue;
-      if (which[k] < 0) {
+      if (which[k] == -1) {
         uint64_t v;
         ssize_t r = read(p->efd, &v, sizeof v);
         (void)r;
+        continue;
+      }
+      if (which[k] <= -2) {
+        /* The process has exited, its socket perhaps still open in a
+         * grandchild: what it sent first is read, then it is retired. */
+        worker *w = &p->w[-2 - which[k]];
+        if (w->pid <= 0 || w->pidfd != pfd[k].fd)
+          continue; /* retired meanwhile */
+        int rc = 0;
+        struct pollfd sock = {.fd = w->fd, .events = POLLIN};
+        while (rc == 0 && poll(&sock, 1, 0) > 0) /* (a read could block) */
+          rc = pump(p, w, &d, &broke);
+        if (broke)
+          p->broken = true;
+        retire(p, w, rc != 0 ? rc : CF_EEOF, &d);
         continue;
       }
       worker *w = &p->w[which[k]];
@@ -1405,6 +1437,8 @@ static void pp_forked(cf_executor *ex) {
     }
     if (w->fd >= 0)
       close(w->fd);
+    if (w->pid > 0 && w->pidfd >= 0)
+      close(w->pidfd);
     free(w->in);
     memset(w, 0, sizeof *w);
   }

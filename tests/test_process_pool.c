@@ -140,6 +140,24 @@ CF_TASK(close_socket_and_hang) { /* the worker runs on without its pool */
   return 0;
 }
 
+CF_TASK(fork_then_exit) { /* a grandchild keeps the socket; the worker dies */
+  char path[256];
+  int rc = arg_path(arg, path, sizeof path);
+  if (rc != 0)
+    return rc;
+  pid_t kid = fork();
+  if (kid == 0) { /* the grandchild: descriptor 3 is open here too */
+    sleep(60);
+    _exit(0);
+  }
+  FILE *f = fopen(path, "w");
+  if (f != NULL) {
+    fprintf(f, "%d\n", (int)kid);
+    fclose(f);
+  }
+  _exit(5);
+}
+
 static char init_cue[64]; /* the cue file of configure_on_cue's test */
 
 CF_TASK(configure_on_cue) { /* an initializer that waits for a file */
@@ -618,6 +636,42 @@ CF_TEST(a_worker_that_drops_its_socket_is_ended) {
   cf_executor_stats st;
   assert_int_equal(cf_executor_get_stats(ex, &st), 0);
   assert_int_equal(st.failed, 1);
+  assert_int_equal(cf_executor_free(ex), 0);
+}
+
+/* A worker that dies while a grandchild it forked keeps its socket open
+ * is seen dead by its exit (a pidfd), not by the socket's end: its task
+ * fails at once instead of when the grandchild lets go. */
+CF_TEST(a_worker_whose_grandchild_holds_its_socket_is_seen_dead) {
+  (void)state;
+  char path[] = "/tmp/cf_pp_kid_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
+  cf_future *f;
+  assert_int_equal(
+      cf_executor_submit_bytes(ex, "fork_then_exit", path, strlen(path), &f), 0);
+  int rc = cf_future_wait(f, CF_SEC(20)); /* the grandchild sleeps 60 s */
+  FILE *pf = fopen(path, "r");
+  int kid = 0;
+  if (pf != NULL) {
+    if (fscanf(pf, "%d", &kid) != 1)
+      kid = 0;
+    fclose(pf);
+  }
+  if (kid > 0)
+    kill(kid, SIGKILL); /* whatever happened: no stray process left */
+  unlink(path);
+  assert_int_equal(rc, 0);
+  assert_int_equal(cf_future_get_error(f).code, CF_EWORKER);
+  assert_non_null(strstr(cf_future_get_error(f).message, "exit"));
+  cf_future_unref(f);
+  cf_future *g = submit_i64(ex, "square", 11);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, 121);
+  cf_future_unref(g);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
