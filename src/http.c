@@ -522,6 +522,10 @@ int cf_http_get(cf_http_client *c, const char *url, const cf_http_opts *opts,
   if (c == NULL || url == NULL || resp == NULL)
     return CF_EINVAL;
   cf_http_response_release(resp);
+  if (opts != NULL && opts->timeout_ns < 0) { /* cf/time.h: invalid */
+    snprintf(resp->error, sizeof resp->error, "a negative timeout");
+    return CF_EINVAL;
+  }
   if (c->mode == MODE_LOOP &&
       (cf_loop_current() != c->loop || cf_task_current() == NULL)) {
     snprintf(resp->error, sizeof resp->error,

@@ -1339,6 +1339,8 @@ bool cf__task_last_cancel_external(const cf__ltask *t) {
   return t->last_external;
 }
 
+uint64_t cf__task_cancel_gen(const cf__ltask *t) { return t->cancel_gen; }
+
 typedef struct scope_impl {
   ltimer timer;
   ltask *task;

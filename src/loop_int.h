@@ -35,6 +35,8 @@ void cf__task_soft_withdraw(cf__ltask *t, uint64_t ticket);
 /* Whether the last cancellation delivered to t included one from
  * cf_future_cancel (not only scopes' and groups'). */
 bool cf__task_last_cancel_external(const cf__ltask *t);
+/* How many cancellations have been delivered to t so far. */
+uint64_t cf__task_cancel_gen(const cf__ltask *t);
 
 /* For net.c: a wait without a future. cf__task_park suspends the running
  * task t until cf__task_unpark(t), the deadline, or a cancellation, and
@@ -60,5 +62,10 @@ bool cf__loop_on_thread(cf_loop *L);
  * holds only the bytes that arrived. Loop thread only. */
 #define CF__LOOP_READ_SCRATCH ((size_t)64 * 1024)
 char *cf__loop_read_scratch(cf_loop *L);
+
+/* net.c: a libuv resolver code (UV_EAI_*, whose numbers the library's own
+ * codes share) as the library reports it: CF_ERESOLVE, CF_ENOMEM,
+ * CF_ECANCELED; any other code unchanged. */
+int cf__resolve_error(int uv);
 
 #endif /* CF_LOOP_INT_H */

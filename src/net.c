@@ -648,6 +648,33 @@ static int connect_one(cf_loop *L, const struct sockaddr *addr,
   return rc;
 }
 
+/* libuv's getaddrinfo codes (UV_EAI_*, -3000 .. -3014) share their
+ * numbers with the library's own (cf/error.h): CF_ERESOLVE for a failed
+ * lookup, CF_ENOMEM and CF_ECANCELED for those two; others unchanged. */
+int cf__resolve_error(int uv) {
+  switch (uv) {
+  case UV_EAI_MEMORY:
+    return CF_ENOMEM;
+  case UV_EAI_CANCELED:
+    return CF_ECANCELED;
+  case UV_EAI_ADDRFAMILY:
+  case UV_EAI_AGAIN:
+  case UV_EAI_BADFLAGS:
+  case UV_EAI_BADHINTS:
+  case UV_EAI_FAIL:
+  case UV_EAI_FAMILY:
+  case UV_EAI_NODATA:
+  case UV_EAI_NONAME:
+  case UV_EAI_OVERFLOW:
+  case UV_EAI_PROTOCOL:
+  case UV_EAI_SERVICE:
+  case UV_EAI_SOCKTYPE:
+    return CF_ERESOLVE;
+  default:
+    return uv;
+  }
+}
+
 static int resolve_host(cf_loop *L, const char *host, int port, int flags,
                         int64_t deadline, struct addrinfo **res_out) {
   int rc;
@@ -669,7 +696,7 @@ static int resolve_host(cf_loop *L, const char *host, int port, int flags,
   if (rc != 0) {
     cf_future_unref(r->done);
     free(r);
-    return rc;
+    return cf__resolve_error(rc);
   }
   rc = cf_future_wait_until(r->done, deadline);
   if (rc != 0 && !cf_future_done(r->done)) {
@@ -687,7 +714,7 @@ static int resolve_host(cf_loop *L, const char *host, int port, int flags,
     return rc;
   }
   *res_out = r->res;
-  int status = r->status;
+  int status = cf__resolve_error(r->status);
   cf_future_unref(r->done);
   free(r);
   return status;

@@ -90,6 +90,7 @@ struct cf_task_group {
   bool failing, joined;
   bool requested; /* the owner's cancellation, owed until joined */
   uint64_t ticket;
+  uint64_t owner_gen; /* the owner's deliveries when the group was made */
 };
 
 static int check_owner(const cf_task_group *g) {
@@ -137,6 +138,7 @@ int cf_task_group_new(cf_task_group **out) {
   if (g == NULL)
     return CF_ENOMEM;
   g->owner = self;
+  g->owner_gen = cf__task_cancel_gen(self);
   *out = g;
   return 0;
 }
@@ -204,6 +206,14 @@ int cf_task_group_join(cf_task_group *g) {
     return rc;
   g->joined = true;
   int outside = 0;
+  /* The owner was cancelled from outside since the group was made, at a
+   * wait before this join (its body's sleep, say): the cancellation is
+   * the group's too, as Python's TaskGroup sees it leave the body. */
+  if (cf__task_cancel_gen(g->owner) != g->owner_gen &&
+      cf__task_last_cancel_external(g->owner)) {
+    outside = CF_ECANCELED;
+    abort_children(g);
+  }
   while (g->remaining > 0) {
     int r;
     if (g->idle == NULL && cf_future_new(&g->idle) != 0) {

@@ -442,6 +442,58 @@ static int main_cancel_owner(void *arg, cf_value *result) {
   return 0;
 }
 
+typedef struct early_owner {
+  watched w[2];
+  _Atomic int sleeping;
+  int sleep_rc, join_rc;
+} early_owner;
+
+/* Cancelled in its body's sleep, before it reaches the join. */
+static int owner_cancelled_before_join(void *arg, cf_value *result) {
+  (void)result;
+  early_owner *a = arg;
+  cf_task_group *g;
+  TCHECK(cf_task_group_new(&g) == 0);
+  for (int i = 0; i < 2; i++)
+    TCHECK(cf_task_group_spawn(g, sleep_forever_watched, &a->w[i], NULL) == 0);
+  atomic_store(&a->sleeping, 1);
+  a->sleep_rc = cf_sleep(CF_SEC(3600));
+  a->join_rc = cf_task_group_join(g); /* the cancellation is the group's */
+  cf_task_group_free(g);
+  return a->join_rc;
+}
+
+static int main_cancel_owner_early(void *arg, cf_value *result) {
+  (void)result;
+  early_owner *a = arg;
+  cf_future *f;
+  TCHECK(cf_loop_spawn(here(), owner_cancelled_before_join, a, &f) == 0);
+  while (!atomic_load(&a->sleeping) || !atomic_load(&a->w[0].started) ||
+         !atomic_load(&a->w[1].started))
+    TCHECK(cf_yield() == 0);
+  TCHECK(cf_future_cancel(f) == 0);
+  TCHECK(cf_future_wait(f, CF_FOREVER) == 0);
+  TCHECK(cf_future_cancelled(f));
+  cf_future_unref(f);
+  return 0;
+}
+
+/* An owner cancelled from outside while in its body (before the join),
+ * as Python's TaskGroup sees the CancelledError leave the body: the join
+ * cancels the children, waits for them, and reports the cancellation. */
+CF_TEST(an_owner_cancelled_before_its_join_cancels_the_children) {
+  (void)state;
+  early_owner a;
+  memset(&a, 0, sizeof a);
+  assert_int_equal(cf_loop_run_main(main_cancel_owner_early, &a,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+  assert_int_equal(a.sleep_rc, CF_ECANCELED);
+  assert_int_equal(a.join_rc, CF_ECANCELED);
+  for (int i = 0; i < 2; i++)
+    assert_true(a.w[i].cleaned && a.w[i].rc == CF_ECANCELED);
+}
+
 CF_TEST(cancelling_the_owner_in_join_cancels_the_children_first) {
   (void)state;
   owner_args a;

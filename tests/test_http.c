@@ -378,6 +378,8 @@ CF_TEST(bad_arguments_are_refused) {
   assert_int_equal(cf_http_get(NULL, "http://x/", NULL, &r), CF_EINVAL);
   assert_int_equal(cf_http_get(c, NULL, NULL, &r), CF_EINVAL);
   assert_int_equal(cf_http_get(c, "http://x/", NULL, NULL), CF_EINVAL);
+  cf_http_opts neg = {.timeout_ns = -5}; /* cf/time.h: does nothing */
+  assert_int_equal(cf_http_get(c, "http://127.0.0.1:1/", &neg, &r), CF_EINVAL);
   assert_int_equal(cf_http_client_free(NULL), 0);
   cf_http_response_release(NULL);
   assert_int_equal(cf_http_client_get_connects(NULL), 0);

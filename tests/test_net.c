@@ -5,6 +5,8 @@
  */
 #include "support.h"
 
+#include "loop_int.h"
+
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -419,6 +421,39 @@ static int main_literal(void *arg, cf_value *result) {
          -ECONNREFUSED);
   TCHECK(cf_server_stop(srv4, CF_SEC(30)) == 0);
   return 0;
+}
+
+static int main_unknown_name(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  cf_stream *c;
+  /* .invalid never resolves (RFC 6761): a failed lookup, or no answer
+   * in time where there is no resolver at all; never a code that means
+   * something else. */
+  int rc = cf_tcp_connect("no-such-host.invalid", 80, CF_SEC(20), &c);
+  TCHECK(rc == CF_ERESOLVE || rc == CF_ETIMEDOUT);
+  TCHECK(c == NULL);
+  cf_server *srv;
+  rc = cf_server_start("no-such-host.invalid", 0, 0, echo_handler, NULL, &srv);
+  TCHECK(rc == CF_ERESOLVE || rc == CF_ETIMEDOUT);
+  return 0;
+}
+
+/* libuv's resolver codes share their numbers with the library's own
+ * (UV_EAI_NONAME is -3008, CF_EFORKED's): they come back as CF_ERESOLVE. */
+CF_TEST(a_failed_name_lookup_is_cf_eresolve) {
+  (void)state;
+  assert_int_equal(cf__resolve_error(UV_EAI_NONAME), CF_ERESOLVE);
+  assert_int_equal(cf__resolve_error(UV_EAI_AGAIN), CF_ERESOLVE);
+  assert_int_equal(cf__resolve_error(UV_EAI_NODATA), CF_ERESOLVE);
+  assert_int_equal(cf__resolve_error(UV_EAI_MEMORY), CF_ENOMEM);
+  assert_int_equal(cf__resolve_error(UV_EAI_CANCELED), CF_ECANCELED);
+  assert_int_equal(cf__resolve_error(-ECONNREFUSED), -ECONNREFUSED);
+  assert_int_equal(cf__resolve_error(0), 0);
+  assert_string_equal(cf_err_name(CF_ERESOLVE), "CF_ERESOLVE");
+  assert_int_equal(cf_loop_run_main(main_unknown_name, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
 }
 
 CF_TEST(an_address_literal_connects_without_a_lookup) {

@@ -51,7 +51,8 @@ extern "C" {
   XX(EEOF, -3013, "the stream ended before the bytes expected")               \
   XX(EHTTPSTATUS, -3014, "the HTTP response has an error status")            \
   XX(EREQUEST, -3015, "the HTTP request failed before a response came")      \
-  XX(EWORKER, -3016, "the worker process running the task died")
+  XX(EWORKER, -3016, "the worker process running the task died")            \
+  XX(ERESOLVE, -3017, "the host name could not be resolved")
 
 /** Library error codes. All are negative. */
 enum cf_errno {

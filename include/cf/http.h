@@ -59,7 +59,8 @@ typedef struct cf_http_client cf_http_client;
 /** Options of one request. Zero-initialise; every zero is a default. */
 typedef struct cf_http_opts {
   /** Bound on the whole request: connecting, waiting, reading (0: 30 s;
-   * CF_FOREVER: none). The seeds use 6.1 s and 3.1 s. */
+   * CF_FOREVER: none; negative: CF_EINVAL). The seeds use 6.1 s and
+   * 3.1 s. */
   int64_t timeout_ns;
   /** Do not follow redirects (by default up to 10 are followed, as
    * follow_redirects=True). */

@@ -54,8 +54,8 @@
  * may live on its stack: it stays put while the task is suspended.
  *
  * Errors: 0 or a negative code (cf/error.h); CF_EWRONGTHREAD as above,
- * CF_ESHUTDOWN once the loop is shutting down or freed, CF_EINVAL for
- * bad arguments, CF_ENOMEM.
+ * CF_ESHUTDOWN once the loop is shutting down, CF_EBADF (where it can be
+ * told) once it is freed, CF_EINVAL for bad arguments, CF_ENOMEM.
  */
 #ifndef CF_LOOP_H
 #define CF_LOOP_H
@@ -384,8 +384,10 @@ CF_EXTERN int cf_task_group_add(cf_task_group *g, cf_future *f);
 /**
  * Waits until every child has ended. Returns 0 if none failed, else the
  * first failure's code; CF_ECANCELED if the owner was cancelled from
- * outside the group (the children are then cancelled and waited for
- * first, as Python does). Later spawns fail with CF_ESHUTDOWN.
+ * outside the group, during the join or at a wait of its own since the
+ * group was made (the children are then cancelled and waited for first,
+ * as Python's TaskGroup does when a cancellation leaves its body). Later
+ * spawns fail with CF_ESHUTDOWN.
  */
 CF_EXTERN int cf_task_group_join(cf_task_group *g);
 

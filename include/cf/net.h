@@ -40,8 +40,8 @@ typedef struct cf_stream cf_stream;
  * as "127.0.0.1" or "::1" is used as it is, without a lookup), then
  * connects to the first address that accepts, all within timeout_ns.
  * Returns 0 and the stream in *out, CF_ETIMEDOUT, CF_ECANCELED,
- * -ECONNREFUSED and the like, a resolver error as -EAI_* mapped by libuv
- * (UV_EAI_NONAME, ...), CF_ENOMEM, or CF_EINVAL.
+ * -ECONNREFUSED and the like, CF_ERESOLVE (the name lookup failed: an
+ * unknown name, no DNS answer), CF_ENOMEM, or CF_EINVAL.
  */
 CF_EXTERN int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
                              cf_stream **out);
@@ -129,7 +129,7 @@ typedef int (*cf_conn_fn)(cf_stream *s, void *arg);
  * IPv4 addresses; port 0: any free port, see cf_server_get_port) and runs fn(stream, arg) as a task for every
  * connection accepted, on the calling task's loop (Python's start_server).
  * backlog 0: 511. Returns 0 and the server in *out; -EADDRINUSE and other
- * bind/listen errors; a resolver error (UV_EAI_NONAME, ...) or
+ * bind/listen errors; CF_ERESOLVE (the name lookup failed) or
  * CF_ETIMEDOUT for a name; CF_ENOTTASK; CF_EINVAL. A connection the server
  * cannot take (EMFILE, ENOMEM) is refused and counted; the server keeps
  * serving the others.
