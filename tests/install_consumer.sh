@@ -36,6 +36,27 @@ cc "$tmp/consumer.c" -static-libgcc $(pkg-config --cflags cfutures) \
   -o "$tmp/static"
 "$tmp/static"
 
+# The HTTP client's archive, through its own .pc (when it was built).
+if [ -f "$pc/cfutures-http.pc" ]; then
+  cat > "$tmp/http.c" <<'C'
+#include <cf/cfutures.h>
+#include <cf/http.h>
+#include <stdio.h>
+int main(void) {
+  cf_http_client *c;
+  if (cf_http_client_new(0, &c) != 0) return 1;
+  cf_http_response r = {0};
+  cf_http_opts o = {.timeout_ns = CF_SEC(5)};
+  int rc = cf_http_get(c, "http://127.0.0.1:1/", &o, &r); /* refused */
+  cf_http_response_release(&r);
+  printf("http consumer ok (%s)\n", cf_err_name(rc));
+  return cf_http_client_free(c) != 0 || rc == 0;
+}
+C
+  cc "$tmp/http.c" $(pkg-config --cflags --libs cfutures-http) -o "$tmp/http"
+  LD_LIBRARY_PATH="$libdir" "$tmp/http"
+fi
+
 # Loaded with dlopen: the library's thread-locals are initial-exec
 # (CMakeLists.txt), which a dlopen'ed library may use while they fit the
 # static TLS that glibc keeps spare.
