@@ -300,7 +300,8 @@ ssize_t cf_stream_read_until(cf_stream *s, const void *delim, size_t dlen,
   int rc = check_stream(s);
   if (rc != 0)
     return rc;
-  if (delim == NULL || dlen == 0 || buf == NULL || cap == 0 || timeout_ns < 0)
+  if (delim == NULL || dlen == 0 || buf == NULL || cap < dlen ||
+      timeout_ns < 0) /* (a cap below dlen could never hold a match) */
     return CF_EINVAL;
   if (s->busy_r)
     return CF_EBUSY;
@@ -558,12 +559,14 @@ static int format_addr(const struct sockaddr_storage *ss, char *buf,
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
     uv_ip6_name(a, ip, sizeof ip);
     port = ntohs(a->sin6_port);
-    return snprintf(buf, size, "[%s]:%d", ip, port) < 0 ? CF_EINVAL : 0;
+    int n = snprintf(buf, size, "[%s]:%d", ip, port);
+    return n < 0 ? CF_EINVAL : (size_t)n >= size ? CF_ENOBUFS : 0;
   }
   const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
   uv_ip4_name(a, ip, sizeof ip);
   port = ntohs(a->sin_port);
-  return snprintf(buf, size, "%s:%d", ip, port) < 0 ? CF_EINVAL : 0;
+  int n = snprintf(buf, size, "%s:%d", ip, port);
+  return n < 0 ? CF_EINVAL : (size_t)n >= size ? CF_ENOBUFS : 0; /* cut */
 }
 
 int cf_stream_get_peer(const cf_stream *s, char *buf, size_t size) {

@@ -51,6 +51,11 @@ static int main_echo(void *arg, cf_value *result) {
   char want_peer[64];
   snprintf(want_peer, sizeof want_peer, "127.0.0.1:%d", port);
   TCHECK(strcmp(peer, want_peer) == 0);
+  char cut[4];
+  TCHECK(cf_stream_get_peer(c, cut, sizeof cut) == CF_ENOBUFS);
+  TCHECK(strcmp(cut, "127") == 0); /* what fits, cut */
+  TCHECK(cf_stream_read_until(c, "\r\n", 2, cut, 1, CF_SEC(1)) ==
+         CF_EINVAL); /* no match could fit */
   for (int i = 0; i < 50; i++) {
     char line[64], got[64];
     int n = snprintf(line, sizeof line, "line %d\n", i);

@@ -252,7 +252,8 @@ CF_EXTERN void cf_loop_call_release(cf_loop_call *h);
 CF_EXTERN int cf_loop_spawn(cf_loop *loop, cf_task_fn fn, void *arg,
                             cf_future **out);
 
-/** The task running on the calling thread (borrowed), or NULL. */
+/** The loop task running on the calling thread (borrowed), or NULL: also
+ * in a task of a thread pool (a pool's task is not a coroutine). */
 CF_EXTERN cf_future *cf_task_current(void);
 
 /**

@@ -49,7 +49,8 @@ CF_EXTERN int cf_tcp_connect(const char *host, int port, int64_t timeout_ns,
 /**
  * Reads some bytes (at most len) into buf: what has arrived, waiting for
  * at least one byte. Returns the count (> 0), 0 at end of stream (the
- * peer closed its side), or a negative code.
+ * peer closed its side), or a negative code. len 0 returns 0 at once,
+ * reading and waiting for nothing (not an end of stream).
  */
 CF_EXTERN ssize_t cf_stream_read(cf_stream *s, void *buf, size_t len,
                                  int64_t timeout_ns);
@@ -68,8 +69,8 @@ CF_EXTERN int cf_stream_read_exactly(cf_stream *s, void *buf, size_t len,
  * buf (asyncio's readuntil), at most cap bytes. Returns the length read
  * (delimiter included); CF_ENOBUFS if cap bytes arrived without the
  * delimiter (they stay buffered: read them with cf_stream_read); CF_EEOF
- * if the stream ended first (what arrived stays buffered); or a negative
- * code.
+ * if the stream ended first (what arrived stays buffered); CF_EINVAL for a
+ * cap below dlen (no match could fit); or a negative code.
  */
 CF_EXTERN ssize_t cf_stream_read_until(cf_stream *s, const void *delim,
                                        size_t dlen, void *buf, size_t cap,
@@ -103,16 +104,19 @@ CF_EXTERN int cf_stream_drain(cf_stream *s, int64_t timeout_ns);
 
 /** Half-closes: sends end of stream after what was written (shutdown
  * SHUT_WR); reading goes on. Returns 0, CF_EBUSY (another task is
- * writing), CF_EBADF (the stream was closed, also meanwhile), or another
- * negative code (the first error of an earlier write). */
+ * writing), CF_EBADF (the stream was closed, also meanwhile), -ENOTCONN
+ * (already half-closed), or another negative code (the first error of an
+ * earlier write). */
 CF_EXTERN int cf_stream_shutdown(cf_stream *s, int64_t timeout_ns);
 
 /** Closes the stream and frees it (NULL is ignored). Data still queued
- * is dropped; call cf_stream_drain first to keep it. */
+ * is dropped; call cf_stream_drain first to keep it. Once: the stream is
+ * gone after it (a second close is a use after free, as free's is). */
 CF_EXTERN void cf_stream_close(cf_stream *s);
 
 /** The peer's or the local address as text ("127.0.0.1:8000",
- * "[::1]:8000"); 0 or a negative code. */
+ * "[::1]:8000"); 0, CF_ENOBUFS if it does not fit in size bytes (what
+ * fits is there, cut; 56 bytes always suffice), or a negative code. */
 CF_EXTERN int cf_stream_get_peer(const cf_stream *s, char *buf, size_t size);
 
 typedef struct cf_server cf_server;

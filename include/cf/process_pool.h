@@ -4,7 +4,9 @@
  * exit or hangs takes down its worker, never the caller.
  *
  * Tasks are named (cf/registry.h: CF_TASK) and their arguments and
- * results are bytes, so the same task runs on the thread pool and here:
+ * results are bytes, so the same task runs on the thread pool and here
+ * (a submit or map of a function that is not registered has no name to
+ * send: CF_EINVAL; a name nobody registered: CF_EUNKNOWNTASK):
  *
  *     int main(int argc, char **argv) {
  *       cf_process_init(argc, argv);   // first: a worker stays in here
