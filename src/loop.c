@@ -619,6 +619,14 @@ static void list_del(cf_loop *L, ltask *t) {
   t->prev = t->next = NULL;
 }
 
+/* The last live task is gone while the loop closes: wakes a shutdown
+ * waiting on another thread (L->cv). */
+static void wake_shutdown_waiters(cf_loop *L) {
+  pthread_mutex_lock(&L->mu);
+  pthread_cond_broadcast(&L->cv);
+  pthread_mutex_unlock(&L->mu);
+}
+
 /* A task has ended (or never started): the loop lets go of it. */
 static void task_gone(cf_loop *L, ltask *t) {
   list_del(L, t);
@@ -626,11 +634,8 @@ static void task_gone(cf_loop *L, ltask *t) {
   /* seq_cst with the shutdown's store of closing and load of live: one
    * of the two sees the other (a Dekker pair). */
   if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_seq_cst) == 1 &&
-      atomic_load_explicit(&L->closing, memory_order_seq_cst)) {
-    pthread_mutex_lock(&L->mu);
-    pthread_cond_broadcast(&L->cv);
-    pthread_mutex_unlock(&L->mu);
-  }
+      atomic_load_explicit(&L->closing, memory_order_seq_cst))
+    wake_shutdown_waiters(L);
   cf_future_unref(f); /* the loop's reference; t may be gone now */
 }
 
@@ -1476,9 +1481,7 @@ static int loop_submit(cf_executor *ex, const cf_task *task, int64_t deadline,
     atomic_fetch_add_explicit(&L->live, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&L->closing, memory_order_seq_cst)) {
       if (atomic_fetch_sub_explicit(&L->live, 1, memory_order_seq_cst) == 1) {
-        pthread_mutex_lock(&L->mu);
-        pthread_cond_broadcast(&L->cv);
-        pthread_mutex_unlock(&L->mu);
+        wake_shutdown_waiters(L);
         uv_async_send(&L->async); /* a drive polling for the last task */
       }
       cf__executor_unpin(&pin);

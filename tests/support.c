@@ -369,3 +369,24 @@ const cf_loop_opts *test_loop_opts(const cf_loop_opts *o) {
     opts.shared_stack = true;
   return &opts;
 }
+
+void expect_child_dies_saying(void (*fn)(void *arg), void *arg,
+                              const char *message) {
+  char *err = NULL;
+  int st = run_in_child(fn, arg, &err);
+  assert_true(st != -1);
+  assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
+  assert_non_null(err);
+  if (strstr(err, message) == NULL)
+    fprintf(stderr, "child said: %s\n", err);
+  assert_non_null(strstr(err, message));
+  free(err);
+}
+
+static int recursion_sink;
+int deep_recursion(int n) {
+  volatile char pad[512];
+  pad[0] = (char)n;
+  recursion_sink += pad[0];
+  return n <= 0 ? 0 : deep_recursion(n - 1) + pad[0];
+}

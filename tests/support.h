@@ -125,6 +125,15 @@ int count_occurrences(const char *haystack, const char *needle);
  * captured into *err (malloc'ed) if err is non-NULL. */
 int run_in_child(void (*fn)(void *arg), void *arg, char **err);
 
+/* Runs fn(arg) in a forked child that must die (a signal or a non-zero
+ * exit) with `message` in its stderr (which is shown if not). */
+void expect_child_dies_saying(void (*fn)(void *arg), void *arg,
+                              const char *message);
+
+/* Recurses n levels with 512 bytes of frame each: a stack overflow for a
+ * large n. */
+int deep_recursion(int n);
+
 /* Waits for the child pid for up to timeout_ns and returns its wait
  * status, or -1 if it did not end by then (it is then killed). */
 int wait_child_for(pid_t pid, int64_t timeout_ns);

@@ -1262,17 +1262,9 @@ CF_TEST(a_hundred_thousand_tasks_sleep_at_once_on_a_shared_stack) {
   assert_int_equal(cf_loop_free(L), 0);
 }
 
-static int depth_sink;
-static int recurse(int n) {
-  volatile char pad[512];
-  pad[0] = (char)n;
-  depth_sink += pad[0];
-  return n <= 0 ? 0 : recurse(n - 1) + pad[0];
-}
-
 static int overflowing(void *arg, cf_value *result) {
   (void)arg;
-  result->u.i = recurse(1 << 20);
+  result->u.i = deep_recursion(1 << 20);
   return 0;
 }
 
@@ -1285,15 +1277,8 @@ static void child_overflows(void *arg) {
 
 CF_TEST(a_stack_overflow_dies_with_a_message) {
   (void)state;
-  char *err = NULL;
-  int st = run_in_child(child_overflows, NULL, &err);
-  assert_true(st != -1);
-  assert_true(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) != 0));
-  assert_non_null(err);
-  if (strstr(err, "overflowed its stack of 65536 bytes") == NULL)
-    fprintf(stderr, "child said: %s\n", err);
-  assert_non_null(strstr(err, "overflowed its stack of 65536 bytes"));
-  free(err);
+  expect_child_dies_saying(child_overflows, NULL,
+                           "overflowed its stack of 65536 bytes");
 }
 
 CF_TEST(bad_options_and_arguments_are_refused) {

@@ -237,6 +237,31 @@ static cf_future *submit_i64(cf_executor *ex, const char *name, int64_t v) {
   return f;
 }
 
+/* The pool serves: "square" of x comes back as x * x. */
+static void expect_square(cf_executor *ex, int64_t x) {
+  cf_future *g = submit_i64(ex, "square", x);
+  const cf_value *v;
+  assert_int_equal(cf_future_result(g, SOON, &v), 0);
+  assert_int_equal(v->u.i, x * x);
+  cf_future_unref(g);
+}
+
+/* A fresh path under /tmp from template (its XXXXXX replaced), with no
+ * file there: a cue or a note that a worker creates. */
+static void fresh_path(char *template) {
+  int fd = mkstemp(template);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(template);
+}
+
+/* Creates the (empty) file at path: a cue a task waits for. */
+static void touch(const char *path) {
+  int fd = open(path, O_CREAT | O_WRONLY, 0600);
+  assert_true(fd >= 0);
+  close(fd);
+}
+
 CF_TEST(named_tasks_run_in_worker_processes) {
   (void)state;
   cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 2});
@@ -302,11 +327,7 @@ CF_TEST(a_dead_worker_fails_its_task_only_and_is_replaced) {
     assert_non_null(strstr(m, deaths[k].task));
     cf_future_unref(f);
     /* The pool carries on. */
-    cf_future *g = submit_i64(ex, "square", 12);
-    const cf_value *v;
-    assert_int_equal(cf_future_result(g, SOON, &v), 0);
-    assert_int_equal(v->u.i, 144);
-    cf_future_unref(g);
+    expect_square(ex, 12);
   }
   assert_int_equal(cf_executor_free(ex), 0);
 }
@@ -366,17 +387,12 @@ CF_TEST(broken_on_crash_fails_everything_as_python_does) {
   /* The crash waits for its cue, so that the next task is queued behind
    * it before the pool breaks (else that submit could fail at once). */
   char cue[] = "/tmp/cf_pp_cue_XXXXXX";
-  int fd = mkstemp(cue);
-  assert_true(fd >= 0);
-  close(fd);
-  unlink(cue);
+  fresh_path(cue);
   cf_future *crash, *after;
   assert_int_equal(
       cf_executor_submit_bytes(ex, "crash_on_cue", cue, strlen(cue), &crash), 0);
   after = submit_i64(ex, "square", 3); /* queued behind it */
-  fd = open(cue, O_CREAT | O_WRONLY, 0600);
-  assert_true(fd >= 0);
-  close(fd);
+  touch(cue);
   assert_int_equal(cf_future_result(crash, SOON, NULL), CF_EBROKEN);
   assert_int_equal(cf_future_result(after, SOON, NULL), CF_EBROKEN);
   unlink(cue);
@@ -403,11 +419,7 @@ CF_TEST(a_task_past_its_time_limit_is_killed) {
   assert_int_equal(cf_future_get_error(f).code, CF_ETIMEDOUT);
   assert_non_null(strstr(cf_future_get_error(f).message, "time limit"));
   cf_future_unref(f);
-  cf_future *g = submit_i64(ex, "square", 5);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 25);
-  cf_future_unref(g);
+  expect_square(ex, 5);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -428,11 +440,7 @@ CF_TEST(cancel_kills_running_work_and_drops_queued_work) {
   assert_int_equal(cf_future_get_state(running), CF_CANCELLED);
   cf_future_unref(running);
   cf_future_unref(queued);
-  cf_future *g = submit_i64(ex, "square", 4);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 16);
-  cf_future_unref(g);
+  expect_square(ex, 4);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -608,11 +616,7 @@ CF_TEST(a_stray_header_from_a_task_fails_it_at_once) {
   assert_int_equal(cf_future_wait(f, SOON), 0);
   assert_int_equal(cf_future_get_error(f).code, -EPROTO);
   cf_future_unref(f);
-  cf_future *g = submit_i64(ex, "square", 7);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 49);
-  cf_future_unref(g);
+  expect_square(ex, 7);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -628,11 +632,7 @@ CF_TEST(a_worker_that_drops_its_socket_is_ended) {
   assert_int_equal(cf_future_wait(f, SOON), 0);
   assert_int_equal(cf_future_get_error(f).code, CF_EWORKER);
   cf_future_unref(f);
-  cf_future *g = submit_i64(ex, "square", 8);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 64);
-  cf_future_unref(g);
+  expect_square(ex, 8);
   cf_executor_stats st;
   assert_int_equal(cf_executor_get_stats(ex, &st), 0);
   assert_int_equal(st.failed, 1);
@@ -645,9 +645,7 @@ CF_TEST(a_worker_that_drops_its_socket_is_ended) {
 CF_TEST(a_worker_whose_grandchild_holds_its_socket_is_seen_dead) {
   (void)state;
   char path[] = "/tmp/cf_pp_kid_XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
+  fresh_path(path); /* the task writes the grandchild's pid there */
   cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
   cf_future *f;
   assert_int_equal(
@@ -667,11 +665,7 @@ CF_TEST(a_worker_whose_grandchild_holds_its_socket_is_seen_dead) {
   assert_int_equal(cf_future_get_error(f).code, CF_EWORKER);
   assert_non_null(strstr(cf_future_get_error(f).message, "exit"));
   cf_future_unref(f);
-  cf_future *g = submit_i64(ex, "square", 11);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 121);
-  cf_future_unref(g);
+  expect_square(ex, 11);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
@@ -681,10 +675,7 @@ CF_TEST(a_worker_whose_grandchild_holds_its_socket_is_seen_dead) {
 CF_TEST(a_task_cancelled_while_its_worker_initializes_never_runs) {
   (void)state;
   snprintf(init_cue, sizeof init_cue, "/tmp/cf_pp_init_XXXXXX");
-  int fd = mkstemp(init_cue);
-  assert_true(fd >= 0);
-  close(fd);
-  unlink(init_cue);
+  fresh_path(init_cue);
   cf_executor *ex = pool_new(&(cf_process_pool_opts){
       .max_workers = 1, .initializer = "configure_on_cue",
       .initarg = init_cue, .initarg_size = strlen(init_cue)});
@@ -697,14 +688,8 @@ CF_TEST(a_task_cancelled_while_its_worker_initializes_never_runs) {
   assert_int_equal(cf_future_wait(f, SOON), 0);
   assert_true(cf_future_cancelled(f));
   cf_future_unref(f);
-  fd = open(init_cue, O_CREAT | O_WRONLY, 0600);
-  assert_true(fd >= 0);
-  close(fd);
-  cf_future *g = submit_i64(ex, "square", 9);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 81);
-  cf_future_unref(g);
+  touch(init_cue);
+  expect_square(ex, 9);
   assert_int_equal(cf_executor_free(ex), 0);
   unlink(init_cue);
 }
@@ -902,11 +887,7 @@ CF_TEST(malformed_frames_and_oversize_payloads_are_errors) {
   assert_int_equal(cf_future_get_error(f).code, -EPROTO);
   assert_non_null(strstr(cf_future_get_error(f).message, "malformed frame"));
   cf_future_unref(f);
-  cf_future *g = submit_i64(ex, "square", 6); /* a fresh worker */
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 36);
-  cf_future_unref(g);
+  expect_square(ex, 6);
   /* An argument over the limit is refused at submit (no allocation of
    * that size is needed to say so: the size alone decides). */
   cf_task t = {.name = "square", .arg = &t, .arg_size = (size_t)2 << 30};
@@ -932,11 +913,7 @@ CF_TEST(a_loop_task_times_out_process_work_and_it_is_killed) {
   (void)state;
   cf_executor *ex = pool_new(&(cf_process_pool_opts){.max_workers = 1});
   assert_int_equal(cf_loop_run_main(main_owns, ex, NULL, NULL), 0);
-  cf_future *g = submit_i64(ex, "square", 7);
-  const cf_value *v;
-  assert_int_equal(cf_future_result(g, SOON, &v), 0);
-  assert_int_equal(v->u.i, 49);
-  cf_future_unref(g);
+  expect_square(ex, 7);
   assert_int_equal(cf_executor_free(ex), 0);
 }
 
