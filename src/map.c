@@ -674,61 +674,81 @@ static int item_task(const cf_map *m, void *item, cf_task *t) {
   return 0;
 }
 
-/* Submits one more task if the window and the input allow. Returns 1 if
- * it submitted, 0 if not (window full or input over). */
-static int map_submit_one(cf_map *m) {
-  if (m->input_done || m->count >= m->window)
+/* Makes the next task from the input: one item, or a chunk of them
+ * (e->ch, which the task's arg references). Returns 1 if it made one, 0
+ * if not: the input is over (or failed, or memory ran out: input_err). */
+static int map_next_task(cf_map *m, cf_task *t, entry *e) {
+  *e = (entry){NULL, NULL};
+  *t = (cf_task){m->fn, NULL, NULL, m->item_size, m->name};
+  if (m->input_done)
     return 0;
-  entry e = {NULL, NULL};
-  cf_task t = {m->fn, NULL, NULL, m->item_size, m->name};
-  void *item = NULL;
-  int rc;
   if (!m->chunked) {
-    rc = m->next(m->state, &item);
+    void *item = NULL;
+    int rc = m->next(m->state, &item);
     if (rc > 0)
-      rc = item_task(m, item, &t) == 0 ? 1 : CF_ENOMEM;
+      rc = item_task(m, item, t) == 0 ? 1 : CF_ENOMEM;
     if (rc <= 0) {
       m->input_done = true;
       m->input_err = rc;
       return 0;
     }
-  } else {
-    e.ch = map_chunk_get(m);
-    if (e.ch == NULL) {
-      m->input_done = true;
-      m->input_err = CF_ENOMEM;
-      return 0;
-    }
-    map_fill_chunk(m, e.ch);
-    if (e.ch->c.n == 0) {
-      atomic_store(&e.ch->refs, 1);
-      map_chunk_put(m, e.ch);
-      return 0;
-    }
-    t.fn = cf__map_chunk_task;
-    t.arg = &e.ch->c;
-    t.arg_dtor = chunk_unref;
-    t.arg_size = 0;
-    t.name = NULL;
+    return 1;
   }
+  e->ch = map_chunk_get(m);
+  if (e->ch == NULL) {
+    m->input_done = true;
+    m->input_err = CF_ENOMEM;
+    return 0;
+  }
+  map_fill_chunk(m, e->ch);
+  if (e->ch->c.n == 0) {
+    atomic_store(&e->ch->refs, 1);
+    map_chunk_put(m, e->ch);
+    e->ch = NULL;
+    return 0;
+  }
+  *t = (cf_task){cf__map_chunk_task, &e->ch->c, chunk_unref, 0, NULL};
+  return 1;
+}
+
+/* Gives back what a task that was never submitted holds: an item's copy,
+ * or the chunk's second reference. */
+static void map_unsubmitted(cf_map *m, const cf_task *t, const entry *e) {
+  if (e->ch != NULL) {
+    atomic_store(&e->ch->refs, 1); /* the task never got its reference */
+    map_chunk_put(m, e->ch);
+  } else if (t->arg_dtor != NULL) {
+    t->arg_dtor(t->arg); /* the task never took the copy */
+  }
+}
+
+/* A submission failed: report it at this position, after what is
+ * already in flight. */
+static void map_submit_failed(cf_map *m, int rc) {
+  m->input_done = true;
+  m->input_err = rc;
+  m->submit_failed = true;
+}
+
+/* Submits one more task if the window and the input allow. Returns 1 if
+ * it submitted, 0 if not (window full or input over). */
+static int map_submit_one(cf_map *m) {
+  if (m->count >= m->window)
+    return 0;
+  entry e;
+  cf_task t;
+  if (!map_next_task(m, &t, &e))
+    return 0;
   int64_t timeout = CF_FOREVER;
   if (m->deadline != CF_FOREVER) {
     timeout = m->deadline - cf_now_ns();
     if (timeout < 0)
       timeout = 0;
   }
-  rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
+  int rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
   if (rc != 0) {
-    if (e.ch == NULL && t.arg_dtor != NULL)
-      t.arg_dtor(t.arg); /* the task never took the copy */
-    if (e.ch != NULL) {
-      atomic_store(&e.ch->refs, 1); /* the task never got its reference */
-      map_chunk_put(m, e.ch);
-    }
-    /* Report it at this position, after what is already in flight. */
-    m->input_done = true;
-    m->input_err = rc;
-    m->submit_failed = true;
+    map_unsubmitted(m, &t, &e);
+    map_submit_failed(m, rc);
     return 0;
   }
   m->ring[(m->head + m->count) % m->capacity] = e;
@@ -736,66 +756,61 @@ static int map_submit_one(cf_map *m) {
   return 1;
 }
 
-/* Tops the window up. One task per item, several free places: the items
- * go in one batch (one queue lock for all), so that the consumer and
- * the workers do not hand the lock back and forth once per item. */
+/* Tops the window up. Several free places: the tasks go in one batch (one
+ * queue lock for all), so that the consumer and the workers do not hand
+ * the lock back and forth once per item; and so that every idle worker
+ * is woken. Submitted one by one, chunks reached an idle pool one at a
+ * time: each submit woke the worker parked last, which the kernel may
+ * run on the consumer's CPU; it ran the chunk while the consumer waited
+ * for its CPU back, and parked again before the next submit, while the
+ * other workers slept on (bench/NOTES.md section 32). */
 #define REFILL_BATCH 32
 static void map_refill(cf_map *m) {
-  size_t room = m->window - m->count;
-  if (m->chunked || m->input_done || room < 2) {
+  if (m->input_done || m->window - m->count < 2) {
     while (map_submit_one(m))
       ;
     return;
   }
   while (!m->input_done && m->count < m->window) {
     cf_task tasks[REFILL_BATCH];
+    entry es[REFILL_BATCH];
     cf_future *fs[REFILL_BATCH];
     size_t n = 0, want = m->window - m->count;
     if (want > REFILL_BATCH)
       want = REFILL_BATCH;
-    while (n < want) {
-      void *item = NULL;
-      int rc = m->next(m->state, &item);
-      if (rc <= 0) {
-        m->input_done = true;
-        m->input_err = rc;
-        break;
-      }
-      if (item_task(m, item, &tasks[n]) != 0) {
-        m->input_done = true;
-        m->input_err = CF_ENOMEM;
-        break;
-      }
+    while (n < want && map_next_task(m, &tasks[n], &es[n]))
       n++;
-    }
     if (n == 0)
       return;
     size_t done = 0;
     int rc = cf__executor_submit_batch(m->ex, tasks, n, m->deadline, fs, &done);
     for (size_t i = 0; i < done; i++) {
-      entry e = {fs[i], NULL};
-      m->ring[(m->head + m->count) % m->capacity] = e;
+      es[i].f = fs[i];
+      m->ring[(m->head + m->count) % m->capacity] = es[i];
       m->count++;
     }
-    for (size_t i = done; i < n; i++) /* copies no task took */
-      if (tasks[i].arg_dtor != NULL)
-        tasks[i].arg_dtor(tasks[i].arg);
+    for (size_t i = done; i < n; i++) /* tasks never submitted */
+      map_unsubmitted(m, &tasks[i], &es[i]);
     if (rc != 0) {
-      /* Report it at this position, after what is already in flight. */
-      m->input_done = true;
-      m->input_err = rc;
-      m->submit_failed = true;
+      map_submit_failed(m, rc);
       return;
     }
   }
 }
 
-/* Whether to top the window up now. Chunks: whenever there is room. One
- * task per item: in bursts, once a quarter of the window is free (or
- * nothing is in flight): a burst goes to the queue under one lock and a
- * worker takes it as a batch. */
+/* Whether to top the window up now. Chunks: once two places are free (or
+ * the window has one place), so that a refill reaching a pool whose
+ * workers went idle is a batch, whose taker wakes a second worker (see
+ * map_refill). One task per item: in bursts, once a quarter of the
+ * window is free (or nothing is in flight): a burst goes to the queue
+ * under one lock and a worker takes it as a batch. */
 static bool map_wants_refill(const cf_map *m) {
-  return m->chunked || m->count == 0 || 4 * (m->window - m->count) >= m->window;
+  size_t room = m->window - m->count;
+  if (m->count == 0)
+    return true;
+  if (m->chunked)
+    return room >= (m->window < 2 ? m->window : 2);
+  return 4 * room >= m->window;
 }
 
 int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,

@@ -944,6 +944,84 @@ CF_TEST(map_drops_each_future_once_yielded) {
   }
 }
 
+/* A backend that forwards to a thread pool and records how many tasks
+ * each submission carried (a batch, or one submit). */
+enum { BATCHES_MAX = 64 };
+typedef struct batch_spy {
+  cf_executor base;
+  cf_executor *inner;
+  size_t sizes[BATCHES_MAX];
+  int n;
+} batch_spy;
+
+static void batch_spy_note(batch_spy *s, size_t k) {
+  if (s->n < BATCHES_MAX)
+    s->sizes[s->n++] = k;
+}
+static int batch_spy_submit(cf_executor *ex, const cf_task *task,
+                            int64_t deadline_ns, cf_future **out) {
+  batch_spy *s = (batch_spy *)ex;
+  size_t done = 0;
+  int rc = cf__executor_submit_batch(s->inner, task, 1, deadline_ns, out, &done);
+  batch_spy_note(s, done);
+  return rc;
+}
+static int batch_spy_submit_batch(cf_executor *ex, const cf_task *tasks,
+                                  size_t n, int64_t deadline_ns,
+                                  cf_future **out, size_t *done) {
+  batch_spy *s = (batch_spy *)ex;
+  int rc = cf__executor_submit_batch(s->inner, tasks, n, deadline_ns, out, done);
+  batch_spy_note(s, *done);
+  return rc;
+}
+static void batch_spy_destroy(cf_executor *ex) {
+  TCHECK(cf_executor_free(((batch_spy *)ex)->inner) == 0);
+}
+static int batch_spy_max_workers(cf_executor *ex) {
+  return cf_executor_get_max_workers(((batch_spy *)ex)->inner);
+}
+static const cf__executor_vtable batch_spy_vt = {
+    .name = "batch spy",
+    .submit = batch_spy_submit,
+    .submit_batch = batch_spy_submit_batch,
+    .shutdown = spy_shutdown, /* (spy's: they read only inner) */
+    .destroy = batch_spy_destroy,
+    .stats = spy_stats,
+    .max_workers = batch_spy_max_workers};
+
+/* Chunks reach the executor in batches: the first window at once, then
+ * two at a time, never a lone chunk while two places are free. One by
+ * one, each submit to an idle pool woke the worker parked last, which
+ * ran that chunk alone while the other workers slept on (bench/NOTES.md
+ * section 32). */
+CF_TEST(chunks_are_submitted_in_batches) {
+  (void)state;
+  batch_spy *s = calloc(1, sizeof *s);
+  assert_non_null(s);
+  s->inner = make_pool(2);
+  cf__executor_init(&s->base, &batch_spy_vt);
+  cf_range_iter r = cf_range_iter_init(0, 200, 1);
+  cf_map_opts o = {.chunksize = 10, .prefetch = 8};
+  cf_map *m;
+  assert_int_equal(
+      cf_executor_map(&s->base, task_identity, cf_range_iter_next, &r, &o, &m),
+      0);
+  assert_int_equal(s->n, 1);
+  assert_int_equal(s->sizes[0], 8);
+  cf_value v;
+  for (int64_t i = 0; i < 200; i++) {
+    assert_int_equal(cf_map_next(m, &v), 1);
+    assert_int_equal(v.u.i, i);
+  }
+  assert_int_equal(cf_map_next(m, &v), 0);
+  cf_map_free(m);
+  /* 20 chunks: 8, then six batches of 2. */
+  assert_int_equal(s->n, 7);
+  for (int i = 1; i < s->n; i++)
+    assert_int_equal(s->sizes[i], 2);
+  assert_int_equal(cf_executor_free(&s->base), 0);
+}
+
 /* ---- chunk runners (CF_MAP_CHUNK_FN) ---------------------------------- */
 
 /* Item n: 17 mod 50 an owned, sized, typed buffer holding n; 3 mod 50 a
