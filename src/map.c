@@ -676,7 +676,8 @@ static int item_task(const cf_map *m, void *item, cf_task *t) {
 
 /* Makes the next task from the input: one item, or a chunk of them
  * (e->ch, which the task's arg references). Returns 1 if it made one, 0
- * if not: the input is over (or failed, or memory ran out: input_err). */
+ * if not: the input is over (or failed, or memory ran out: input_err).
+ * The caller submits it, or gives it back with map_unsubmitted. */
 static int map_next_task(cf_map *m, cf_task *t, entry *e) {
   *e = (entry){NULL, NULL};
   *t = (cf_task){m->fn, NULL, NULL, m->item_size, m->name};
@@ -756,17 +757,24 @@ static int map_submit_one(cf_map *m) {
   return 1;
 }
 
-/* Tops the window up. Several free places: the tasks go in one batch (one
- * queue lock for all), so that the consumer and the workers do not hand
- * the lock back and forth once per item; and so that every idle worker
- * is woken. Submitted one by one, chunks reached an idle pool one at a
- * time: each submit woke the worker parked last, which the kernel may
- * run on the consumer's CPU; it ran the chunk while the consumer waited
- * for its CPU back, and parked again before the next submit, while the
- * other workers slept on (bench/NOTES.md section 32). */
+/* Tops the window up. Several free places: the tasks go in batches
+ * (through the backend's submit_batch: one queue lock each on an unbounded
+ * thread pool), so that the consumer and the workers do not hand the
+ * lock back and forth once per item; and so that a pool whose workers
+ * went idle gets several tasks at once: the submit wakes one worker,
+ * which takes one and, seeing work left, wakes another, and so on.
+ * Submitted one by one, chunks reached an idle pool one at a time: each
+ * submit woke the worker parked last, which the kernel may run on the
+ * consumer's CPU; it ran the chunk while the consumer waited for its CPU
+ * back, and parked again before the next submit, while the other workers
+ * slept on (bench/NOTES.md section 32). The first window goes as one
+ * batch: in batches of two, the first map after a rest was slow again in
+ * a third of the runs (section 32). The cost: a slow input iterator
+ * delays the first task's start by the reads of the rest of the window
+ * (which cf_executor_map makes before it returns either way). */
 #define REFILL_BATCH 32
 static void map_refill(cf_map *m) {
-  if (m->input_done || m->window - m->count < 2) {
+  if (m->input_done || m->count >= m->window || m->window - m->count < 2) {
     while (map_submit_one(m))
       ;
     return;
@@ -798,18 +806,22 @@ static void map_refill(cf_map *m) {
   }
 }
 
-/* Whether to top the window up now. Chunks: once two places are free (or
- * the window has one place), so that a refill reaching a pool whose
- * workers went idle is a batch, whose taker wakes a second worker (see
- * map_refill). One task per item: in bursts, once a quarter of the
- * window is free (or nothing is in flight): a burst goes to the queue
- * under one lock and a worker takes it as a batch. */
+/* Whether to top the window up now. Chunks: once two places are free, or
+ * fewer than two chunks are in flight (so that one is always computed
+ * ahead of the one being yielded, whatever the window), so that a
+ * refill reaching a pool whose workers went idle is a batch, whose taker
+ * wakes a second worker (see map_refill). One task per item: in bursts,
+ * once a quarter of the window is free (or nothing is in flight): a
+ * burst goes to the queue under one lock and a worker takes it as a
+ * batch. */
 static bool map_wants_refill(const cf_map *m) {
+  if (m->count >= m->window) /* (an adaptive window may shrink below it) */
+    return false;
   size_t room = m->window - m->count;
-  if (m->count == 0)
+  if (m->count < 2)
     return true;
   if (m->chunked)
-    return room >= (m->window < 2 ? m->window : 2);
+    return room >= 2;
   return 4 * room >= m->window;
 }
 

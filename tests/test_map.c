@@ -990,36 +990,43 @@ static const cf__executor_vtable batch_spy_vt = {
     .max_workers = batch_spy_max_workers};
 
 /* Chunks reach the executor in batches: the first window at once, then
- * two at a time, never a lone chunk while two places are free. One by
+ * two at a time, never a lone chunk while two places are free; with a window of two,
+ * one chunk is always in flight ahead of the one being yielded. One by
  * one, each submit to an idle pool woke the worker parked last, which
  * ran that chunk alone while the other workers slept on (bench/NOTES.md
  * section 32). */
 CF_TEST(chunks_are_submitted_in_batches) {
   (void)state;
-  batch_spy *s = calloc(1, sizeof *s);
-  assert_non_null(s);
-  s->inner = make_pool(2);
-  cf__executor_init(&s->base, &batch_spy_vt);
-  cf_range_iter r = cf_range_iter_init(0, 200, 1);
-  cf_map_opts o = {.chunksize = 10, .prefetch = 8};
-  cf_map *m;
-  assert_int_equal(
-      cf_executor_map(&s->base, task_identity, cf_range_iter_next, &r, &o, &m),
-      0);
-  assert_int_equal(s->n, 1);
-  assert_int_equal(s->sizes[0], 8);
-  cf_value v;
-  for (int64_t i = 0; i < 200; i++) {
-    assert_int_equal(cf_map_next(m, &v), 1);
-    assert_int_equal(v.u.i, i);
+  for (int64_t prefetch = 2; prefetch <= 8; prefetch += 6) {
+    batch_spy *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->inner = make_pool(2);
+    cf__executor_init(&s->base, &batch_spy_vt);
+    cf_range_iter r = cf_range_iter_init(0, 200, 1);
+    cf_map_opts o = {.chunksize = 10, .prefetch = prefetch};
+    cf_map *m;
+    assert_int_equal(cf_executor_map(&s->base, task_identity,
+                                     cf_range_iter_next, &r, &o, &m),
+                     0);
+    assert_int_equal(s->n, 1); /* the first window, in one batch */
+    assert_int_equal(s->sizes[0], (size_t)prefetch);
+    cf_value v;
+    for (int64_t i = 0; i < 200; i++) {
+      int before = s->n;
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+      if (prefetch == 2 && i % 10 == 9 && i < 180) /* a chunk's last */
+        assert_int_equal(s->n, before + 1); /* the next one, ahead */
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+    /* 20 chunks: then two per submission, or one ahead with a window of
+     * 2. */
+    for (int i = 1; i < s->n; i++)
+      assert_int_equal(s->sizes[i], prefetch == 2 ? 1 : 2);
+    assert_int_equal(s->n, prefetch == 2 ? 19 : 7);
+    assert_int_equal(cf_executor_free(&s->base), 0);
   }
-  assert_int_equal(cf_map_next(m, &v), 0);
-  cf_map_free(m);
-  /* 20 chunks: 8, then six batches of 2. */
-  assert_int_equal(s->n, 7);
-  for (int i = 1; i < s->n; i++)
-    assert_int_equal(s->sizes[i], 2);
-  assert_int_equal(cf_executor_free(&s->base), 0);
 }
 
 /* ---- chunk runners (CF_MAP_CHUNK_FN) ---------------------------------- */
