@@ -404,6 +404,7 @@ struct cf_map {
   size_t head, count;
   bool input_done;
   int input_err;      /* error to report once the ring drains, or 0 */
+  char *input_msg;    /* the iterator's cf_raise message for it, or NULL */
   bool submit_failed; /* input_err came from the executor, not the input */
   int err;            /* sticky error once the map failed */
   char *errmsg;
@@ -607,6 +608,26 @@ static void map_fill_chunk(cf_map *m, chunk *ch) {
   }
 }
 
+/* Reads the next item through the caller's iterator. A failure keeps the
+ * message the iterator gave it with cf_raise (as a task's is kept); a
+ * message the consumer had pending before the call is kept for it. */
+static int map_read(cf_map *m, void **item) {
+  int saved = 0;
+  char *saved_msg = NULL;
+  if (CF__UNLIKELY(cf__raise_tls.code != 0))
+    cf__raise_save(&saved, &saved_msg);
+  int rc = m->next(m->state, item);
+  if (rc < 0) {
+    free(m->input_msg);
+    m->input_msg = cf__raise_take(rc);
+  } else if (CF__UNLIKELY(cf__raise_tls.code != 0)) {
+    cf__raise_clear(); /* raised, then succeeded: not a failure */
+  }
+  if (CF__UNLIKELY(saved != 0))
+    cf__raise_restore(saved, saved_msg);
+  return rc;
+}
+
 static void map_fill_chunk_items(cf_map *m, chunk *ch) {
   uint64_t left = 0;
   bool bulk = false;
@@ -641,7 +662,7 @@ static void map_fill_chunk_items(cf_map *m, chunk *ch) {
   }
   while (ch->c.n < m->chunksize) {
     void *item = NULL;
-    int rc = m->next(m->state, &item);
+    int rc = map_read(m, &item);
     if (rc <= 0) {
       m->input_done = true;
       m->input_err = rc;
@@ -674,27 +695,31 @@ static int item_task(const cf_map *m, void *item, cf_task *t) {
   return 0;
 }
 
+/* Makes the task of the next item from the input (a map of one task per
+ * item). Returns 1 if it made one, 0 if not: the input is over (or
+ * failed, or memory ran out: input_err). */
+static CF__ALWAYS_INLINE int map_next_item(cf_map *m, cf_task *t) {
+  void *item = NULL;
+  int rc = map_read(m, &item);
+  if (rc > 0)
+    rc = item_task(m, item, t) == 0 ? 1 : CF_ENOMEM;
+  if (rc <= 0) {
+    m->input_done = true;
+    m->input_err = rc;
+    return 0;
+  }
+  return 1;
+}
+
 /* Makes the next task from the input: one item, or a chunk of them
- * (e->ch, which the task's arg references). Returns 1 if it made one, 0
- * if not: the input is over (or failed, or memory ran out: input_err).
+ * (e->ch, which the task's arg references). Returns as map_next_item.
  * The caller submits it, or gives it back with map_unsubmitted. */
 static int map_next_task(cf_map *m, cf_task *t, entry *e) {
-  *e = (entry){NULL, NULL};
-  *t = (cf_task){m->fn, NULL, NULL, m->item_size, m->name};
+  e->ch = NULL; /* (e->f is the submit's; *t is set once made) */
   if (m->input_done)
     return 0;
-  if (!m->chunked) {
-    void *item = NULL;
-    int rc = m->next(m->state, &item);
-    if (rc > 0)
-      rc = item_task(m, item, t) == 0 ? 1 : CF_ENOMEM;
-    if (rc <= 0) {
-      m->input_done = true;
-      m->input_err = rc;
-      return 0;
-    }
-    return 1;
-  }
+  if (!m->chunked)
+    return map_next_item(m, t);
   e->ch = map_chunk_get(m);
   if (e->ch == NULL) {
     m->input_done = true;
@@ -728,6 +753,8 @@ static void map_unsubmitted(cf_map *m, const cf_task *t, const entry *e) {
 static void map_submit_failed(cf_map *m, int rc) {
   m->input_done = true;
   m->input_err = rc;
+  free(m->input_msg); /* (an input failure after it is not reached) */
+  m->input_msg = NULL;
   m->submit_failed = true;
 }
 
@@ -781,24 +808,34 @@ static void map_refill(cf_map *m) {
   }
   while (!m->input_done && m->count < m->window) {
     cf_task tasks[REFILL_BATCH];
-    entry es[REFILL_BATCH];
+    chunk *chs[REFILL_BATCH]; /* each task's chunk (chunked maps only) */
     cf_future *fs[REFILL_BATCH];
     size_t n = 0, want = m->window - m->count;
     if (want > REFILL_BATCH)
       want = REFILL_BATCH;
-    while (n < want && map_next_task(m, &tasks[n], &es[n]))
-      n++;
+    if (!m->chunked) { /* (the consumer's per-item path: kept short) */
+      while (n < want && map_next_item(m, &tasks[n]))
+        n++;
+    } else {
+      entry e;
+      while (n < want && map_next_task(m, &tasks[n], &e))
+        chs[n++] = e.ch;
+    }
     if (n == 0)
       return;
     size_t done = 0;
     int rc = cf__executor_submit_batch(m->ex, tasks, n, m->deadline, fs, &done);
-    for (size_t i = 0; i < done; i++) {
-      es[i].f = fs[i];
-      m->ring[(m->head + m->count) % m->capacity] = es[i];
-      m->count++;
+    size_t at = m->head + m->count;
+    for (size_t i = 0; i < done; i++, at++) {
+      if (at >= m->capacity)
+        at -= m->capacity;
+      m->ring[at] = (entry){fs[i], m->chunked ? chs[i] : NULL};
     }
-    for (size_t i = done; i < n; i++) /* tasks never submitted */
-      map_unsubmitted(m, &tasks[i], &es[i]);
+    m->count += done;
+    for (size_t i = done; i < n; i++) { /* tasks never submitted */
+      entry e = {NULL, m->chunked ? chs[i] : NULL};
+      map_unsubmitted(m, &tasks[i], &e);
+    }
     if (rc != 0) {
       map_submit_failed(m, rc);
       return;
@@ -815,14 +852,10 @@ static void map_refill(cf_map *m) {
  * burst goes to the queue under one lock and a worker takes it as a
  * batch. */
 static bool map_wants_refill(const cf_map *m) {
-  if (m->count >= m->window) /* (an adaptive window may shrink below it) */
-    return false;
-  size_t room = m->window - m->count;
-  if (m->count < 2)
-    return true;
-  if (m->chunked)
-    return room >= 2;
-  return 4 * room >= m->window;
+  if (!m->chunked) /* (a fixed window: count never exceeds it) */
+    return m->count == 0 || 4 * (m->window - m->count) >= m->window;
+  /* An adaptive window may shrink below count. */
+  return m->count < m->window && (m->count < 2 || m->window - m->count >= 2);
 }
 
 int cf_executor_map(cf_executor *ex, cf_task_fn fn, cf_iter_fn next,
@@ -958,7 +991,9 @@ int cf__map_next_slow(cf_map *m, cf_value *out) {
   if (m->count == 0) {
     if (m->input_err < 0)
       return map_fail(m, m->input_err,
-                      m->input_err == CF_ENOMEM ? "map: out of memory" : NULL);
+                      m->input_msg != NULL        ? m->input_msg
+                      : m->input_err == CF_ENOMEM ? "map: out of memory"
+                                                  : NULL);
     return 0;
   }
   int rc = map_yield_head(m, out);
@@ -993,6 +1028,7 @@ void cf_map_free(cf_map *m) {
     chunk_free(ch);
   }
   free(m->errmsg);
+  free(m->input_msg);
   free(m->ring);
   free(m);
 }

@@ -261,6 +261,50 @@ CF_TEST(input_error_surfaces_at_its_position) {
   }
 }
 
+/* Items 0, 1, 2; item 1 raises a message but succeeds (not a failure:
+ * the message must not reach the later one); then fails at 3 with a
+ * message of its own (*state 0) or a bare -EIO (*state 100). */
+static int input_raises_at_3(void *state, void **item) {
+  int *i = state;
+  int n = *i % 100;
+  if (n == 3)
+    return *i >= 100 ? -EIO : cf_raise(-EBADMSG, "input blew up at %d", n);
+  if (n == 1)
+    (void)cf_raise(-EIO, "stale message of item 1");
+  *item = (void *)(intptr_t)n;
+  (*i)++;
+  return 1;
+}
+
+/* A failing iterator's cf_raise message is the map's, as a task's is. */
+CF_TEST(an_input_failure_keeps_its_message) {
+  (void)state;
+  for (int64_t chunk = 0; chunk <= 2; chunk++) {
+    for (int bare = 0; bare <= 1; bare++) {
+      cf_executor *ex = make_pool(2);
+      int pos = bare ? 100 : 0;
+      cf_map_opts o = {.chunksize = chunk};
+      cf_map *m;
+      assert_int_equal(
+          cf_executor_map(ex, task_identity, input_raises_at_3, &pos, &o, &m),
+          0);
+      cf_value v;
+      for (int64_t i = 0; i < 3; i++) {
+        assert_int_equal(cf_map_next(m, &v), 1);
+        assert_int_equal(v.u.i, i);
+      }
+      int want = bare ? -EIO : -EBADMSG;
+      assert_int_equal(cf_map_next(m, &v), want);
+      cf_error e = cf_map_get_error(m);
+      assert_int_equal(e.code, want);
+      assert_string_equal(e.message,
+                          bare ? cf_strerror(-EIO) : "input blew up at 3");
+      cf_map_free(m);
+      assert_int_equal(cf_executor_free(ex), 0);
+    }
+  }
+}
+
 CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
   (void)state;
   cf_executor *ex = make_pool(1);

@@ -214,8 +214,10 @@ CF_EXTERN int cf_executor_get_max_workers(cf_executor *ex);
 
 /**
  * The input of a map: returns 1 and stores the next item in *item, 0 at
- * the end, or a negative code to fail the map at this position. It is
- * called only from the thread that calls cf_executor_map / cf_map_next.
+ * the end, or a negative code to fail the map at this position; as a
+ * task does, it may give that code a message with cf_raise (then
+ * cf_map_get_error reports it; else the code's text). It is called only
+ * from the thread that calls cf_executor_map / cf_map_next.
  */
 typedef int (*cf_iter_fn)(void *state, void **item);
 
@@ -296,9 +298,11 @@ typedef struct cf_map_opts {
   int64_t chunksize;
   /** Look-ahead: the most tasks (chunks) submitted but not yet yielded.
    * 0: with chunksize 0 or 1, 4 * max_workers, at least 64; with
-   * chunksize > 1, 4 * max_workers, at least 8 (adaptive chunks start
-   * with as many, and hold fewer once they grow large). Negative:
-   * CF_EINVAL. */
+   * chunksize > 1, 4 * max_workers, at least 8. Adaptive chunks (chunksize
+   * 0) start with 4 * max_workers, at least 8, in flight until the first
+   * chunk tells how long items take; then the full look-ahead while
+   * chunks are small, fewer once they hold many items (about 8192 items
+   * in flight). Negative: CF_EINVAL. */
   int64_t prefetch;
   /** With has_timeout: the deadline for the whole map, counted from the
    * call to cf_executor_map, with cf/time.h's meanings (0: poll, so an
@@ -347,6 +351,19 @@ typedef struct cf_map cf_map;
  * Executor.map, but lazy: only `prefetch` tasks are submitted ahead of
  * the consumer, so an endless input works). Tasks are submitted from
  * this call and from cf_map_next(); results come back in input order.
+ *
+ * Where laziness differs from Python, which submits every item at the
+ * call: shut the executor down only once the map is drained (a shutdown
+ * ends the map with CF_ESHUTDOWN at the first item not yet submitted, so
+ * Python's `with` block that ends before the results are read does not
+ * carry over); and a deadline, counted from the call as Python's, also
+ * covers items submitted late, as the consumer advances: a consumer
+ * that pauses past the deadline gets CF_ETIMEDOUT at the first item not
+ * done when it comes back, where Python's may have finished meanwhile.
+ * With chunks (chunksize > 1, or adaptive once they grow), a chunk's
+ * results are yielded once the whole chunk is done, as with Python's
+ * chunksize; a deadline that passes while a chunk runs ends the map at
+ * the chunk's first item not yet yielded.
  *
  * fn is required on every executor, the process pool's included (there
  * it runs by the name it is registered under, or opts->name).
