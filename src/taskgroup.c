@@ -15,6 +15,22 @@
 #include "common.h"
 #include "loop_int.h"
 
+/* Waits until f, whose cancellation was delivered, has ended (a task
+ * cleans up first), as Python's _cancel_and_wait: none of it runs once
+ * the caller returns. Returns whether a cancellation of the waiter came
+ * meanwhile (it is delivered once: the caller reports it). */
+static bool wait_out(cf_future *f) {
+  bool cancelled = false;
+  while (!cf_future_done(f)) {
+    int r = cf_future_wait(f, CF_FOREVER);
+    if (r == CF_ECANCELED)
+      cancelled = true;
+    else if (r != 0)
+      break;
+  }
+  return cancelled;
+}
+
 int cf_gather(cf_future *const *fs, size_t n, unsigned flags,
               int64_t timeout_ns) {
   if ((fs == NULL && n > 0) || (flags & ~(unsigned)CF_GATHER_RETURN_ERRORS) ||
@@ -33,9 +49,24 @@ int cf_gather(cf_future *const *fs, size_t n, unsigned flags,
     }
     if (r < 0) {
       rc = r;
-      if (r == CF_ECANCELED) /* the waiting task: the children go too */
-        for (size_t i = 0; i < n; i++)
-          cf_future_cancel(fs[i]);
+      if (r == CF_ECANCELED) { /* the waiting task: the children go too */
+        /* All cancelled first (they clean up side by side), then waited
+         * for: those that took the cancellation (a running pool job that
+         * cannot be interrupted did not) are over when this returns, as
+         * in Python, where the gather ends once every child is done. */
+        bool *took = n > 0 ? calloc(n, sizeof *took) : NULL;
+        for (size_t i = 0; i < n; i++) {
+          bool t = !cf_future_done(fs[i]) && cf_future_cancel(fs[i]) == 0;
+          if (took != NULL)
+            took[i] = t;
+          else if (t)
+            (void)wait_out(fs[i]); /* (out of memory: one at a time) */
+        }
+        for (size_t i = 0; took != NULL && i < n; i++)
+          if (took[i])
+            (void)wait_out(fs[i]);
+        free(took);
+      }
       break;
     }
     int code = cf_future_cancelled(f) ? CF_ECANCELED
@@ -55,7 +86,10 @@ int cf_wait_for(cf_future *f, int64_t timeout_ns) {
     return CF_EINVAL;
   int rc = cf_future_wait(f, timeout_ns);
   if (rc == CF_ECANCELED) {
-    cf_future_cancel(f);
+    /* The waiter is cancelled: so is f, and, as in Python, it has ended
+     * when this returns (unless it cannot be interrupted). */
+    if (!cf_future_done(f) && cf_future_cancel(f) == 0)
+      (void)wait_out(f);
     return rc;
   }
   if (rc != CF_ETIMEDOUT)
@@ -63,17 +97,8 @@ int cf_wait_for(cf_future *f, int64_t timeout_ns) {
   if (cf_future_cancel(f) != 0) /* finished just now, or not interruptible */
     return cf_future_done(f) && !cf_future_cancelled(f) ? 0 : CF_ETIMEDOUT;
   /* Interruptible: let it end (a task cleans up first). A cancellation
-   * of the waiter meanwhile is delivered once: remember it, keep waiting,
-   * and report it rather than the timeout. */
-  int outcome = CF_ETIMEDOUT;
-  while (!cf_future_done(f)) {
-    int r = cf_future_wait(f, CF_FOREVER);
-    if (r == CF_ECANCELED)
-      outcome = CF_ECANCELED;
-    else if (r != 0)
-      break;
-  }
-  return outcome;
+   * of the waiter meanwhile is reported rather than the timeout. */
+  return wait_out(f) ? CF_ECANCELED : CF_ETIMEDOUT;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -139,6 +139,73 @@ static int pool_ms(void *arg, cf_value *result) {
   return 0;
 }
 
+/* Takes its cancellation, then cleans up for 20 ms more (a wait of its
+ * own) before it ends. */
+static int slow_cleanup(void *arg, cf_value *result) {
+  (void)result;
+  watched *w = arg;
+  atomic_store(&w->started, 1);
+  w->rc = cf_sleep(CF_SEC(3600));
+  TCHECK(cf_sleep(CF_MSEC(20)) == 0);
+  w->cleaned = true;
+  return w->rc;
+}
+
+typedef struct slow_kids {
+  cf_future *kids[2];
+  watched *w;
+  bool use_wait_for;
+  bool cleaned_at_return; /* every child had cleaned up when it returned */
+} slow_kids;
+
+static int wait_on_slow_kids(void *arg, cf_value *result) {
+  (void)result;
+  slow_kids *k = arg;
+  int rc = k->use_wait_for ? cf_wait_for(k->kids[0], CF_SEC(3600))
+                           : cf_gather(k->kids, 2, 0, CF_FOREVER);
+  k->cleaned_at_return = k->w[0].cleaned && (k->use_wait_for || k->w[1].cleaned);
+  return rc;
+}
+
+static int main_cancel_waits_for_cleanup(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  /* Static: the children read them while this task is suspended (with
+   * shared stacks, its stack is elsewhere then). */
+  static watched w[2];
+  static slow_kids k;
+  for (int mode = 0; mode <= 1; mode++) {
+    memset(w, 0, sizeof w);
+    k = (slow_kids){.w = w, .use_wait_for = mode == 1};
+    for (int i = 0; i < 2; i++)
+      TCHECK(cf_loop_spawn(here(), slow_cleanup, &w[i], &k.kids[i]) == 0);
+    cf_future *waiter;
+    TCHECK(cf_loop_spawn(here(), wait_on_slow_kids, &k, &waiter) == 0);
+    TCHECK(cf_sleep(CF_MSEC(5)) == 0);
+    TCHECK(cf_future_cancel(waiter) == 0);
+    TCHECK(cf_future_wait(waiter, CF_FOREVER) == 0);
+    TCHECK(cf_future_cancelled(waiter));
+    TCHECK(k.cleaned_at_return);
+    TCHECK(cf_future_cancelled(k.kids[0]) && w[0].rc == CF_ECANCELED);
+    if (mode == 1) /* wait_for's other child is not its business */
+      TCHECK(cf_future_cancel(k.kids[1]) == 0);
+    TCHECK(cf_gather(k.kids, 2, CF_GATHER_RETURN_ERRORS, CF_FOREVER) == 0);
+    for (int i = 0; i < 2; i++)
+      cf_future_unref(k.kids[i]);
+    cf_future_unref(waiter);
+  }
+  return 0;
+}
+
+/* A cancelled gather or wait_for returns once the children it cancelled
+ * have ended, as Python's: a caller may then free what they use. */
+CF_TEST(a_cancelled_gather_or_wait_for_returns_once_the_children_ended) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_cancel_waits_for_cleanup, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 CF_TEST(gather_and_wait_for_work_on_plain_threads) {
   (void)state;
   cf_executor *pool = make_pool(2);

@@ -295,7 +295,10 @@ enum cf_gather_flags {
  * cancelled one); the others keep running, as in Python. CF_ETIMEDOUT
  * when the timeout passes first (nothing is cancelled). If the waiting
  * task is cancelled, every future of fs is cancelled too and the gather
- * returns CF_ECANCELED. CF_EINVAL for a NULL fs with n > 0, a NULL
+ * returns CF_ECANCELED once each that took the cancellation (a task, a
+ * queued job) has ended, as in Python: what they use may be freed then;
+ * work that cannot be interrupted (running on a thread pool) is not
+ * waited for. CF_EINVAL for a NULL fs with n > 0, a NULL
  * element, bad flags or a negative timeout; CF_ENOMEM.
  */
 CF_EXTERN int cf_gather(cf_future *const *fs, size_t n, unsigned flags,
@@ -308,7 +311,8 @@ CF_EXTERN int cf_gather(cf_future *const *fs, size_t n, unsigned flags,
  * job), this waits for it to end, then returns CF_ETIMEDOUT; work that
  * cannot be interrupted (running on a thread pool) keeps running and
  * CF_ETIMEDOUT is returned at once. If the waiting task is cancelled, f
- * is cancelled too and CF_ECANCELED returned. CF_EINVAL for NULL f or a
+ * is cancelled too and CF_ECANCELED returned, once f has ended if it
+ * took the cancellation (as at the timeout). CF_EINVAL for NULL f or a
  * negative timeout; CF_EDEADLK as cf_future_wait.
  */
 CF_EXTERN int cf_wait_for(cf_future *f, int64_t timeout_ns);
