@@ -953,6 +953,10 @@ static int reason_code(int reason) {
 static int task_wait_future(ltask *t, cf_future *f, int64_t deadline) {
   if (f == t->f)
     return CF_EDEADLK;
+  /* A deadline already past is a poll (cf/time.h's 0): no await point,
+   * nothing else runs, no cancellation delivered. */
+  if (CF__UNLIKELY(deadline != CF_FOREVER) && deadline <= cf_now_ns())
+    return cf_future_done(f) ? 0 : CF_ETIMEDOUT;
   /* Whoever may end this wait sees armed through the stripe lock that
    * listen takes (a completer), or runs on this thread (timers,
    * cancellation): no fence needed. */
@@ -1015,6 +1019,8 @@ static int hook_sleep(void *ctx, void *token, cf_future *const *fs, size_t n,
   for (size_t i = 0; i < n; i++)
     if (fs[i] == t->f)
       return CF_EDEADLK;
+  if (CF__UNLIKELY(deadline != CF_FOREVER) && deadline <= cf_now_ns())
+    return atomic_exchange(&t->permit, 0) != 0 ? 0 : CF_ETIMEDOUT; /* a poll */
   atomic_store(&t->armed, 1);
   if (atomic_exchange(&t->permit, 0) != 0) {
     uint32_t one = 1;

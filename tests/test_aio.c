@@ -206,6 +206,47 @@ CF_TEST(a_cancelled_gather_or_wait_for_returns_once_the_children_ended) {
                    0);
 }
 
+static int mark_ran(void *arg, cf_value *result) {
+  (void)result;
+  *(bool *)arg = true;
+  return 0;
+}
+
+static int main_zero_timeouts_poll(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static bool ran[3];
+  cf_future *f[3];
+  for (int i = 0; i < 3; i++)
+    TCHECK(cf_loop_spawn(here(), mark_ran, &ran[i], &f[i]) == 0);
+  /* Polls: nothing else runs meanwhile, so the children have not started. */
+  const cf_value *v;
+  TCHECK(cf_future_wait(f[0], 0) == CF_ETIMEDOUT);
+  TCHECK(cf_future_result(f[0], 0, &v) == CF_ETIMEDOUT);
+  TCHECK(cf_gather(f, 3, 0, 0) == CF_ETIMEDOUT);
+  TCHECK(!ran[0] && !ran[1] && !ran[2]);
+  /* Python's wait_for(t, 0): t is cancelled before it ever runs. */
+  TCHECK(cf_wait_for(f[2], 0) == CF_ETIMEDOUT);
+  TCHECK(cf_future_cancelled(f[2]) && !ran[2]);
+  TCHECK(cf_gather(f, 2, 0, CF_FOREVER) == 0);
+  TCHECK(ran[0] && ran[1] && !ran[2]);
+  /* Done: a poll says so. */
+  TCHECK(cf_future_wait(f[0], 0) == 0);
+  TCHECK(cf_wait_for(f[1], 0) == 0);
+  for (int i = 0; i < 3; i++)
+    cf_future_unref(f[i]);
+  return 0;
+}
+
+/* A zero timeout (cf/time.h: poll once) in a task is no await point: it
+ * neither suspends the task nor lets other tasks run. */
+CF_TEST(zero_timeouts_in_a_task_poll_without_suspending) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_zero_timeouts_poll, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 CF_TEST(gather_and_wait_for_work_on_plain_threads) {
   (void)state;
   cf_executor *pool = make_pool(2);

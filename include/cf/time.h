@@ -5,7 +5,9 @@
  * (int64_t timeout_ns) with these meanings:
  *
  *   CF_FOREVER   wait without limit (the only spelling of "forever")
- *   0            do not wait: poll once
+ *   0            do not wait: poll once (in a loop's task too: a poll
+ *                is no await point, nothing else runs meanwhile and no
+ *                cancellation is delivered there)
  *   > 0          wait at most this long (but see thread_pool.h: a wait
  *                inside one of a pool's own workers may run a task
  *                meanwhile and return up to that task's length late)
