@@ -134,6 +134,7 @@ struct ltask {
   _Atomic bool cancel_posted; /* a foreign cancel is on its way */
   bool cancel_req;            /* loop thread: a cancellation to deliver */
   bool last_external; /* the last one delivered included cancel_req */
+  uint64_t external_gen; /* cancel_gen after the last delivery of one */
   bool shared;        /* runs on the loop's shared stack (from submit) */
   bool exited;
 };
@@ -883,6 +884,8 @@ static inline bool cancel_owed(const ltask *t) {
 /* A wait is returning CF_ECANCELED: every request owed is delivered. */
 static void cancel_delivered(ltask *t) {
   t->last_external = t->cancel_req;
+  if (t->cancel_req)
+    t->external_gen = t->cancel_gen + 1;
   t->cancel_req = false;
   t->soft_pending = 0;
   t->cancel_gen++;
@@ -921,18 +924,28 @@ static __attribute__((noinline)) int task_block_slow(ltask *t,
   }
   if (timed)
     timer_del(L, &t->timer);
-  if (reason == R_CANCEL)
+  if (reason == R_CANCEL || (reason != R_NONE && cancel_owed(t))) {
     cancel_delivered(t);
+    reason = R_CANCEL;
+  }
   return reason;
 }
 
+/* Blocks task t until its wait ends. A cancellation that came after the
+ * wait was ended by something else (a completion, the deadline) but
+ * before the task resumed is delivered here, as Python raises
+ * CancelledError at the await whose future was already done: a waiter
+ * granted a permit then cancelled passes it on (sync.c), a sleep that
+ * ended returns CF_ECANCELED. */
 static inline int task_block(ltask *t, int64_t deadline) {
   if (deadline != CF_FOREVER || cancel_owed(t))
     return task_block_slow(t, deadline);
   task_suspend(t);
   int reason = t->reason;
-  if (reason == R_CANCEL)
+  if (reason == R_CANCEL || CF__UNLIKELY(cancel_owed(t))) {
     cancel_delivered(t);
+    reason = R_CANCEL;
+  }
   return reason;
 }
 
@@ -1413,10 +1426,22 @@ int cf_timeout_exit(cf_timeout_scope *scope) {
   t->scopes = sc->outer;
   if (sc->requested)
     cf__task_soft_withdraw(t, sc->ticket);
-  bool expired = sc->expired;
+  int rc = sc->expired ? CF_ETIMEDOUT : 0;
+  /* A cancellation from outside that came with the expiry is the one that
+   * leaves the scope, as Python's CancelledError does (asyncio.timeout
+   * turns only its own into TimeoutError): delivered together with the
+   * scope's, or owed still. */
+  if (sc->expired && t->cancel_req) {
+    t->cancel_req = false; /* delivered: it is this return */
+    t->last_external = true;
+    rc = CF_ECANCELED;
+  } else if (sc->expired && t->cancel_gen > sc->ticket &&
+             t->external_gen == sc->ticket + 1) {
+    rc = CF_ECANCELED;
+  }
   free(sc);
   scope->cf__impl = NULL;
-  return expired ? CF_ETIMEDOUT : 0;
+  return rc;
 }
 
 static void scopes_abandon(ltask *t) {

@@ -891,6 +891,137 @@ static int main_scoped_join(void *arg, cf_value *result) {
   return 0;
 }
 
+typedef struct sync_waiter {
+  int kind; /* 0 semaphore, 1 lock, 2 event */
+  cf_semaphore *s;
+  cf_lock *l;
+  cf_event *e;
+  int rc;
+} sync_waiter;
+
+static int wait_on_sync(void *arg, cf_value *result) {
+  (void)result;
+  sync_waiter *w = arg;
+  w->rc = w->kind == 0   ? cf_semaphore_acquire(w->s, CF_FOREVER)
+          : w->kind == 1 ? cf_lock_acquire(w->l, CF_FOREVER)
+                         : cf_event_wait(w->e, CF_FOREVER);
+  return 0;
+}
+
+static int main_woken_then_cancelled(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static sync_waiter w[2]; /* read by the tasks while this one waits */
+  for (int kind = 0; kind <= 2; kind++) {
+    cf_semaphore *s = NULL;
+    cf_lock *l = NULL;
+    cf_event *e = NULL;
+    TCHECK(cf_semaphore_new(0, &s) == 0 && cf_lock_new(&l) == 0 &&
+           cf_event_new(&e) == 0);
+    TCHECK(cf_lock_acquire(l, 0) == 0);
+    cf_future *f[2];
+    for (int i = 0; i < 2; i++) {
+      w[i] = (sync_waiter){kind, s, l, e, 1};
+      TCHECK(cf_loop_spawn(here(), wait_on_sync, &w[i], &f[i]) == 0);
+    }
+    TCHECK(cf_sleep(CF_MSEC(5)) == 0); /* both wait, in order */
+    /* Woken, then cancelled before it resumes: Python raises
+     * CancelledError at the wait, and the permit goes on. */
+    TCHECK((kind == 0   ? cf_semaphore_release(s)
+            : kind == 1 ? cf_lock_release(l)
+                        : cf_event_set(e)) == 0);
+    TCHECK(cf_future_cancel(f[0]) == 0);
+    TCHECK(cf_gather(f, 2, 0, CF_FOREVER) == 0);
+    TCHECK(w[0].rc == CF_ECANCELED);
+    TCHECK(w[1].rc == 0); /* the permit passed on; an event wakes all */
+    if (kind == 0)
+      TCHECK(cf_semaphore_get_value(s) == 0);
+    if (kind == 1)
+      TCHECK(cf_lock_release(l) == 0); /* the second waiter holds it */
+    for (int i = 0; i < 2; i++)
+      cf_future_unref(f[i]);
+    cf_semaphore_free(s);
+    cf_lock_free(l);
+    cf_event_free(e);
+  }
+  return 0;
+}
+
+/* A waiter woken (a permit handed over, the event set) and cancelled
+ * before it resumes gets CF_ECANCELED; a permit goes to the next waiter
+ * (sync.h; Python's behaviour). */
+CF_TEST(a_waiter_woken_then_cancelled_before_it_resumes_passes_the_permit) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_woken_then_cancelled, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
+typedef struct scoped {
+  int64_t deadline;
+  int wait_rc, exit_rc, after_rc;
+} scoped;
+
+static int sleep_in_scope(void *arg, cf_value *result) {
+  (void)result;
+  scoped *sc = arg;
+  cf_timeout_scope scope;
+  TCHECK(cf_timeout_enter_at(&scope, sc->deadline) == 0);
+  sc->wait_rc = cf_sleep(CF_SEC(3600));
+  sc->exit_rc = cf_timeout_exit(&scope);
+  sc->after_rc = cf_sleep(CF_MSEC(1)); /* not cancelled again */
+  return sc->exit_rc;
+}
+
+static void cancel_cb(void *arg) { TCHECK(cf_future_cancel(arg) == 0); }
+
+static int main_cancel_at_the_deadline(void *arg, cf_value *result) {
+  (void)arg;
+  (void)result;
+  static scoped sc;
+  for (int order = 0; order <= 1; order++) {
+    sc = (scoped){.deadline = cf_now_ns() + CF_MSEC(20), .wait_rc = 1};
+    cf_future *t;
+    /* Timers of one deadline run in the order they were set. */
+    if (order == 0) { /* the outside cancel first, then the scope's */
+      TCHECK(cf_loop_spawn(here(), sleep_in_scope, &sc, &t) == 0);
+      TCHECK(cf_loop_call_at(here(), sc.deadline, cancel_cb, t, NULL) == 0);
+      TCHECK(cf_yield() == 0); /* (t enters its scope after the call) */
+    } else { /* the scope's first */
+      TCHECK(cf_loop_spawn(here(), sleep_in_scope, &sc, &t) == 0);
+      TCHECK(cf_yield() == 0);
+      TCHECK(cf_loop_call_at(here(), sc.deadline, cancel_cb, t, NULL) == 0);
+    }
+    TCHECK(cf_future_wait(t, CF_FOREVER) == 0);
+    TCHECK(sc.wait_rc == CF_ECANCELED);
+    if (order == 0) {
+      TCHECK(sc.exit_rc == CF_ECANCELED); /* the outside cancel leaves it */
+      TCHECK(sc.after_rc == 0);           /* delivered once */
+    } else {
+      /* The scope's cancellation resumed the task before the call ran
+       * (a timer's wake-up is queued like a callback, in deadline
+       * order): the outside cancel is a later one, owed at the next
+       * wait, not lost. */
+      TCHECK(sc.exit_rc == CF_ETIMEDOUT);
+      TCHECK(sc.after_rc == CF_ECANCELED);
+    }
+    TCHECK(cf_future_done(t));
+    cf_future_unref(t);
+  }
+  return 0;
+}
+
+/* An outside cancellation that comes with a scope's expiry (delivered
+ * at the same wait) leaves the scope as CF_ECANCELED; it was lost, the
+ * exit saying CF_ETIMEDOUT and no later wait cancelled. One that comes
+ * after the scope's has resumed the task is delivered at its next wait. */
+CF_TEST(an_outside_cancel_at_a_scope_deadline_is_not_lost) {
+  (void)state;
+  assert_int_equal(cf_loop_run_main(main_cancel_at_the_deadline, NULL,
+                                    test_loop_opts(NULL), NULL),
+                   0);
+}
+
 CF_TEST(a_timeout_scope_bounds_a_group_join) {
   (void)state;
   watched w;

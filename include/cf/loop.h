@@ -37,8 +37,17 @@
  * cancellation at its current or next wait, which returns CF_ECANCELED;
  * the task may clean up and return CF_ECANCELED (its future ends
  * CANCELLED), or ignore it and carry on (Python's "suppress"): a request
- * is delivered once. A task whose function returns CF_ECANCELED ends
- * CANCELLED in any case.
+ * is delivered once. A wait that something else ended (its future done,
+ * its deadline) but that the task has not returned from yet also takes
+ * a cancellation that comes meanwhile, as Python raises CancelledError
+ * at an await whose future was already done: it returns CF_ECANCELED
+ * (the future keeps its outcome; a semaphore or lock permit handed over
+ * goes on to the next waiter). A poll (a zero timeout) is no wait: it
+ * delivers nothing. Not every library call a task makes is a wait:
+ * cancelling a task blocked in cf_future_wait or cf_future_result does
+ * not cancel the future it waits for (Python's `await fut` does; here
+ * futures are shared: use cf_wait_for, whose cancellation cancels f). A
+ * task whose function returns CF_ECANCELED ends CANCELLED in any case.
  *
  * Done callbacks. A callback that code running on a loop's thread adds to
  * any future (cf_future_add_done_callback, while the loop runs) runs on
@@ -322,7 +331,10 @@ CF_EXTERN int cf_wait_for(cf_future *f, int64_t timeout_ns);
  * task between cf_timeout_enter and cf_timeout_exit runs under a deadline.
  * When it passes, the task is cancelled: its current or next wait returns
  * CF_ECANCELED, and the code unwinds to cf_timeout_exit, which then
- * returns CF_ETIMEDOUT. Scopes nest, and must be exited in reverse order
+ * returns CF_ETIMEDOUT; or CF_ECANCELED if a cancellation from outside
+ * came with the expiry (delivered at the same wait, or still owed at the
+ * exit): that one leaves the scope, as Python's CancelledError does, and
+ * is not delivered again. Scopes nest, and must be exited in reverse order
  * of entering, by the same task (a scope not exited when the task ends
  * is dropped with it).
  *
