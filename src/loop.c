@@ -126,7 +126,8 @@ struct ltask {
   _Atomic uint32_t permit; /* hook_wake before or during a sleep */
   uint32_t soft_pending;   /* cancellations owed to scopes and groups */
   int raise_code;
-  uint64_t cancel_gen;       /* deliveries so far */
+  uint32_t cancel_gen;       /* deliveries so far (wrapping) */
+  uint32_t external_gen;     /* cancel_gen after the last one from outside */
   struct scope_impl *scopes; /* innermost open timeout scope */
   rnode cancel_node;         /* carries a foreign cancel to the loop */
   char *raise_msg;
@@ -134,7 +135,6 @@ struct ltask {
   _Atomic bool cancel_posted; /* a foreign cancel is on its way */
   bool cancel_req;            /* loop thread: a cancellation to deliver */
   bool last_external; /* the last one delivered included cancel_req */
-  uint64_t external_gen; /* cancel_gen after the last delivery of one */
   bool shared;        /* runs on the loop's shared stack (from submit) */
   bool exited;
 };
@@ -542,6 +542,8 @@ int cf_loop_call_cancel(cf_loop_call *h) {
     return CF_EINVAL;
   if (!on_loop_thread(h->loop))
     return CF_EWRONGTHREAD;
+  if (h->state == CALL_CANCELLED)
+    return 0; /* again: as Python's Handle.cancel, no error */
   if (h->state != CALL_SCHEDULED)
     return CF_EBUSY;
   h->state = CALL_CANCELLED;
@@ -885,7 +887,7 @@ static inline bool cancel_owed(const ltask *t) {
 static void cancel_delivered(ltask *t) {
   t->last_external = t->cancel_req;
   if (t->cancel_req)
-    t->external_gen = t->cancel_gen + 1;
+    t->external_gen = t->cancel_gen + 1u;
   t->cancel_req = false;
   t->soft_pending = 0;
   t->cancel_gen++;
@@ -1435,8 +1437,8 @@ int cf_timeout_exit(cf_timeout_scope *scope) {
     t->cancel_req = false; /* delivered: it is this return */
     t->last_external = true;
     rc = CF_ECANCELED;
-  } else if (sc->expired && t->cancel_gen > sc->ticket &&
-             t->external_gen == sc->ticket + 1) {
+  } else if (sc->expired && t->cancel_gen != (uint32_t)sc->ticket &&
+             t->external_gen == (uint32_t)(sc->ticket + 1)) {
     rc = CF_ECANCELED;
   }
   free(sc);

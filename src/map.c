@@ -408,6 +408,9 @@ struct cf_map {
   bool submit_failed; /* input_err came from the executor, not the input */
   int err;            /* sticky error once the map failed */
   char *errmsg;
+  /* Tasks read but refused by a full bounded queue while others were in
+   * flight: submitted first at the next refill (see map_push). */
+  struct held *held;
   chunk *spare; /* chunks to reuse, linked by spare_next */
   chunk *ready; /* the head chunk once done and checked: its results up to
                    nok can be yielded without another look at its future */
@@ -467,8 +470,11 @@ static void map_drop_entry(cf_map *m, entry *e) {
   e->ch = NULL;
 }
 
-/* Cancels and drops everything in flight. */
+static void map_drop_held(cf_map *m);
+
+/* Cancels and drops everything in flight (and what waits to be). */
 static void map_drop_all(cf_map *m) {
+  map_drop_held(m);
   while (m->count > 0) {
     entry *e = &m->ring[m->head];
     cf_future_cancel(e->f);
@@ -758,30 +764,81 @@ static void map_submit_failed(cf_map *m, int rc) {
   m->submit_failed = true;
 }
 
-/* Submits one more task if the window and the input allow. Returns 1 if
- * it submitted, 0 if not (window full or input over). */
-static int map_submit_one(cf_map *m) {
-  if (m->count >= m->window)
-    return 0;
-  entry e;
-  cf_task t;
-  if (!map_next_task(m, &t, &e))
-    return 0;
-  int64_t timeout = CF_FOREVER;
-  if (m->deadline != CF_FOREVER) {
-    timeout = m->deadline - cf_now_ns();
-    if (timeout < 0)
-      timeout = 0;
+#define REFILL_BATCH 32
+
+/* What a full bounded queue refused while other tasks were in flight. */
+struct held {
+  cf_task tasks[REFILL_BATCH];
+  chunk *chs[REFILL_BATCH];
+  size_t n;
+};
+
+static void map_drop_held(cf_map *m) {
+  struct held *h = m->held;
+  for (size_t i = 0; h != NULL && i < h->n; i++) {
+    entry e = {NULL, h->chs[i]};
+    map_unsubmitted(m, &h->tasks[i], &e);
   }
-  int rc = cf_executor_submit_task(m->ex, &t, timeout, &e.f);
-  if (rc != 0) {
-    map_unsubmitted(m, &t, &e);
-    map_submit_failed(m, rc);
-    return 0;
+  free(h);
+  m->held = NULL;
+}
+
+/* Submits tasks[0..n) (their chunks in chs, if chunked) in a batch and
+ * puts what went into the ring. A full bounded queue is waited for (up
+ * to the map's deadline) only while nothing is in flight: with a task in
+ * flight the consumer has a result to take meanwhile, so what the queue
+ * refuses then is held, in order, for the next refill (cf_executor_map
+ * used to block until its whole look-ahead was queued). Returns true if
+ * all went. Any other refusal, or one after waiting, ends the input
+ * (map_submit_failed). */
+static bool map_push(cf_map *m, const cf_task *tasks, chunk *const *chs,
+                     size_t n) {
+  cf_future *fs[REFILL_BATCH];
+  size_t done = 0;
+  /* All at once without waiting (an unbounded queue never waits); */
+  int rc = cf__executor_submit_batch(m->ex, tasks, n, cf_now_ns(), fs, &done);
+  bool polled = true;
+  if (rc == CF_EAGAIN && done == 0 && m->count == 0) {
+    /* full, and nothing in flight: the first waits for room, */
+    polled = false;
+    rc = cf__executor_submit_batch(m->ex, tasks, 1, m->deadline, fs, &done);
+    if (rc == 0 && done < n) { /* then the rest as before */
+      polled = true;
+      size_t more = 0;
+      rc = cf__executor_submit_batch(m->ex, tasks + 1, n - 1, cf_now_ns(),
+                                     fs + 1, &more);
+      done += more;
+    }
   }
-  m->ring[(m->head + m->count) % m->capacity] = e;
-  m->count++;
-  return 1;
+  size_t at = m->head + m->count;
+  for (size_t i = 0; i < done; i++, at++) {
+    if (at >= m->capacity)
+      at -= m->capacity;
+    m->ring[at] = (entry){fs[i], m->chunked ? chs[i] : NULL};
+  }
+  m->count += done;
+  if (done == n)
+    return true;
+  if (rc == CF_EAGAIN && polled) {
+    struct held *h = m->held;
+    if (h == NULL && (h = m->held = cf__calloc(1, sizeof *h)) == NULL) {
+      rc = CF_ENOMEM;
+    } else { /* (tasks may be h->tasks itself: memmove) */
+      memmove(h->tasks, tasks + done, (n - done) * sizeof *tasks);
+      if (m->chunked)
+        memmove(h->chs, chs + done, (n - done) * sizeof *chs);
+      h->n = n - done;
+      return false;
+    }
+  }
+  for (size_t i = done; i < n; i++) { /* tasks never submitted */
+    entry e = {NULL, m->chunked ? chs[i] : NULL};
+    map_unsubmitted(m, &tasks[i], &e);
+  }
+  if (m->held != NULL)
+    m->held->n = 0; /* (their tasks were given back just now, if these) */
+  map_submit_failed(m, rc != 0 ? rc : CF_EAGAIN);
+  return false;
 }
 
 /* Tops the window up. Several free places: the tasks go in batches
@@ -799,17 +856,16 @@ static int map_submit_one(cf_map *m) {
  * a third of the runs (section 32). The cost: a slow input iterator
  * delays the first task's start by the reads of the rest of the window
  * (which cf_executor_map makes before it returns either way). */
-#define REFILL_BATCH 32
 static void map_refill(cf_map *m) {
-  if (m->input_done || m->count >= m->window || m->window - m->count < 2) {
-    while (map_submit_one(m))
-      ;
-    return;
+  if (m->held != NULL && m->held->n > 0) {
+    struct held *h = m->held;
+    if (!map_push(m, h->tasks, h->chs, h->n))
+      return; /* still full (or failed) */
+    h->n = 0;
   }
   while (!m->input_done && m->count < m->window) {
     cf_task tasks[REFILL_BATCH];
     chunk *chs[REFILL_BATCH]; /* each task's chunk (chunked maps only) */
-    cf_future *fs[REFILL_BATCH];
     size_t n = 0, want = m->window - m->count;
     if (want > REFILL_BATCH)
       want = REFILL_BATCH;
@@ -821,25 +877,8 @@ static void map_refill(cf_map *m) {
       while (n < want && map_next_task(m, &tasks[n], &e))
         chs[n++] = e.ch;
     }
-    if (n == 0)
+    if (n == 0 || !map_push(m, tasks, chs, n))
       return;
-    size_t done = 0;
-    int rc = cf__executor_submit_batch(m->ex, tasks, n, m->deadline, fs, &done);
-    size_t at = m->head + m->count;
-    for (size_t i = 0; i < done; i++, at++) {
-      if (at >= m->capacity)
-        at -= m->capacity;
-      m->ring[at] = (entry){fs[i], m->chunked ? chs[i] : NULL};
-    }
-    m->count += done;
-    for (size_t i = done; i < n; i++) { /* tasks never submitted */
-      entry e = {NULL, m->chunked ? chs[i] : NULL};
-      map_unsubmitted(m, &tasks[i], &e);
-    }
-    if (rc != 0) {
-      map_submit_failed(m, rc);
-      return;
-    }
   }
 }
 

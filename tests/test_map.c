@@ -305,6 +305,45 @@ CF_TEST(an_input_failure_keeps_its_message) {
   }
 }
 
+static gate bounded_gate;
+static int task_behind_gate(void *arg, cf_value *result) {
+  TCHECK(gate_wait(&bounded_gate));
+  result->u.i = (intptr_t)arg;
+  return 0;
+}
+
+/* With a bounded queue, the map does not wait for room while it has
+ * tasks in flight: cf_executor_map returns at once with part of its
+ * look-ahead queued (it blocked until all of it was, up to the deadline,
+ * and then ended with CF_EAGAIN); the rest goes as room appears. */
+CF_TEST(a_full_bounded_queue_does_not_block_the_map_while_work_is_in_flight) {
+  (void)state;
+  for (int64_t chunk = 1; chunk <= 3; chunk += 2) {
+    gate_init(&bounded_gate);
+    cf_thread_pool_opts po = {.max_workers = 1, .max_queued = 2};
+    cf_executor *ex = make_pool_with(&po);
+    cf_range_iter r = cf_range_iter_init(0, 40, 1);
+    cf_map_opts o = {.chunksize = chunk, .has_timeout = true,
+                     .timeout_ns = CF_SEC(20)};
+    cf_map *m;
+    int64_t t0 = cf_now_ns();
+    assert_int_equal(
+        cf_executor_map(ex, task_behind_gate, cf_range_iter_next, &r, &o, &m),
+        0);
+    assert_true(cf_now_ns() - t0 < CF_SEC(10)); /* not the deadline's wait */
+    gate_open(&bounded_gate);
+    cf_value v;
+    for (int64_t i = 0; i < 40; i++) {
+      assert_int_equal(cf_map_next(m, &v), 1);
+      assert_int_equal(v.u.i, i);
+    }
+    assert_int_equal(cf_map_next(m, &v), 0);
+    cf_map_free(m);
+    assert_int_equal(cf_executor_free(ex), 0);
+    gate_destroy(&bounded_gate);
+  }
+}
+
 CF_TEST(deadline_expires_at_the_item_and_cancels_the_rest) {
   (void)state;
   cf_executor *ex = make_pool(1);

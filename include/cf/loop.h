@@ -232,7 +232,8 @@ CF_EXTERN int cf_loop_call_soon_threadsafe(cf_loop *loop, cf_callback_fn fn,
 
 /**
  * Cancels a scheduled call that has not run (loop thread). Returns 0
- * (cancelled: it will not run), CF_EBUSY (it ran, or is running),
+ * (cancelled: it will not run; also for a call cancelled already),
+ * CF_EBUSY (it ran, or is running),
  * CF_EWRONGTHREAD, CF_EINVAL.
  */
 CF_EXTERN int cf_loop_call_cancel(cf_loop_call *h);
