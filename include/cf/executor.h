@@ -181,8 +181,10 @@ typedef struct cf_executor_stats {
   /** Finished with an error: the task's own, a broken pool's, or (process
    * pool) a worker that crashed or ran past the time limit. */
   uint64_t failed;
-  /** Cancelled before they ran (as seen by the executor), and (process
-   * pool) running tasks whose worker it killed for a cancel. */
+  /** Discarded without running: cancelled before they ran (as seen by
+   * the executor), or completed by hand (cf_future_set_result) while
+   * queued; and (process pool) running tasks whose worker it killed for
+   * a cancel. */
   uint64_t cancelled;
   /** Done callbacks that returned non-zero (counted once the callback
    * has returned: after its future is seen done). */
